@@ -1,0 +1,34 @@
+# guie-nb: every target creates the virtual environment when it is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= demo
+ROOT ?= build/$(PROFILE)
+
+.PHONY: venv notebooks demo test test-fast verify clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade -q pip
+	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (guie-nb)" >/dev/null
+	touch $@
+
+notebooks: venv
+	$(PY) scripts/build_notebooks.py --out build/notebooks
+
+demo: venv
+	$(PY) scripts/run_local.py --profile $(PROFILE) --root $(ROOT)
+
+test: venv
+	$(PY) -m pytest -ra
+
+test-fast: venv
+	$(PY) -m pytest -ra -m "not slow"
+
+clean:
+	rm -rf build

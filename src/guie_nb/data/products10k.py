@@ -1,0 +1,15 @@
+"""Products-10K: `train.csv` (`name,class,group`) with images in `train/<name>`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from guie_nb.data.records import SourceImage, read_csv_columns, require_dir
+
+
+def read_products10k(root: str | Path, source: str = "products10k", csv_name: str = "train.csv",
+                     image_dir: str = "train") -> list[SourceImage]:
+    root = require_dir(Path(root), "products10k root")
+    images = require_dir(root / image_dir, "products10k images")
+    rows = read_csv_columns(root / csv_name, ("name", "class"))
+    return [SourceImage(images / r["name"], r["class"], r["name"], source) for r in rows]

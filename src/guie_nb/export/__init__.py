@@ -1,0 +1,1 @@
+"""Export: the trained embedding model as a scorer-ready `submission.zip`."""

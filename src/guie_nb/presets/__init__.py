@@ -1,0 +1,28 @@
+"""Presets: named parameter sets for the four notebooks, each a small module.
+
+A preset module defines `notebook_params(root: str) -> dict[str, dict]`, mapping each notebook
+(`01_data_prep`, `02_train_tpu`, `03_finetune`, `04_export`) to the values of its parameters;
+`root` is where the chain writes its outputs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from guie_nb.notebook_build import NOTEBOOK_ORDER
+
+
+def available() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def notebook_params(name: str, root: str | None = None) -> dict[str, dict]:
+    if name not in available():
+        raise ValueError(f"unknown preset {name!r}; available: {available()}")
+    module = importlib.import_module(f"{__name__}.{name}")
+    params = module.notebook_params(root or f"build/{name}")
+    missing = [nb for nb in NOTEBOOK_ORDER if nb not in params]
+    if missing:
+        raise ValueError(f"preset {name!r} gives no parameters for {missing}")
+    return params

@@ -1,0 +1,1 @@
+"""Training and fine-tuning of the embedding model with a margin head."""
