@@ -24,8 +24,16 @@ notebooks: venv
 demo: venv
 	$(PY) scripts/run_local.py --profile $(PROFILE) --root $(ROOT)
 
+# The tests run the four notebooks (nbmake) at demo scale, baked with the demo preset and an
+# absolute output root (nbmake runs each notebook from its own folder), then the unit tests.
+TEST_ROOT := $(CURDIR)/build/test-demo
+TEST_NOTEBOOKS := build/test-notebooks
+NBMAKE := --nbmake --nbmake-timeout=1800
+
 test: venv
-	$(PY) -m pytest -ra
+	rm -rf $(TEST_NOTEBOOKS) $(TEST_ROOT)
+	$(PY) scripts/build_notebooks.py --out $(TEST_NOTEBOOKS) --preset demo --root $(TEST_ROOT) >/dev/null
+	GUIE_DEMO_ROOT=$(TEST_ROOT) $(PY) -m pytest -ra $(NBMAKE) $(TEST_NOTEBOOKS) tests
 
 test-fast: venv
 	$(PY) -m pytest -ra -m "not slow"
