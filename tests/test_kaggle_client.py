@@ -64,6 +64,9 @@ def notebook_text(body: dict) -> str:
 
 def test_push_all_stages_pushes_dataset_and_chains_kernels(fake, env, tmp_path):
     fake.script("GetKernelSessionStatus", (200, {"status": "RUNNING"}), (200, {"status": "COMPLETE"}))
+    # new dataset: not found, created, then processed on the second poll
+    fake.script("GetDatasetStatus", (404, {"code": 404, "message": "not found"}),
+                (404, {"code": 404, "message": "not found"}), (200, {"status": "BLOBS_RECEIVED"}))
     stage = tmp_path / "stage"
     proc = run_script("kaggle_push.py", ["--out", str(stage), "--poll", "0"], env)
     assert proc.returncode == 0, proc.stderr
@@ -72,6 +75,8 @@ def test_push_all_stages_pushes_dataset_and_chains_kernels(fake, env, tmp_path):
     # the helper package went up as a dataset first, its folder zipped by the client
     order = [r["endpoint"] for r in fake.requests if r["method"] == "POST"]
     assert order.index("CreateDataset") < order.index("SaveKernel")
+    # the kernels are pushed once the dataset version is processed (polled until READY)
+    assert order[order.index("CreateDataset") + 1:order.index("SaveKernel")] == ["GetDatasetStatus"] * 2
     create = fake.calls("CreateDataset")[0]["body"]
     assert create["ownerSlug"] == USER and create["slug"] == "guie-nb-helpers" and create["isPrivate"] is True
     with zipfile.ZipFile(io.BytesIO(fake.uploads["guie_nb.zip"])) as zf:

@@ -53,7 +53,12 @@ def _dataset(api, folder, notes, public=False):
     return {"ref": r.ref, "url": r.url, "status": str(r.status), "error": r.error}
 
 
-OPS = {"push": _push, "status": _status, "output": _output, "dataset": _dataset}
+def _dataset_status(api, ref):
+    return {"status": api.dataset_status(ref)}
+
+
+OPS = {"push": _push, "status": _status, "output": _output, "dataset": _dataset,
+       "dataset_status": _dataset_status}
 
 
 def main() -> int:

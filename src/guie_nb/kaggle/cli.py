@@ -71,7 +71,9 @@ def push_main(argv=None) -> int:
         client = KaggleClient(creds)
         if not args.no_dataset:
             r = client.push_dataset(dataset, notes="guie_nb helper package")
-            print(f"pushed dataset {r.get('ref') or dataset.name} {r.get('url') or ''}".rstrip())
+            ref = f"{owner}/{HELPERS_SLUG}"
+            print(f"pushed dataset {ref} {r.get('url') or ''}".rstrip(), flush=True)
+            print(f"dataset {ref}: {client.wait_dataset(ref, poll_s=min(args.poll, 10.0))}", flush=True)
         todo = [k for k in kernels if not args.only or k.notebook in args.only]
         for i, k in enumerate(todo):
             r = client.push_kernel(k.folder)

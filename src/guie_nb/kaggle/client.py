@@ -130,3 +130,15 @@ class KaggleClient:
         if result.get("error"):
             raise KaggleError(f"dataset {folder}: Kaggle rejected it: {result['error']}")
         return result
+
+    def wait_dataset(self, ref: str, poll_s: float = 10.0, max_polls: int = 360) -> str:
+        """Poll until the dataset's new version is processed: kernels pushed earlier would
+        attach the previous version."""
+        for _ in range(max_polls):
+            status = self.call("dataset_status", f"dataset status {ref}", ref=ref)["status"]
+            if status == "ready":
+                return status
+            if status in ("failed", "deleted"):
+                raise KaggleError(f"dataset {ref} is {status} on Kaggle; see its page for the processing error")
+            self.sleep(poll_s)
+        raise KaggleError(f"dataset {ref} still {status} after {max_polls} polls")
