@@ -49,12 +49,14 @@ def run_script(name: str, args: list[str], env: dict) -> subprocess.CompletedPro
 
 
 def assert_no_key(*texts: str, folders=()) -> None:
+    secrets = [KEY, basic_auth(USER, KEY).split()[1]]
     for text in texts:
-        assert KEY not in text
+        assert not any(s in text for s in secrets)
     for folder in folders:
         for f in Path(folder).rglob("*"):
             if f.is_file():
-                assert KEY.encode() not in f.read_bytes(), f"credential written to {f}"
+                data = f.read_bytes()
+                assert not any(s.encode() in data for s in secrets), f"credential written to {f}"
 
 
 def notebook_text(body: dict) -> str:
@@ -128,9 +130,12 @@ def test_chain_stops_when_a_kernel_fails(fake, env, tmp_path):
 
 def test_status_and_output_scripts(fake, env, tmp_path):
     fake.script("GetKernelSessionStatus", (200, {"status": "RUNNING"}))
-    proc = run_script("kaggle_status.py", ["02_train_tpu", "04_export"], env)
+    proc = run_script("kaggle_status.py", [], env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [f"{USER}/guie-nb-02-train-tpu: RUNNING", f"{USER}/guie-nb-04-export: COMPLETE"]
+    assert proc.stdout.splitlines() == [f"{USER}/guie-nb-01-data-prep: RUNNING", f"{USER}/guie-nb-02-train-tpu: COMPLETE",
+                                        f"{USER}/guie-nb-03-finetune: COMPLETE", f"{USER}/guie-nb-04-export: COMPLETE"]
+    assert [r["body"] for r in fake.calls("GetKernelSessionStatus")][1] == \
+        {"userName": USER, "kernelSlug": "guie-nb-02-train-tpu"}
 
     dest = tmp_path / "out"
     proc = run_script("kaggle_output.py", ["--dest", str(dest)], env)
@@ -229,6 +234,8 @@ def test_credentials_from_env_then_kaggle_json(tmp_path):
     creds = load_credentials({"KAGGLE_USERNAME": USER, "KAGGLE_KEY": KEY}, warn=warnings.append)
     assert (creds.username, creds.key, creds.source) == (USER, KEY, "environment")
     assert KEY not in repr(creds) and KEY not in str(creds)
+    leaked = f"key={KEY} header: Authorization: {basic_auth(USER, KEY)}"
+    assert creds.redact(leaked) == "key=*** header: Authorization: Basic ***"
 
     cfg = tmp_path / "cfg"
     cfg.mkdir()

@@ -98,10 +98,13 @@ def _refs(args) -> list[str]:
 def status_main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Print the status of the kernels' latest sessions.")
     _common(p)
-    p.add_argument("notebooks", nargs="*", choices=[[], *NOTEBOOK_ORDER], default=None)
+    p.add_argument("notebooks", nargs="*", metavar="NOTEBOOK", help=f"some of {list(NOTEBOOK_ORDER)} (default: all)")
     p.add_argument("--wait", action="store_true", help="poll until each session ends")
     p.add_argument("--poll", type=float, default=60.0)
     args = p.parse_args(argv)
+    unknown = sorted(set(args.notebooks) - set(NOTEBOOK_ORDER))
+    if unknown:
+        p.error(f"unknown notebook(s) {unknown}; choose from {list(NOTEBOOK_ORDER)}")
     try:
         client = KaggleClient(load_credentials())
         worst = 0

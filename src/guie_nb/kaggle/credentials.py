@@ -6,6 +6,7 @@ in a repr, a message, a log line or a staged file; `redact` scrubs it from text 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -25,7 +26,11 @@ class Credentials:
     source: str = "environment"
 
     def redact(self, text: str) -> str:
-        return text.replace(self.key, "***") if self.key else text
+        """`text` without the key, raw or inside a Basic auth header."""
+        if not self.key:
+            return text
+        basic = base64.b64encode(f"{self.username}:{self.key}".encode()).decode()
+        return text.replace(basic, "***").replace(self.key, "***")
 
 
 def config_file(env=None) -> Path:
