@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from guie_nb.notebook_build import NOTEBOOK_ORDER
 
@@ -38,11 +37,6 @@ class KaggleRoots:
         d = cls()
         return cls(env.get(INPUT_ENV) or d.input, env.get(WORKING_ENV) or d.working,
                    env.get(TEMP_ENV) or d.temp)
-
-
-def on_kaggle(env=None) -> bool:
-    env = os.environ if env is None else env
-    return bool(env.get("KAGGLE_KERNEL_RUN_TYPE")) or Path("/kaggle/input").is_dir()
 
 
 def _producer(head: str) -> str:
