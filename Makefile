@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= demo
 ROOT ?= build/$(PROFILE)
 
-.PHONY: venv notebooks demo test test-fast verify clean
+.PHONY: venv notebooks demo test test-fast verify clean push
 
 venv: $(VENV)/.installed
 
@@ -37,6 +37,12 @@ test: venv
 
 test-fast: venv
 	$(PY) -m pytest -ra -m "not slow"
+
+# Stage, validate and push the helper dataset and the four kernels to Kaggle (credentials from
+# KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json; see docs/kaggle.md). PUSH_ARGS=--dry-run
+# stages and validates only.
+push: venv
+	$(PY) scripts/kaggle_push.py --preset $(PROFILE) $(PUSH_ARGS)
 
 clean:
 	rm -rf build

@@ -22,6 +22,23 @@
 # With `demo_data_dir` set, it first generates the embedded demo dataset: synthetic objects seen in
 # several views, written in the Products-10K and GLDv2 layouts, so the same readers run on it.
 
+# %% [markdown]
+# The helper package `guie_nb`: on Kaggle it comes from the helper dataset attached to this
+# kernel (under `/kaggle/input`), locally from the installed package. Same source in both places.
+
+# %%
+import os
+import sys
+from pathlib import Path
+
+_inputs = Path(os.environ.get("GUIE_KAGGLE_INPUT", "/kaggle/input"))  # tests move it
+_helpers = [*_inputs.glob("guie-nb-helpers/guie_nb"), *_inputs.glob("*/*/guie-nb-helpers/guie_nb")]
+if _helpers:
+    sys.path.insert(0, str(_helpers[0].parent))
+import guie_nb  # noqa: E402  (before tensorflow: see guie_nb/__init__.py)
+
+print("guie_nb", guie_nb.__version__, "from", Path(guie_nb.__file__).parent)
+
 # %% tags=["parameters"]
 sources = [
     {"kind": "products10k", "root": "build/demo/raw/products10k", "val_classes": 30, "queries_per_class": 2},

@@ -17,6 +17,23 @@
 # starts from the training notebook's output (the embedding model *and* the margin head) and
 # continues with the same data at a smaller learning rate.
 
+# %% [markdown]
+# The helper package `guie_nb`: on Kaggle it comes from the helper dataset attached to this
+# kernel (under `/kaggle/input`), locally from the installed package. Same source in both places.
+
+# %%
+import os
+import sys
+from pathlib import Path
+
+_inputs = Path(os.environ.get("GUIE_KAGGLE_INPUT", "/kaggle/input"))  # tests move it
+_helpers = [*_inputs.glob("guie-nb-helpers/guie_nb"), *_inputs.glob("*/*/guie-nb-helpers/guie_nb")]
+if _helpers:
+    sys.path.insert(0, str(_helpers[0].parent))
+import guie_nb  # noqa: E402  (before tensorflow: see guie_nb/__init__.py)
+
+print("guie_nb", guie_nb.__version__, "from", Path(guie_nb.__file__).parent)
+
 # %% tags=["parameters"]
 data_dir = "build/demo/data"
 init_dir = "build/demo/train"

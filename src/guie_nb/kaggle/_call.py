@@ -1,0 +1,88 @@
+"""One `kaggle` client call in a fresh process; prints one JSON result line.
+
+Run by guie_nb.kaggle.client as a script (not as part of the package, so it imports only the
+client). A fresh process per call because `import kaggle` authenticates at import time and reads
+its environment (endpoint, credentials) once. HTTP errors come back with their status code.
+"""
+
+import contextlib
+import io
+import json
+import sys
+
+MARKER = "@@guie-kaggle-result@@"
+
+
+def _push(api, folder, timeout=None):
+    r = api.kernels_push(folder, timeout)
+    return {"ref": r.ref, "url": r.url, "version": r.version_number, "error": r.error,
+            "invalid_sources": {"dataset": list(r.invalid_dataset_sources or []),
+                                "competition": list(r.invalid_competition_sources or []),
+                                "kernel": list(r.invalid_kernel_sources or []),
+                                "model": list(r.invalid_model_sources or [])}}
+
+
+def _status(api, kernel):
+    r = api.kernels_status(kernel)
+    return {"status": r.status.name, "failure_message": r.failure_message}
+
+
+def _output(api, kernel, path, file_pattern=None):
+    files, _ = api.kernels_output(kernel, path, file_pattern=file_pattern, force=True, quiet=True)
+    return {"files": files}
+
+
+def _dataset_exists(api, ref):
+    from requests.exceptions import HTTPError
+
+    try:
+        api.dataset_status(ref)
+        return True
+    except HTTPError as e:
+        if e.response is not None and e.response.status_code == 404:
+            return False
+        raise
+
+
+def _dataset(api, folder, notes, public=False):
+    ref = json.load(open(f"{folder}/dataset-metadata.json"))["id"]
+    if _dataset_exists(api, ref):
+        r = api.dataset_create_version(folder, notes, quiet=True, dir_mode="zip")
+    else:
+        r = api.dataset_create_new(folder, public=public, quiet=True, dir_mode="zip")
+    return {"ref": r.ref, "url": r.url, "status": str(r.status), "error": r.error}
+
+
+def _dataset_status(api, ref):
+    return {"status": api.dataset_status(ref)}
+
+
+OPS = {"push": _push, "status": _status, "output": _output, "dataset": _dataset,
+       "dataset_status": _dataset_status}
+
+
+def main() -> int:
+    op, kwargs = sys.argv[1], json.loads(sys.argv[2])
+    chatter = io.StringIO()
+    out = {"ok": False, "status": None}
+    try:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            import kaggle  # authenticates; exits when it finds no credentials
+
+            out = {"ok": True, "result": OPS[op](kaggle.api, **kwargs)}
+    except SystemExit:
+        out = {"ok": False, "status": 401, "message": "the kaggle client found no credentials"}
+    except Exception as e:  # noqa: BLE001 - everything is reported to the parent
+        response = getattr(e, "response", None)
+        status = getattr(response, "status_code", None)
+        message = f"{type(e).__name__}: {e}"
+        if status is None and "Cannot access kernel" in str(e):
+            status = 403  # kernels_status/output turn 401/403 into this ValueError
+        out = {"ok": False, "status": status, "message": message}
+    out["chatter"] = chatter.getvalue()[-4000:]
+    sys.__stdout__.write(MARKER + json.dumps(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Where things live on Kaggle, and the preset's paths rewritten for a chain of kernels.
+
+Locally one root holds everything (`root/raw`, `root/data`, `root/train`, `root/finetune`,
+`root` = export). On Kaggle each notebook is its own kernel: it writes under /kaggle/working
+(saved as the kernel's output) and reads an earlier kernel's output where Kaggle mounts it,
+/kaggle/input/<kernel-slug>/. Environment variables move these roots (tests simulate the
+Kaggle layout in a temporary folder with them); the notebooks' bootstrap cell honours the same
+input variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from guie_nb.notebook_build import NOTEBOOK_ORDER
+
+INPUT_ENV = "GUIE_KAGGLE_INPUT"
+WORKING_ENV = "GUIE_KAGGLE_WORKING"
+TEMP_ENV = "GUIE_KAGGLE_TEMP"
+HELPERS_SLUG = "guie-nb-helpers"  # the dataset holding src/guie_nb; the bootstrap cell looks for it
+
+# the sub-folder of the local root each notebook writes ("" = the root itself)
+OUTPUT_SUB = {"01_data_prep": "data", "02_train_tpu": "train", "03_finetune": "finetune", "04_export": ""}
+_SENTINEL = "/@guie-root@"
+
+
+@dataclass(frozen=True)
+class KaggleRoots:
+    input: str = "/kaggle/input"
+    working: str = "/kaggle/working"
+    temp: str = "/kaggle/temp"  # not saved with the output: scratch such as generated demo data
+
+    @classmethod
+    def from_env(cls, env=None) -> "KaggleRoots":
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(env.get(INPUT_ENV) or d.input, env.get(WORKING_ENV) or d.working,
+                   env.get(TEMP_ENV) or d.temp)
+
+
+def _producer(head: str) -> str:
+    for nb, sub in OUTPUT_SUB.items():
+        if sub and sub == head:
+            return nb
+    return "04_export"  # anything else under the root is the export's output
+
+
+def _place(path: str, nb: str, params: dict, kernel_slugs: dict[str, str], dataset_slugs: set[str],
+           roots: KaggleRoots, deps: set[str]) -> str:
+    rest = path[len(_SENTINEL):].lstrip("/")
+    head = rest.split("/", 1)[0]
+    if head == "raw":
+        sub = rest.split("/", 1)[1] if "/" in rest else ""
+        if params.get("demo_data_dir"):  # generated in the session: scratch space
+            return f"{roots.temp}/{rest}"
+        name = sub.split("/", 1)[0]
+        if name not in dataset_slugs:
+            raise ValueError(f"{nb}: raw source {path.replace(_SENTINEL, '<root>')!r} needs a dataset "
+                             f"with slug {name!r} in dataset_sources (have {sorted(dataset_slugs)})")
+        return f"{roots.input}/{sub}"
+    producer = _producer(head)
+    if producer == nb:
+        return f"{roots.working}/{rest}".rstrip("/")
+    if NOTEBOOK_ORDER.index(producer) > NOTEBOOK_ORDER.index(nb):
+        raise ValueError(f"{nb} reads {rest!r}, which the later notebook {producer} writes")
+    deps.add(producer)
+    return f"{roots.input}/{kernel_slugs[producer]}/{rest}".rstrip("/")
+
+
+def _rewrite(value, place):
+    if isinstance(value, str) and (value == _SENTINEL or value.startswith(_SENTINEL + "/")):
+        return place(value)
+    if isinstance(value, dict):
+        return {k: _rewrite(v, place) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_rewrite(v, place) for v in value)
+    return value
+
+
+def kaggle_params(preset: str, kernel_slugs: dict[str, str], dataset_slugs: dict[str, set[str]] | None = None,
+                  roots: KaggleRoots | None = None) -> tuple[dict[str, dict], dict[str, set[str]]]:
+    """The preset's parameters with paths placed for Kaggle, and the kernels each notebook reads.
+
+    `kernel_slugs` maps notebook -> kernel slug (its mount folder); `dataset_slugs` maps notebook ->
+    slugs of its dataset sources (raw data is read from /kaggle/input/<slug>).
+    """
+    from guie_nb import presets
+
+    roots = roots or KaggleRoots.from_env()
+    dataset_slugs = dataset_slugs or {}
+    local = presets.notebook_params(preset, _SENTINEL)
+    params, deps = {}, {}
+    for nb in NOTEBOOK_ORDER:
+        deps[nb] = set()
+        place = lambda p, nb=nb: _place(p, nb, local[nb], kernel_slugs, dataset_slugs.get(nb, set()),  # noqa: E731
+                                        roots, deps[nb])
+        params[nb] = _rewrite(local[nb], place)
+    return params, deps

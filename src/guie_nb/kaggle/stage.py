@@ -1,0 +1,121 @@
+"""Stage kernels and the helper-package dataset as folders the `kaggle` client pushes.
+
+A kernel folder holds the built `.ipynb` (the chosen preset's values, with paths placed for
+Kaggle, baked into its `parameters` cell: Kaggle runs notebooks without injecting parameters) and
+`kernel-metadata.json` (the template with the owner filled in). Everything is validated here,
+before any network call. No credential is ever read or written by staging.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from guie_nb.kaggle import metadata as md
+from guie_nb.kaggle.layout import HELPERS_SLUG, KaggleRoots, kaggle_params
+from guie_nb.notebook_build import NOTEBOOK_ORDER, build_notebook, source_files, write_notebook
+
+KERNEL_METADATA = "kernel-metadata.json"
+DATASET_METADATA = "dataset-metadata.json"
+HELPERS_TITLE = "GUIE nb helpers"
+
+
+@dataclass(frozen=True)
+class StagedKernel:
+    notebook: str
+    folder: Path
+    meta: dict
+
+    @property
+    def ref(self) -> str:
+        return self.meta["id"]
+
+
+def chain_metadata(metadata_dir: str | Path, owner: str) -> dict[str, dict]:
+    """The four templates with the owner filled in, each validated, and the chain checked."""
+    metas = {}
+    for nb in NOTEBOOK_ORDER:
+        path = Path(metadata_dir) / f"{nb}.json"
+        if not path.is_file():
+            raise md.MetadataError(f"kernel metadata template {path} is missing")
+        metas[nb] = md.fill_owner(md.load_template(path), owner)
+        md.validate(metas[nb])
+        if metas[nb]["code_file"] != f"{nb}.ipynb":
+            raise md.MetadataError(f"{path}: code_file must be {nb}.ipynb, got {metas[nb]['code_file']!r}")
+    helpers = f"{owner}/{HELPERS_SLUG}"
+    for i, nb in enumerate(NOTEBOOK_ORDER):
+        if helpers not in metas[nb].get("dataset_sources", []):
+            raise md.MetadataError(f"{nb}: dataset_sources must include the helper package {helpers!r}")
+        if i and metas[NOTEBOOK_ORDER[i - 1]]["id"] not in metas[nb].get("kernel_sources", []):
+            raise md.MetadataError(f"{nb}: kernel_sources must chain to {metas[NOTEBOOK_ORDER[i - 1]]['id']!r}")
+    return metas
+
+
+def stage_kernels(out_root: str | Path, owner: str, preset: str, notebook_dir: str | Path,
+                  metadata_dir: str | Path, roots: KaggleRoots | None = None,
+                  overrides: dict[str, dict] | None = None) -> list[StagedKernel]:
+    """Stage all four kernels under `out_root/<slug>/`; `overrides` replaces baked values."""
+    metas = chain_metadata(metadata_dir, owner)
+    slugs = {nb: m["id"].split("/")[1] for nb, m in metas.items()}
+    datasets = {nb: {d.split("/")[1] for d in m.get("dataset_sources", [])} for nb, m in metas.items()}
+    params, deps = kaggle_params(preset, slugs, datasets, roots)
+    for nb, values in (overrides or {}).items():
+        if nb not in params:
+            raise ValueError(f"overrides for unknown notebook {nb!r}; notebooks: {list(NOTEBOOK_ORDER)}")
+        params[nb].update(values)
+    staged = []
+    for src in source_files(notebook_dir):
+        nb, meta = src.stem, metas[src.stem]
+        missing = sorted(metas[d]["id"] for d in deps[nb] if metas[d]["id"] not in meta.get("kernel_sources", []))
+        if missing:
+            raise md.MetadataError(f"{nb} reads the output of {missing}: add them to its kernel_sources")
+        folder = Path(out_root) / slugs[nb]
+        if folder.exists():
+            shutil.rmtree(folder)  # a stale notebook must never be pushed
+        write_notebook(build_notebook(src, params[nb]), folder / meta["code_file"])
+        (folder / KERNEL_METADATA).write_text(json.dumps(meta, indent=2) + "\n")
+        md.validate(meta, folder)
+        staged.append(StagedKernel(nb, folder, meta))
+    return staged
+
+
+def package_digest(package_dir: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(_package_files(package_dir)):
+        h.update(str(f.relative_to(package_dir)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def _package_files(package_dir: Path):
+    return [f for f in package_dir.rglob("*") if f.is_file() and "__pycache__" not in f.parts
+            and f.suffix not in (".pyc", ".pyo")]
+
+
+def build_helper_dataset(out_dir: str | Path, owner: str, package_dir: str | Path | None = None) -> Path:
+    """Stage `guie_nb` as the helper dataset: `<out>/guie_nb/...`, a version file, its metadata.
+
+    The folder is pushed with the client's zip directory mode; Kaggle unpacks `guie_nb.zip`
+    into /kaggle/input/guie-nb-helpers/guie_nb/, where the notebooks' bootstrap cell finds it.
+    """
+    import guie_nb
+
+    package_dir = Path(package_dir or Path(guie_nb.__file__).parent)
+    if not (package_dir / "__init__.py").is_file():
+        raise FileNotFoundError(f"{package_dir} is not a Python package (no __init__.py)")
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    for f in _package_files(package_dir):
+        dest = out / "guie_nb" / f.relative_to(package_dir)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, dest)
+    version = {"package": "guie_nb", "version": guie_nb.__version__, "sha256": package_digest(package_dir)}
+    (out / "guie_nb_version.json").write_text(json.dumps(version, indent=2) + "\n")
+    meta = {"title": HELPERS_TITLE, "id": f"{owner}/{HELPERS_SLUG}", "licenses": [{"name": "other"}],
+            "subtitle": "The guie_nb helper package the GUIE notebooks import"}
+    md.fill_owner(meta, owner)  # checks the owner
+    (out / DATASET_METADATA).write_text(json.dumps(meta, indent=2) + "\n")
+    return out

@@ -1,0 +1,157 @@
+"""Kernel metadata validation, Kaggle path placement and staging: no network involved."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from guie_nb.kaggle import metadata as md
+from guie_nb.kaggle.layout import KaggleRoots, kaggle_params
+from guie_nb.kaggle.stage import build_helper_dataset, chain_metadata, stage_kernels
+from guie_nb.notebook_build import NOTEBOOK_ORDER, parameters_cell
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATES = REPO / "kernel-metadata"
+SLUGS = {"01_data_prep": "guie-nb-01-data-prep", "02_train_tpu": "guie-nb-02-train-tpu",
+         "03_finetune": "guie-nb-03-finetune", "04_export": "guie-nb-04-export"}
+
+
+def good_meta(**changes) -> dict:
+    meta = md.fill_owner(md.load_template(TEMPLATES / "02_train_tpu.json"), "alice")
+    meta.update(changes)
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def test_templates_describe_the_chain():
+    metas = chain_metadata(TEMPLATES, "alice")
+    assert [m["id"] for m in metas.values()] == [f"alice/{SLUGS[nb]}" for nb in NOTEBOOK_ORDER]
+    for nb, m in metas.items():
+        assert m["is_private"] is True and m["kernel_type"] == "notebook" and m["language"] == "python"
+        assert m["competition_sources"] == ["google-universal-image-embedding"]
+        assert "alice/guie-nb-helpers" in m["dataset_sources"]
+        assert "docker_image" not in m
+    assert metas["02_train_tpu"]["machine_shape"] == metas["03_finetune"]["machine_shape"] == "TpuV5E8"
+    assert "machine_shape" not in metas["01_data_prep"] and "machine_shape" not in metas["04_export"]
+    assert metas["02_train_tpu"]["model_sources"] == ["keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k/3"]
+    assert metas["04_export"]["kernel_sources"][-1] == "alice/guie-nb-03-finetune"
+
+
+@pytest.mark.parametrize("changes, problem", [
+    ({"id": "alice/abc"}, "5 to 50 characters"),
+    ({"id": "alice/Guie_Train"}, "lowercase"),
+    ({"id": "guie-nb-02-train-tpu"}, "owner/slug"),
+    ({"title": "GUIE nb two"}, "resolves to slug"),
+    ({"title": "abc"}, "title must be 5 to 50"),
+    ({"machine_shape": "TpuV38"}, "retired"),
+    ({"machine_shape": "BigGpu"}, "unknown machine_shape"),
+    ({"docker_image": "gcr.io/kaggle-gpu-images/python@sha256:0"}, "must not pin docker_image"),
+    ({"enable_tpu": False}, "needs enable_tpu true"),
+    ({"dataset_sources": ["guie-nb-helpers"]}, "dataset_sources"),
+    ({"kernel_sources": ["alice/x/y"]}, "kernel_sources"),
+    ({"competition_sources": ["owner/google-universal-image-embedding"]}, "competition_sources"),
+    ({"model_sources": ["keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k"]}, "model_sources"),
+    ({"model_sources": ["keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k/latest"]}, "version number"),
+    ({"is_private": "yes"}, "is_private must be true or false"),
+    ({"code_file": "02_train_tpu.py"}, ".ipynb"),
+    ({"language": "r"}, "language"),
+    ({"machine_shape": "NvidiaTeslaT4"}, "needs enable_gpu true"),
+    ({"kernal_sources": []}, "unknown key"),
+])
+def test_validation_names_the_problem(changes, problem):
+    with pytest.raises(md.MetadataError, match=problem):
+        md.validate(good_meta(**changes))
+
+
+def test_validation_reports_every_problem_and_unfilled_owner():
+    meta = md.load_template(TEMPLATES / "02_train_tpu.json")  # owner not filled in
+    with pytest.raises(md.MetadataError) as err:
+        md.validate({**meta, "machine_shape": "TpuV38", "title": "x"})
+    msg = str(err.value)
+    assert "{owner} placeholder" in msg and "retired" in msg and "title" in msg
+    with pytest.raises(md.MetadataError, match="invalid Kaggle owner"):
+        md.fill_owner(meta, "no/slash")
+
+
+def test_kaggle_params_place_outputs_and_earlier_kernels():
+    roots = KaggleRoots("/kaggle/input", "/kaggle/working", "/kaggle/temp")
+    params, deps = kaggle_params("demo", SLUGS, roots=roots)
+    assert params["01_data_prep"]["out_dir"] == "/kaggle/working/data"
+    assert params["01_data_prep"]["demo_data_dir"] == "/kaggle/temp/raw"
+    assert params["01_data_prep"]["sources"][0]["root"] == "/kaggle/temp/raw/products10k"
+    assert params["02_train_tpu"]["data_dir"] == "/kaggle/input/guie-nb-01-data-prep/data"
+    assert params["02_train_tpu"]["out_dir"] == "/kaggle/working/train"
+    assert params["03_finetune"]["init_dir"] == "/kaggle/input/guie-nb-02-train-tpu/train"
+    assert params["04_export"]["model_dir"] == "/kaggle/input/guie-nb-03-finetune/finetune"
+    assert params["04_export"]["out_dir"] == "/kaggle/working"
+    assert deps == {"01_data_prep": set(), "02_train_tpu": {"01_data_prep"},
+                    "03_finetune": {"01_data_prep", "02_train_tpu"},
+                    "04_export": {"01_data_prep", "02_train_tpu", "03_finetune"}}
+    moved, _ = kaggle_params("demo", SLUGS, roots=KaggleRoots("/tmp/in", "/tmp/work", "/tmp/scratch"))
+    assert moved["02_train_tpu"]["data_dir"] == "/tmp/in/guie-nb-01-data-prep/data"
+
+
+def test_kaggle_params_real_raw_data_needs_its_dataset(monkeypatch):
+    from guie_nb.presets import demo
+
+    original = demo.notebook_params
+
+    def real(root):  # the demo preset, reading existing raw data instead of generating it
+        p = original(root)
+        p["01_data_prep"]["demo_data_dir"] = None
+        return p
+
+    monkeypatch.setattr(demo, "notebook_params", real)
+    with pytest.raises(ValueError, match="needs a dataset with slug 'products10k'"):
+        kaggle_params("demo", SLUGS, roots=KaggleRoots())
+    params, _ = kaggle_params("demo", SLUGS, {"01_data_prep": {"products10k", "gldv2"}}, KaggleRoots())
+    assert params["01_data_prep"]["sources"][1]["root"] == "/kaggle/input/gldv2"
+
+
+def test_stage_bakes_kaggle_paths_and_writes_valid_metadata(tmp_path):
+    staged = stage_kernels(tmp_path, "alice", "demo", REPO / "notebooks", TEMPLATES, KaggleRoots())
+    assert [k.folder.name for k in staged] == [SLUGS[nb] for nb in NOTEBOOK_ORDER]
+    for k in staged:
+        meta = json.loads((k.folder / "kernel-metadata.json").read_text())
+        assert meta == k.meta and meta["id"] == f"alice/{k.folder.name}"
+        md.validate(meta, k.folder)
+        nb = json.loads((k.folder / meta["code_file"]).read_text())
+        assert nb["metadata"]["kernelspec"]["name"] == "python3"
+        text = "".join(nb["cells"][1]["source"]) + "".join(nb["cells"][2]["source"])
+        assert "guie-nb-helpers" in text  # the bootstrap cell comes first
+    import nbformat
+
+    train = nbformat.read(staged[1].folder / "02_train_tpu.ipynb", as_version=4)
+    assert "data_dir = '/kaggle/input/guie-nb-01-data-prep/data'" in parameters_cell(train).source
+    assert "out_dir = '/kaggle/working/train'" in parameters_cell(train).source
+
+
+def test_stage_refuses_a_broken_chain(tmp_path):
+    tdir = tmp_path / "templates"
+    tdir.mkdir()
+    for nb in NOTEBOOK_ORDER:
+        (tdir / f"{nb}.json").write_text((TEMPLATES / f"{nb}.json").read_text())
+    meta = json.loads((tdir / "04_export.json").read_text())
+    meta["kernel_sources"] = ["{owner}/guie-nb-03-finetune"]  # export also reads 01's and 02's output
+    (tdir / "04_export.json").write_text(json.dumps(meta))
+    with pytest.raises(md.MetadataError, match="04_export reads the output of .*guie-nb-01-data-prep"):
+        stage_kernels(tmp_path / "out", "alice", "demo", REPO / "notebooks", tdir)
+    meta["kernel_sources"] = []
+    (tdir / "04_export.json").write_text(json.dumps(meta))
+    with pytest.raises(md.MetadataError, match="must chain to 'alice/guie-nb-03-finetune'"):
+        chain_metadata(tdir, "alice")
+
+
+def test_helper_dataset_holds_the_package(tmp_path):
+    import guie_nb
+
+    out = build_helper_dataset(tmp_path / "ds", "alice")
+    meta = json.loads((out / "dataset-metadata.json").read_text())
+    assert meta["id"] == "alice/guie-nb-helpers" and md.slugify_title(meta["title"]) == "guie-nb-helpers"
+    pkg = Path(guie_nb.__file__).parent
+    expected = {str(f.relative_to(pkg)) for f in pkg.rglob("*.py") if "__pycache__" not in f.parts}
+    assert {str(f.relative_to(out / "guie_nb")) for f in (out / "guie_nb").rglob("*.py")} == expected
+    assert not list(out.rglob("__pycache__"))
+    version = json.loads((out / "guie_nb_version.json").read_text())
+    assert version["version"] == guie_nb.__version__ and len(version["sha256"]) == 64
