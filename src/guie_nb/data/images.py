@@ -32,7 +32,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit grayscale: scale to 8 bits instead of clipping
         img = img.point(lambda v: v / 256).convert("L")
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def read_file(path: str | Path) -> bytes:
@@ -45,8 +45,8 @@ def read_file(path: str | Path) -> bytes:
     return data
 
 
-def _open(data: bytes, max_side: int | None) -> tuple[Image.Image, bool]:
-    """The decoded image, and whether `data` may be kept as it is."""
+def _open(data: bytes, max_side: int | None) -> tuple[Image.Image, bool, bool]:
+    """The decoded image, whether `data` may be kept as it is, and whether it is upright."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -62,7 +62,7 @@ def _open(data: bytes, max_side: int | None) -> tuple[Image.Image, bool]:
                 img.draft(img.mode, (max(1, round(w * scale)), max(1, round(h * scale))))
             img.load()
             keep = fmt == "JPEG" and img.mode == "RGB" and upright and max_side is not None and max(w, h) <= max_side
-            return img, keep
+            return img, keep, upright
     except BadImage:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -78,8 +78,8 @@ def load_rgb(src: str | Path | bytes) -> Image.Image:
     data = src if isinstance(src, (bytes, bytearray)) else read_file(src)
     if not data:
         raise BadImage("empty file")
-    img, _ = _open(bytes(data), None)
-    return to_rgb(ImageOps.exif_transpose(img))
+    img, _, upright = _open(bytes(data), None)
+    return to_rgb(img if upright else ImageOps.exif_transpose(img))
 
 
 def encode_jpeg(img: Image.Image, max_side: int, quality: int = 90) -> bytes:
@@ -97,11 +97,11 @@ def process_bytes(data: bytes, max_side: int, quality: int = 90) -> bytes:
     """Encoded image -> JPEG bytes of an upright RGB image with longer side <= `max_side`."""
     if not data:
         raise BadImage("empty file")
-    img, keep = _open(data, max_side)
+    img, keep, upright = _open(data, max_side)
     if keep:
         return data
     try:
-        return encode_jpeg(to_rgb(ImageOps.exif_transpose(img)), max_side, quality)
+        return encode_jpeg(to_rgb(img if upright else ImageOps.exif_transpose(img)), max_side, quality)
     except (OSError, ValueError) as e:
         raise BadImage(f"corrupt image ({e})") from e
 
