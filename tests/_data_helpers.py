@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from pathlib import Path
 
@@ -141,6 +142,7 @@ def exif_rotated_jpeg(size=(64, 32), orientation: int = 6) -> bytes:
     return buf.getvalue()
 
 
+@functools.lru_cache(maxsize=1)
 def bad_files() -> dict[str, bytes]:
     """name -> bytes of every awkward file kind (name prefix: what the pipeline should do)."""
     out: dict[str, bytes] = {}

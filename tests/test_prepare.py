@@ -166,7 +166,7 @@ def test_imagenet_tfrecord_records_reemitted_without_loss(tmp_path):
 
     root = write_imagenet_tfrecords(tmp_path / "inet", [3, 3, 2], files=2)
     m = prepare([{"kind": "imagenet_tfrecord", "root": str(root)}], tmp_path / "out", max_side=64,
-                processes=1, progress=False)
+                processes=2, progress=False)  # shards listed in parallel too
     assert m["train_images"] == 8 and m["skipped"] == []
     assert m["label_maps"]["imagenet_tfrecord"] == {"1": 0, "2": 1, "3": 2}
     stored = {jpeg(70_000 + c * 100 + j) for c, k in enumerate([3, 3, 2]) for j in range(k)}

@@ -22,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 
 from guie_nb.data.images import BadImage, process_bytes
+from guie_nb.data.imagenet import imagenet_tfrecord_files
 from guie_nb.data.records import SourceError, SourceImage
 from guie_nb.data.shards import PARTS, AtomicWriter, ImageSettings, Task, make_pool, read_image_bytes, \
     remove_leftovers, run_tasks
@@ -164,13 +165,29 @@ def prepare(
     settings = ImageSettings(max_side, jpeg_quality)
     out = Path(out_dir)
 
-    pool = make_pool(processes) if processes > 1 else None
+    pools = []
+
+    def pool(n_jobs: int):
+        """Worker processes, started on first use (not at all for one core or one job)."""
+        if processes <= 1 or n_jobs <= 1:
+            return None
+        if not pools:
+            pools.append(make_pool(min(processes, n_jobs)))
+        return pools[0]
+
     try:
-        listings = {s.name: s.read(map_fn=pool.imap if pool else map) for s in specs}  # errors before work
+        listings = {}
+        for s in specs:  # every source is read and checked before anything is written
+            p = pool(len(imagenet_tfrecord_files(s.root, s.options.get("pattern", "train-*")))) if s.kind == "imagenet_tfrecord" else None
+            listings[s.name] = s.read(map_fn=p.imap if p else map)
         selections = {s.name: select(listings[s.name].images, s, seed) for s in specs}
         train_tasks, val_tasks, label_maps = plan(specs, selections, settings, out, images_per_shard, seed)
         tasks = train_tasks + val_tasks
         estimate = estimate_bytes(tasks, settings, seed)
+        n_images = sum(len(t.items) for t in tasks)
+        if progress:
+            print(f"data-prep: {n_images} images planned in {len(tasks)} files, estimated output "
+                  f"{estimate / 1e9:.2f} GB (limit {max_output_gb:g} GB)")
         if estimate > max_output_gb * 1e9:
             raise OutputTooLarge(
                 f"estimated output {estimate / 1e9:.1f} GB is over the {max_output_gb:g} GB limit (Kaggle keeps "
@@ -179,9 +196,9 @@ def prepare(
         remove_leftovers(out, tasks)
         markers = run_tasks(tasks, pool, progress)
     finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        for p in pools:
+            p.terminate()
+            p.join()
 
     train_markers, val_markers = markers[: len(train_tasks)], markers[len(train_tasks):]
     val = _merge_val(out, val_tasks, val_markers)

@@ -184,8 +184,9 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def run_tasks(tasks: list[Task], pool=None, progress: bool = True) -> list[dict]:
-    """Markers of all tasks, in task order; only unfinished tasks are run."""
+def run_tasks(tasks: list[Task], pool=lambda n_jobs: None, progress: bool = True) -> list[dict]:
+    """Markers of all tasks, in task order; only unfinished tasks are run, on `pool(len(todo))`
+    (a multiprocessing pool, or None to run them here)."""
     from tqdm.auto import tqdm
 
     markers = {t.name: m for t in tasks if (m := finished(t)) is not None}
@@ -194,7 +195,8 @@ def run_tasks(tasks: list[Task], pool=None, progress: bool = True) -> list[dict]
     bar = tqdm(total=total, initial=total - sum(len(t.items) for t in todo), desc="images", unit="img",
                disable=not progress)
     kill_after = int(os.environ.get(KILL_ENV, "0") or 0)
-    results = pool.imap_unordered(run_task, todo) if pool is not None and len(todo) > 1 else map(run_task, todo)
+    workers = pool(len(todo))
+    results = workers.imap_unordered(run_task, todo) if workers is not None else map(run_task, todo)
     for n, marker in enumerate(results, 1):
         markers[marker["name"]] = marker
         bar.update(marker["items"])
