@@ -71,13 +71,23 @@ def plain_pil(paths: list[Path], max_side: int, quality: int) -> float:
     return time.perf_counter() - t
 
 
+def _cpu() -> float:
+    t = os.times()  # this process and its finished children (the pool's workers, once joined)
+    return t.user + t.system + t.children_user + t.children_system
+
+
+CPU: dict[int, float] = {}  # processes -> best CPU seconds of a run
+
+
 def data_prep(root: Path, out: Path, n: int, max_side: int, quality: int, processes: int) -> float:
     shutil.rmtree(out, ignore_errors=True)
+    cpu = _cpu()
     t = time.perf_counter()
     m = prepare([{"kind": "products10k", "root": str(root), "images_per_class": 10**6, "min_images_per_class": 1}],
                 out, max_side=max_side, jpeg_quality=quality, images_per_shard=max(1, n // (4 * processes)),
                 processes=processes, progress=False)
     elapsed = time.perf_counter() - t
+    CPU[processes] = min(CPU.get(processes, float("inf")), _cpu() - cpu)
     assert m["images_written"] == n, m["skipped"][:3]
     return elapsed
 
@@ -109,6 +119,9 @@ def main() -> None:
     print(f"data-prep, {args.processes} processes          : {many_rate:8.1f} images/s "
           f"({many_rate / args.processes:.1f} per core)")
     print(f"speed-up 1 -> {args.processes} processes        : {many_rate / one_rate:8.2f}x")
+    print(f"CPU per image, 1 / {args.processes} processes     : {1e3 * CPU[1] / n:.1f} / "
+          f"{1e3 * CPU[args.processes] / n:.1f} ms (incl. worker start-up, ~0.5 s each); "
+          f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":
