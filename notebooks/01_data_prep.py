@@ -21,6 +21,15 @@
 #
 # With `demo_data_dir` set, it first generates the embedded demo dataset: synthetic objects seen in
 # several views, written in the Products-10K and GLDv2 layouts, so the same readers run on it.
+#
+# **Real data.** Each `sources` entry is `{"kind": ..., "root": ...}` plus options. Kinds:
+# `products10k` (`train.csv` + `train/`), `gldv2` (`train.csv` + `train/a/b/c/<id>.jpg`),
+# `imagenet` (Kaggle's `ILSVRC/Data/CLS-LOC/train/<synset>/` + `LOC_synset_mapping.txt`),
+# `imagenet_tfrecord` (TF Model Garden `train-*` shards), `folder` (one folder per class) and
+# `csv` (`path,label`). Keys an entry leaves out take the recipe's defaults
+# (`guie_nb.data.recipe`): 50 images per class, and for GLDv2 the 7,000 biggest classes.
+# The seed recipe is
+# `recipe_sources("/kaggle/input/<imagenet>", "/kaggle/input/<products10k>", "/kaggle/input/<gldv2>")`.
 
 # %% [markdown]
 # The helper package `guie_nb`: on Kaggle it comes from the helper dataset attached to this
@@ -49,6 +58,8 @@ demo_data_dir = "build/demo/raw"  # None for real data
 max_side = 160  # longest image side kept in the shards
 images_per_shard = 500
 seed = 0
+processes = None  # worker processes; None: all cores
+max_output_gb = 20.0  # Kaggle keeps 20 GB of notebook output: fail early above this
 
 # %%
 import json
@@ -71,13 +82,20 @@ if demo_data_dir:
 # %% [markdown]
 # ## Read, sample, split and write
 # Every source is read (and checked) before any image is touched, so a wrong path or a missing
-# CSV column fails here at once. Unreadable images are skipped and listed in the manifest.
+# CSV column fails here at once; then the output size is estimated from a sample and checked
+# against `max_output_gb`. The shards are written over all cores. If the session dies, run the
+# notebook again: finished shards are kept (each carries a hash of what it was made from) and
+# the rest are written; a rerun with the same parameters gives byte-identical files.
+# Unreadable images are skipped and listed, with their reasons, in the manifest.
 
 # %%
-manifest = prepare(sources, out_dir, max_side=max_side, images_per_shard=images_per_shard, seed=seed)
+manifest = prepare(sources, out_dir, max_side=max_side, images_per_shard=images_per_shard, seed=seed,
+                   processes=processes, max_output_gb=max_output_gb)
 
 # %%
-print(json.dumps(manifest["sources"], indent=1))
+print(json.dumps({name: {k: v for k, v in s.items() if k != "class_counts"}
+                  for name, s in manifest["sources"].items()}, indent=1))
 print("classes:", manifest["num_classes"], "| training images:", manifest["train_images"],
       "| queries:", manifest["val"]["num_queries"], "| index:", manifest["val"]["num_index"],
-      "| skipped:", len(manifest["skipped"]))
+      "| skipped:", len(manifest["skipped"]), manifest["skipped_counts"])
+print(f"output: {manifest['output_bytes'] / 1e6:.1f} MB (estimated {manifest['estimated_bytes'] / 1e6:.1f} MB)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guie_nb.data.records import SourceImage, read_csv_columns, require_dir
+from guie_nb.data.records import Listing, SourceImage, read_csv_columns, require_dir
 
 
 def gldv2_path(image_dir: Path, image_id: str) -> Path:
@@ -12,8 +12,14 @@ def gldv2_path(image_dir: Path, image_id: str) -> Path:
 
 
 def read_gldv2(root: str | Path, source: str = "gldv2", csv_name: str = "train.csv",
-               image_dir: str = "train") -> list[SourceImage]:
+               image_dir: str = "train") -> Listing:
     root = require_dir(Path(root), "gldv2 root")
     images = require_dir(root / image_dir, "gldv2 images")
     rows = read_csv_columns(root / csv_name, ("id", "landmark_id"))
-    return [SourceImage(gldv2_path(images, r["id"]), r["landmark_id"], r["id"], source) for r in rows]
+    listing = Listing([])
+    for r in rows:
+        if len(r["id"]) < 3:  # the layout needs three characters to find the file
+            listing.skipped.append({"path": r["id"], "reason": "malformed image id"})
+        else:
+            listing.images.append(SourceImage(gldv2_path(images, r["id"]), r["landmark_id"], r["id"], source))
+    return listing

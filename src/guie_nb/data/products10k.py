@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guie_nb.data.records import SourceImage, read_csv_columns, require_dir
+from guie_nb.data.records import Listing, SourceImage, read_csv_columns, require_dir
 
 
 def read_products10k(root: str | Path, source: str = "products10k", csv_name: str = "train.csv",
-                     image_dir: str = "train") -> list[SourceImage]:
+                     image_dir: str = "train") -> Listing:
     root = require_dir(Path(root), "products10k root")
     images = require_dir(root / image_dir, "products10k images")
     rows = read_csv_columns(root / csv_name, ("name", "class"))
-    return [SourceImage(images / r["name"], r["class"], r["name"], source) for r in rows]
+    return Listing([SourceImage(images / r["name"], r["class"], r["name"], source) for r in rows])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -14,11 +14,20 @@ class SourceImage:
     label: str  # the class as the source names it
     image_id: str  # the source's own id for the image
     source: str  # the source's name in the manifest
+    offset: int = -1  # >= 0: the image is the record at this byte offset of the TFRecord `path`
 
     @property
     def uid(self) -> str:
         """A 16-character id, unique across sources: the Kaggle solution-file format."""
         return hashlib.sha1(f"{self.source}/{self.image_id}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class Listing:
+    """What a reader found: the images, and entries it could not use with their reasons."""
+
+    images: list[SourceImage]
+    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}
 
 
 class SourceError(ValueError):
@@ -35,7 +44,7 @@ def read_csv_columns(path: Path, required: tuple[str, ...]) -> list[dict[str, st
     """Rows of a CSV as dicts; a clear error when the file or a required column is missing."""
     if not path.is_file():
         raise SourceError(f"CSV file not found: {path}")
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         missing = [c for c in required if c not in header]

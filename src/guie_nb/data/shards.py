@@ -1,0 +1,211 @@
+"""The writing half of data-prep: shard tasks, run over all cores, resumable.
+
+Each task is one output file (a training shard, or one part of the validation split) with its
+exact list of images, fixed before any work starts; a worker process writes the whole file. A
+finished task leaves a marker `.shards/<name>.json` holding a hash of everything its file depends
+on (images, labels, image settings): a rerun skips a task whose marker and file match, and redoes
+it otherwise. Files appear under their final names only when complete (write, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import signal
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from guie_nb.data.images import BadImage, process_bytes, read_file
+from guie_nb.data.recordio import AtomicWriter, RecordError, decode_example, encode_example, read_record
+from guie_nb.data.records import SourceImage
+
+KILL_ENV = "GUIE_DATA_PREP_KILL_AFTER_SHARDS"  # tests: SIGKILL the run after N finished tasks
+MARKERS = ".shards"
+PARTS = ".parts"
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    max_side: int
+    quality: int
+
+
+@dataclass
+class Task:
+    name: str  # train-XXXXX-of-XXXXX.tfrec, or val-XXXXX for a validation part
+    kind: str  # "train" | "val"
+    # train: [(image, global label)]; val: [(image, class key, queries_per_class)]
+    items: list[tuple]
+    settings: ImageSettings
+    out_dir: str
+
+    @property
+    def hash(self) -> str:
+        h = hashlib.sha256(json.dumps([self.name, self.kind, self.settings.max_side, self.settings.quality]).encode())
+        for img, *rest in self.items:
+            h.update(json.dumps([str(img.path), img.offset, img.label, img.image_id, img.source, *rest]).encode())
+        return h.hexdigest()
+
+    @property
+    def files(self) -> list[str]:
+        if self.kind == "train":
+            return [self.name]
+        return [f"{PARTS}/{self.name}-queries.tfrec", f"{PARTS}/{self.name}-index.tfrec"]
+
+
+def read_image_bytes(img: SourceImage) -> bytes:
+    if img.offset < 0:
+        return read_file(img.path)
+    try:
+        encoded = decode_example(read_record(img.path, img.offset)).get("image/encoded") or [b""]
+    except (OSError, RecordError, ValueError) as e:
+        raise BadImage(f"unreadable TFRecord record ({e})") from e
+    return encoded[0]
+
+
+def _example(data: bytes, label: int, img: SourceImage) -> bytes:
+    return encode_example({"image": data, "label": label, "source": img.source.encode(),
+                           "image_id": img.uid.encode()})
+
+
+def _encode(img: SourceImage, settings: ImageSettings, skipped: list[dict]) -> bytes | None:
+    try:
+        return process_bytes(read_image_bytes(img), settings.max_side, settings.quality)
+    except BadImage as e:
+        where = f"{img.path}@{img.offset}" if img.offset >= 0 else str(img.path)
+        skipped.append({"path": where, "reason": str(e)})
+        return None
+
+
+def run_task(task: Task) -> dict:
+    """Write the task's file(s), then its marker; returns the marker."""
+    out = Path(task.out_dir)
+    skipped: list[dict] = []
+    marker = {"name": task.name, "kind": task.kind, "hash": task.hash, "items": len(task.items)}
+    writers = [AtomicWriter(out / f) for f in task.files]
+    try:
+        if task.kind == "train":
+            counts: Counter = Counter()
+            for img, label in task.items:
+                data = _encode(img, task.settings, skipped)
+                if data is not None:
+                    writers[0].write(_example(data, label, img))
+                    counts[label] += 1
+            marker.update(records=sum(counts.values()), label_counts={str(k): v for k, v in sorted(counts.items())})
+        else:
+            marker.update(_write_val(task, writers, skipped))
+        for w in writers:
+            w.commit()
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    marker["sizes"] = {f: (out / f).stat().st_size for f in task.files}
+    marker["skipped"] = skipped
+    _write_json(out / MARKERS / f"{task.name}.json", marker)
+    return marker
+
+
+def _write_val(task: Task, writers: list[AtomicWriter], skipped: list[dict]) -> dict:
+    """Per class: the first `queries_per_class` decodable images are queries, the rest its index."""
+    queries, index = writers
+    solution, query_source, by_source = [], {}, Counter()
+    by_class: dict[str, list] = {}
+    for img, key, q in task.items:
+        by_class.setdefault(key, []).append((img, q))
+    for key, members in by_class.items():
+        q = members[0][1]
+        encoded = [(img, d) for img, _ in members if (d := _encode(img, task.settings, skipped)) is not None]
+        if len(encoded) <= q:
+            skipped += [{"path": str(i.path), "reason": "validation class too small after decoding"}
+                        for i, _ in encoded]
+            continue
+        index_ids = [img.uid for img, _ in encoded[q:]]
+        for img, d in encoded[:q]:
+            queries.write(_example(d, -1, img))
+            solution.append([img.uid, index_ids])
+            query_source[img.uid] = img.source
+        for img, d in encoded[q:]:
+            index.write(_example(d, -1, img))
+        by_source[members[0][0].source] += len(encoded)
+    return {"records": sum(by_source.values()), "solution": solution, "query_source": query_source,
+            "by_source": dict(by_source)}
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def finished(task: Task) -> dict | None:
+    """The task's marker when its files are complete and were made from the same inputs."""
+    out = Path(task.out_dir)
+    try:
+        marker = json.loads((out / MARKERS / f"{task.name}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if marker.get("hash") != task.hash:
+        return None
+    for f in task.files:
+        if not (out / f).is_file() or (out / f).stat().st_size != marker.get("sizes", {}).get(f):
+            return None
+    return marker
+
+
+def remove_leftovers(out: Path, tasks: list[Task]) -> list[str]:
+    """Delete temporary files of interrupted runs, and shards/markers no task of this run owns."""
+    keep = {f for t in tasks for f in t.files}
+    markers = {f"{t.name}.json" for t in tasks}
+    removed = []
+    for folder in (out, out / MARKERS, out / PARTS):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            rel = p.relative_to(out).as_posix()
+            stale = (".tmp-" in p.name
+                     or (folder == out and p.name.startswith("train-") and p.name.endswith(".tfrec") and rel not in keep)
+                     or (folder.name == MARKERS and p.name not in markers)
+                     or (folder.name == PARTS and rel not in keep))
+            if stale and p.is_file():
+                p.unlink()
+                removed.append(rel)
+    return removed
+
+
+def _die() -> None:
+    """Simulate a machine dying: SIGKILL the workers and this process, no cleanup."""
+    for child in multiprocessing.active_children():
+        os.kill(child.pid, signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_tasks(tasks: list[Task], pool=lambda n_jobs: None, progress: bool = True) -> list[dict]:
+    """Markers of all tasks, in task order; only unfinished tasks are run, on `pool(len(todo))`
+    (a multiprocessing pool, or None to run them here)."""
+    from tqdm.auto import tqdm
+
+    markers = {t.name: m for t in tasks if (m := finished(t)) is not None}
+    todo = [t for t in tasks if t.name not in markers]
+    total = sum(len(t.items) for t in tasks)
+    bar = tqdm(total=total, initial=total - sum(len(t.items) for t in todo), desc="images", unit="img",
+               disable=not progress)
+    kill_after = int(os.environ.get(KILL_ENV, "0") or 0)
+    workers = pool(len(todo))
+    results = workers.imap_unordered(run_task, todo) if workers is not None else map(run_task, todo)
+    for n, marker in enumerate(results, 1):
+        markers[marker["name"]] = marker
+        bar.update(marker["items"])
+        if kill_after and n >= kill_after:
+            _die()
+    bar.close()
+    return [markers[t.name] for t in tasks]
+
+
+def make_pool(processes: int):
+    """Spawned workers: safe whatever the parent has loaded (TensorFlow, JAX threads)."""
+    return multiprocessing.get_context("spawn").Pool(processes)

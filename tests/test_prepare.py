@@ -1,0 +1,173 @@
+"""Data-prep end to end: sampling, label space, validation split, size limit, reruns, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _data_helpers import jpeg, write_gldv2, write_imagenet_tfrecords, write_products10k
+from guie_nb.data.images import BadImage
+from guie_nb.data.prepare import OutputTooLarge, prepare, select
+from guie_nb.data.records import SourceError, SourceImage
+from guie_nb.data.sources import SourceSpec
+from guie_nb.metrics import load_solution
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _images(counts: dict[str, int], source="s") -> list[SourceImage]:
+    return [SourceImage(Path(f"{c}/{j}.jpg"), c, f"{c}-{j}", source) for c, k in counts.items() for j in range(k)]
+
+
+def _spec(**kw) -> SourceSpec:
+    return SourceSpec.from_dict({"kind": "folder", "root": "x", **kw})
+
+
+def test_sampling_rules():
+    counts = {"a": 10, "b": 8, "c": 8, "d": 3, "e": 1}
+    sel = select(_images(counts), _spec(images_per_class=5, max_classes=3, min_images_per_class=2), seed=0)
+    assert sorted(sel.train) == ["a", "b", "c"]  # the biggest classes (a tie between b, c broken by seed)
+    assert all(len(v) == 5 for v in sel.train.values())
+    assert [e["path"] for e in sel.skipped] == ["e/0.jpg"]  # below min_images_per_class
+    again = select(_images(counts), _spec(images_per_class=5, max_classes=3), seed=0)
+    assert again.train == sel.train  # seeded: reproducible
+    other = select(_images(counts), _spec(images_per_class=5, max_classes=3), seed=1)
+    assert other.train != sel.train
+    # ties at the max_classes cut are broken by the seed, not by name
+    tie = {f"k{i}": 4 for i in range(12)}
+    picks = {tuple(sorted(select(_images(tie), _spec(max_classes=3), seed=s).train)) for s in range(6)}
+    assert len(picks) > 1
+
+
+def test_duplicates_and_val_classes_are_whole():
+    imgs = _images({"a": 6, "b": 6, "c": 6, "d": 6})
+    sel = select(imgs + imgs[:2], _spec(images_per_class=4, val_classes=2, queries_per_class=1), seed=3)
+    assert [e["reason"] for e in sel.skipped] == ["duplicate row", "duplicate row"]
+    assert len(sel.val) == 2 and not set(sel.val) & set(sel.train)
+    assert sum(len(v) for v in sel.val.values()) == 8
+    with pytest.raises(SourceError, match="val_classes=4 is too many"):
+        select(imgs, _spec(val_classes=4), seed=0)
+
+
+def _two_sources(tmp_path) -> list[dict]:
+    p = write_products10k(tmp_path / "p10k", {c: 4 + c % 3 for c in range(10)})
+    g = write_gldv2(tmp_path / "gld", {1000 + 7 * c: 3 + c % 2 for c in range(8)})
+    return [{"kind": "products10k", "root": str(p), "images_per_class": 4, "val_classes": 3, "queries_per_class": 2},
+            {"kind": "gldv2", "root": str(g), "val_classes": 2, "max_classes": 6}]
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file() and p.name != "manifest.json"}
+
+
+def test_label_space_validation_split_and_contract(tmp_path):
+    from guie_nb.data.tfrecords import read_all
+
+    out = tmp_path / "out"
+    m = prepare(_two_sources(tmp_path), out, max_side=32, images_per_shard=9, processes=1, progress=False)
+    p, g = m["sources"]["products10k"], m["sources"]["gldv2"]
+    assert (p["train_classes"], g["train_classes"]) == (7, 4) and m["num_classes"] == 11
+    assert (p["label_offset"], g["label_offset"]) == (0, 7)
+    assert sorted(m["label_maps"]["gldv2"].values()) == list(range(7, 11))
+    train = read_all([out / f for f in m["train_files"]])
+    assert len(train) == m["train_images"] == p["train_images"] + g["train_images"] == 7 * 4 + 4 * 3 + 2
+    assert m["train_files"][0] == f"train-00000-of-{len(m['train_files']):05d}.tfrec"
+    assert {r["source"] for r in train} == {"products10k", "gldv2"}
+    assert all(len(r["image_id"]) == 16 for r in train)
+    for r in train:  # every label belongs to its own source's block
+        assert r["label"] in m["label_maps"][r["source"]].values()
+    # validation: whole held-out classes, queries_per_class queries each, the rest as index
+    queries, index = read_all([out / "val-queries.tfrec"]), read_all([out / "val-index.tfrec"])
+    public, private = load_solution(out / "solution.csv")
+    solution = {**public, **private}
+    assert len(queries) == m["val"]["num_queries"] == 3 * 2 + 2 * 1
+    assert {q["image_id"] for q in queries} == set(solution)
+    assert {i["image_id"] for i in index} == {i for ids in solution.values() for i in ids}
+    assert not {r["image_id"] for r in train} & ({r["image_id"] for r in queries + index})
+    assert all(r["label"] == -1 for r in queries + index)
+    assert m["val"]["query_source"] == {q["image_id"]: q["source"] for q in queries}
+    assert p["val_images"] + g["val_images"] == len(queries) + len(index)
+    assert m["images_written"] == m["train_images"] + len(queries) + len(index)
+    assert 0.5 < m["estimated_bytes"] / m["output_bytes"] < 2
+
+
+def test_output_size_limit_is_checked_before_writing(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(OutputTooLarge, match=r"over the 1e-06 GB limit"):
+        prepare(_two_sources(tmp_path), out, max_side=32, max_output_gb=1e-6, processes=1, progress=False)
+    assert not out.exists()
+
+
+def test_identical_reruns_and_core_counts(tmp_path):
+    sources = _two_sources(tmp_path)
+    a = prepare(sources, tmp_path / "a", max_side=32, images_per_shard=7, processes=1, progress=False)
+    b = prepare(sources, tmp_path / "b", max_side=32, images_per_shard=7, processes=2, progress=False)
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    assert len(a["train_files"]) >= 4
+    for key in ("params_hash", "train_files", "label_maps", "val", "sources", "skipped"):
+        assert a[key] == b[key], key
+    # a changed parameter redoes the shards it touches; stale shards are removed
+    c = prepare(sources, tmp_path / "a", max_side=24, images_per_shard=50, processes=1, progress=False)
+    assert c["params_hash"] != a["params_hash"]
+    assert sorted(p.name for p in (tmp_path / "a").glob("train-*")) == c["train_files"]
+
+
+def test_resume_after_kill(tmp_path):
+    sources = _two_sources(tmp_path)
+    out = tmp_path / "out"
+    args = dict(max_side=32, images_per_shard=4, processes=2, progress=False)
+    code = ("import guie_nb, json, sys\nfrom guie_nb.data.prepare import prepare\n"
+            f"prepare(json.loads(sys.argv[1]), sys.argv[2], **{args!r})\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "GUIE_DATA_PREP_KILL_AFTER_SHARDS": "3"}
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(sources), str(out)], env=env, cwd=tmp_path,
+                          capture_output=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]  # SIGKILLed mid-run, workers too
+    assert not (out / "manifest.json").exists()
+    done = {p.name: p.stat() for p in out.glob("train-*.tfrec")}
+    assert 3 <= len(done) < 12
+    from guie_nb.data.tfrecords import read_all
+
+    for name in done:  # every file under a final name is complete
+        assert len(read_all([out / name])) > 0
+    m = prepare(sources, out, **args)
+    after = {p.name: p.stat() for p in out.glob("train-*.tfrec")}
+    for name, st in done.items():  # finished shards were not redone
+        assert (after[name].st_ino, after[name].st_mtime_ns) == (st.st_ino, st.st_mtime_ns), name
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    clean = prepare(sources, tmp_path / "clean", **{**args, "processes": 1})
+    assert _files(out) == _files(tmp_path / "clean")
+    assert m["params_hash"] == clean["params_hash"]
+
+
+def test_changed_input_redoes_only_its_shard(tmp_path):
+    root = tmp_path / "p"
+    write_products10k(root, {c: 3 for c in range(6)})
+    src = [{"kind": "products10k", "root": str(root)}]
+    out = tmp_path / "out"
+    prepare(src, out, max_side=32, images_per_shard=3, processes=1, progress=False)
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("train-*")}
+    # same file list, same hash: shards are trusted; a corrupted marker hash forces a redo
+    marker = out / ".shards" / "train-00001-of-00006.tfrec.json"
+    data = json.loads(marker.read_text())
+    data["hash"] = "other parameters"
+    marker.write_text(json.dumps(data))
+    prepare(src, out, max_side=32, images_per_shard=3, processes=1, progress=False)
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("train-*")}
+    assert [n for n in before if before[n] != after[n]] == ["train-00001-of-00006.tfrec"]
+
+
+def test_imagenet_tfrecord_records_reemitted_without_loss(tmp_path):
+    from guie_nb.data.tfrecords import read_all
+
+    root = write_imagenet_tfrecords(tmp_path / "inet", [3, 3, 2], files=2)
+    m = prepare([{"kind": "imagenet_tfrecord", "root": str(root)}], tmp_path / "out", max_side=64,
+                processes=2, progress=False)  # shards listed in parallel too
+    assert m["train_images"] == 8 and m["skipped"] == []
+    assert m["label_maps"]["imagenet_tfrecord"] == {"1": 0, "2": 1, "3": 2}
+    stored = {jpeg(70_000 + c * 100 + j) for c, k in enumerate([3, 3, 2]) for j in range(k)}
+    assert {r["image"] for r in read_all([tmp_path / "out" / f for f in m["train_files"]])} == stored
