@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 OPTIMIZERS = ("adamw", "sgd")
+LAYOUTS = ("data_parallel", "model_parallel")  # guie_nb.model.sharding
 PRECISIONS = ("float32", "mixed_bfloat16")
 
 
@@ -32,12 +33,15 @@ class TrainConfig:
     precision: str = "float32"
     checkpoint_every: int = 0  # steps between checkpoints (0: only at epoch ends)
     keep_checkpoints: int = 2
-    data_parallel: bool = True  # shard batches over all devices (keras.distribution)
+    layout: str = "data_parallel"  # or "model_parallel" (guie_nb.model.sharding / memory_plan)
+    model_parallel: int | None = None  # model_parallel: size of the mesh's model axis (1: FSDP)
     seed: int = 0
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {self.layout!r}; choose one of {LAYOUTS}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
         if self.epochs < 1 or self.batch_size < 1 or self.steps_per_execution < 1:

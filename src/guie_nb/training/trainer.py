@@ -23,14 +23,18 @@ import json
 import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import keras
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from guie_nb.data.pipeline import class_counts, train_dataset
 from guie_nb.data.prepare import load_manifest
 from guie_nb.evaluation import ValidationSet, evaluate_keras
 from guie_nb.model.embedding import ModelConfig, build_embedding_model, build_training_model
 from guie_nb.model.margin_heads import margins_for_epoch
+from guie_nb.model.sharding import make_distribution
 from guie_nb.training import checkpoint, param_groups
 from guie_nb.training.config import TrainConfig
 from guie_nb.training.optim import Optimizer
@@ -39,17 +43,14 @@ from guie_nb.training.transfer import TRAINING_WEIGHTS, load_training_weights
 EMBEDDING_WEIGHTS = "embedding.weights.h5"
 
 
-def make_distribution(cfg: TrainConfig, batch_size: int):
-    """The one place that picks how the run is spread over the devices (None: one device)."""
-    import jax
-
-    devices = jax.devices()
-    if not cfg.data_parallel or len(devices) == 1:
-        return None
-    if batch_size % len(devices):
-        raise ValueError(f"batch_size {batch_size} does not split over {len(devices)} devices; "
-                         f"use a multiple of {len(devices)}")
-    return keras.distribution.DataParallel(devices=devices)
+def distribution_for(cfg: TrainConfig):
+    """The one place that picks how the run is spread over the devices (guie_nb.model.sharding)."""
+    dist = make_distribution(cfg.layout, model_parallel=cfg.model_parallel)
+    replicas = dist.device_mesh.shape[dist.device_mesh.axis_names.index(dist.batch_dim_name)]
+    if cfg.batch_size % replicas:
+        raise ValueError(f"batch_size {cfg.batch_size} does not split over {replicas} data-parallel replicas; "
+                         f"use a multiple of {replicas}")
+    return dist
 
 
 @contextlib.contextmanager
@@ -87,28 +88,23 @@ class TrainStep:
     """
 
     def __init__(self, model: keras.Model, opt: Optimizer, trained: list[bool], label_smoothing: float,
-                 distribution=None):
-        import jax
+                 distribution):
 
         self.model, self.opt, self.trained = model, opt, trained
         self.smoothing, self.distribution, self.compilations = label_smoothing, distribution, 0
-        self._jitted = jax.jit(self._run, donate_argnums=0)
+        self._jitted = None
 
     def _merge(self, trained_vals, frozen_vals):
         it_t, it_f = iter(trained_vals), iter(frozen_vals)
         return [next(it_t) if t else next(it_f) for t in self.trained]
 
     def _loss(self, logits, labels):
-        import jax
-        import jax.numpy as jnp
 
         n = logits.shape[-1]
         target = jax.nn.one_hot(labels, n) * (1 - self.smoothing) + self.smoothing / n
         return -jnp.mean(jnp.sum(target * jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1))
 
     def _one(self, frozen, carry, batch):
-        import jax
-        import jax.numpy as jnp
 
         trained, non_trainable, opt_state = carry
         inputs, labels = batch
@@ -124,14 +120,18 @@ class TrainStep:
         return (trained, non_trainable, opt_state), (loss, accuracy)
 
     def _run(self, state, frozen, batches):
-        import jax
 
         self.compilations += 1  # runs only while tracing
-        scope = self.distribution.scope() if self.distribution else contextlib.nullcontext()
-        with scope:
+        with self.distribution.scope():
             return jax.lax.scan(lambda c, b: self._one(frozen, c, b), state, batches)
 
     def __call__(self, state, frozen, batches):
+        if self._jitted is None:
+
+            # the new state keeps the old one's placement, so the next call reuses the executable
+            replicated = NamedSharding(self.distribution.device_mesh.backend_mesh, PartitionSpec())
+            out = (jax.tree.map(lambda x: x.sharding, state), replicated)
+            self._jitted = jax.jit(self._run, donate_argnums=0, out_shardings=out)
         return self._jitted(state, frozen, batches)
 
     @property
@@ -142,11 +142,7 @@ class TrainStep:
 
 def _device_put_batches(batches, distribution):
     """Shard `[steps, batch, ...]` arrays over the devices along the batch axis."""
-    import jax
 
-    if distribution is None:
-        return jax.device_put(batches)
-    from jax.sharding import NamedSharding, PartitionSpec
 
     mesh = distribution.device_mesh.backend_mesh
     sharding = NamedSharding(mesh, PartitionSpec(None, distribution.batch_dim_name))
@@ -163,16 +159,15 @@ def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tra
     if keras.backend.backend() != "jax":
         raise RuntimeError(f"training runs on Keras' JAX backend, not {keras.backend.backend()!r}: "
                            "set keras_backend = 'jax' (guie_nb.notebook.use_backend) before importing keras")
-    import jax
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     manifest = load_manifest(data_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     num_classes = manifest["num_classes"]
     keras.utils.set_random_seed(train_cfg.seed)
-    distribution = make_distribution(train_cfg, train_cfg.batch_size)
+    distribution = distribution_for(train_cfg)
 
-    with dtype_policy(train_cfg.precision), (distribution.scope() if distribution else contextlib.nullcontext()):
+    with dtype_policy(train_cfg.precision), distribution.scope():
         embedding_model = build_embedding_model(model_cfg)
         training_model = build_training_model(embedding_model, num_classes, model_cfg.head)
     if init_dir is not None:
@@ -223,16 +218,23 @@ def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tra
     # The loop's state lives in arrays that the step donates; Keras variables are written from it
     # (sync) before anything reads them, and the state is re-read from them afterwards, because
     # Keras' own predict step donates its inputs too.
+    def committed(arrays):
+        # explicit placement: a committed array and an uncommitted one compile to different executables
+        return [jax.device_put(x, x.sharding) for x in arrays]
+
     def pull_state(opt_state):
-        values = [v.value for v in training_model.trainable_variables]
+        values = committed([v.value for v in training_model.trainable_variables])
         params = [x for x, t in zip(values, trained) if t]
         frozen = [x for x, t in zip(values, trained) if not t]
-        return (params, [v.value for v in training_model.non_trainable_variables], opt_state), frozen
+        return (params, committed([v.value for v in training_model.non_trainable_variables]), opt_state), frozen
 
     state, frozen = pull_state(None)
+    # optimizer moments live where their parameters live; the step counter on every device
     opt_state = opt.init(state[0])
-    if opt_state_np is not None:
-        opt_state = [jax.device_put(a, s.sharding) for a, s in zip(opt_state_np, opt_state)]
+
+    replicated = NamedSharding(distribution.device_mesh.backend_mesh, PartitionSpec())
+    shardings = [replicated] + [state[0][i % len(state[0])].sharding for i in range(len(opt_state) - 1)]
+    opt_state = [jax.device_put(a, s) for a, s in zip(opt_state if opt_state_np is None else opt_state_np, shardings)]
     state = (state[0], state[1], opt_state)
     train_step = TrainStep(training_model, opt, trained, train_cfg.label_smoothing, distribution)
 
@@ -324,7 +326,7 @@ def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tra
         "train_step_compilations": train_step.compilations,
         "train_step_executables": train_step.executables, "backend": keras.backend.backend(),
         "devices": len(jax.devices()), "device_kind": jax.devices()[0].device_kind,
-        "distribution": type(distribution).__name__ if distribution else None,
+        "layout": train_cfg.layout, "mesh": dict(zip(distribution.device_mesh.axis_names, distribution.device_mesh.shape)),
         "precision": train_cfg.precision, "num_classes": num_classes,
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
