@@ -19,3 +19,25 @@ def make_small_data(root: Path) -> Path:
                  {"kind": "gldv2", "root": str(roots["gldv2"]), "val_classes": 6, "queries_per_class": 2}],
                 out, max_side=96, images_per_shard=64, seed=0, progress=False)
     return out
+
+
+RESUME_MODEL = {"backbone": "demo-tiny", "dropout": 0.1,
+                "head": {"kind": "arcface", "scale": 16.0, "margin": 0.1, "margin_schedule": "linear",
+                         "margin_growth": 0.05}}
+RESUME_TRAIN = {"epochs": 2, "batch_size": 16, "learning_rate": 3e-3, "steps_per_epoch": 6,
+                "steps_per_execution": 2, "checkpoint_every": 2, "keep_checkpoints": 10}
+
+
+def run_resume_config(data_dir: str, out_dir: str) -> None:
+    """The run the resume test interrupts (a subprocess entry point: `python _training_helpers.py`)."""
+    from guie_nb.model.embedding import ModelConfig
+    from guie_nb.training.config import TrainConfig
+    from guie_nb.training.trainer import train
+
+    train(data_dir, out_dir, ModelConfig.from_dict(RESUME_MODEL), TrainConfig.from_dict(RESUME_TRAIN))
+
+
+if __name__ == "__main__":
+    import sys
+
+    run_resume_config(sys.argv[1], sys.argv[2])
