@@ -123,16 +123,27 @@ class TrainStep:
 
         self.compilations += 1  # runs only while tracing
         with self.distribution.scope():
+            if jax.tree.leaves(batches)[0].shape[0] == 1:  # no loop: XLA optimises a plain step better
+                state, out = self._one(frozen, state, jax.tree.map(lambda a: a[0], batches))
+                return state, jax.tree.map(lambda o: o[None], out)
             return jax.lax.scan(lambda c, b: self._one(frozen, c, b), state, batches)
 
-    def __call__(self, state, frozen, batches):
+    def _jit(self, state):
         if self._jitted is None:
-
             # the new state keeps the old one's placement, so the next call reuses the executable
             replicated = NamedSharding(self.distribution.device_mesh.backend_mesh, PartitionSpec())
             out = (jax.tree.map(lambda x: x.sharding, state), replicated)
             self._jitted = jax.jit(self._run, donate_argnums=0, out_shardings=out)
-        return self._jitted(state, frozen, batches)
+        return self._jitted
+
+    def __call__(self, state, frozen, batches):
+        return self._jit(state)(state, frozen, batches)
+
+    def flops(self, state, frozen, batches) -> float | None:
+        """XLA's FLOP count for one call (all its steps), from the compiled executable's cost analysis."""
+        cost = self._jit(state).lower(state, frozen, batches).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        return float(cost["flops"]) if cost and "flops" in cost else None
 
     @property
     def executables(self) -> int:
@@ -142,7 +153,6 @@ class TrainStep:
 
 def _device_put_batches(batches, distribution):
     """Shard `[steps, batch, ...]` arrays over the devices along the batch axis."""
-
 
     mesh = distribution.device_mesh.backend_mesh
     sharding = NamedSharding(mesh, PartitionSpec(None, distribution.batch_dim_name))
