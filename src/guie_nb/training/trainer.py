@@ -190,7 +190,8 @@ def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tra
     spe = train_cfg.steps_per_execution
     total_steps = train_cfg.epochs * steps
     fingerprint = {"train": train_cfg.fingerprint(), "model": json.dumps(model_cfg.to_dict(), sort_keys=True),
-                   "init_dir": str(init_dir), "num_classes": num_classes}
+                   "init_weights": _file_digest(Path(init_dir) / TRAINING_WEIGHTS) if init_dir else None,
+                   "data": [num_classes, manifest["train_images"], manifest["train_files"]]}
 
     paths = [v.path for v in training_model.trainable_variables]
     num_blocks = model_cfg.vit.layers
@@ -341,6 +342,18 @@ def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tra
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path.name} in {path.parent}: run the training notebook first")
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def write_history(path: Path, history: list[dict]) -> None:
