@@ -14,12 +14,14 @@
 # # 2 · Training: backbone → 64-d projection → margin head
 #
 # The model is Keras 3 and runs on the **JAX** backend: that is what Kaggle's TPU v5e-8 runs
-# (its image has no TPU-enabled TensorFlow), and the same code runs on GPU and CPU. TensorFlow is
-# still used, for the `tf.data` pipeline over the TFRecords.
+# (its image has no TPU-enabled TensorFlow), and the same notebook runs on GPU and CPU. The batch
+# is split over all devices by a `keras.distribution` (data parallel, or weights sharded when
+# `layout="model_parallel"`); TensorFlow only feeds the `tf.data` pipeline over the TFRecords.
 #
 # The embedding model is what we will submit: a ViT backbone in open_clip's layout, dropout, a
-# projection to 64 dimensions and L2 normalisation. For training, a margin head (ArcFace: an
-# additive angular margin on the target class) turns embeddings into class logits.
+# projection to 64 dimensions (optionally 256 → 64) and L2 normalisation. For training, a margin
+# head (ArcFace, CosFace, sub-center, with a fixed, growing or per-class margin) turns embeddings
+# into class logits.
 
 # %% [markdown]
 # The helper package `guie_nb`: on Kaggle it comes from the helper dataset attached to this
@@ -51,6 +53,7 @@ from guie_nb.notebook import plot_history, use_backend
 
 use_backend(keras_backend, cpu_devices)
 
+import jax
 import keras
 
 from guie_nb.model.embedding import ModelConfig
@@ -59,17 +62,29 @@ from guie_nb.training.trainer import train as run_training
 
 model_cfg = ModelConfig.from_dict(model)
 train_cfg = TrainConfig.from_dict(train)
-print("Keras", keras.__version__, "on", keras.backend.backend())
+print("Keras", keras.__version__, "on", keras.backend.backend(), "|", len(jax.devices()), "x", jax.devices()[0].device_kind)
+print(model_cfg)
+print(train_cfg)
 
 # %% [markdown]
 # ## Train
 # The held-out queries are scored before training and after every epoch (modified mP@5, overall
 # and per source), so the first line below is the untrained model's score.
+#
+# Checkpoints go to `out_dir/checkpoints/` every `checkpoint_every` steps and at every epoch end.
+# **Rerunning this notebook with the same parameters resumes** from the newest one (a Kaggle TPU
+# session ends after 9 h: save the output as a dataset and point `out_dir` at a copy of it). A
+# non-finite loss stops the run with an error and keeps the last good checkpoint.
 
 # %%
 metrics = run_training(data_dir, out_dir, model_cfg, train_cfg)
 
+# %% [markdown]
+# ## How it went
+# `history.csv` has one row per epoch: loss, accuracy, learning rate, margin and validation mP@5.
+
 # %%
 print(f"mP@5 before training {metrics['initial']['map5']:.4f} -> after {metrics['final']['map5']:.4f}")
-print(f"{metrics['images_per_second']:.1f} images/s on {metrics['backend']}")
+print(f"{metrics['images_per_second']:.1f} images/s on {metrics['devices']} x {metrics['device_kind']} "
+      f"({metrics['layout']}, {metrics['precision']}); the step compiled {metrics['train_step_compilations']} time(s)")
 plot_history(f"{out_dir}/history.csv", f"{out_dir}/history.png");

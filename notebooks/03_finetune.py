@@ -11,11 +11,13 @@
 # ---
 
 # %% [markdown]
-# # 3 · Fine-tune at a lower learning rate
+# # 3 · Fine-tune at a lower learning rate (optionally at a higher resolution)
 #
-# The seed solution gained +0.02 mP@5 from a final pass at a lower learning rate. This notebook
+# The seed solution gained +0.02 mP@5 from a final pass at a lower learning rate; the 1st place
+# tuned the backbone against a *frozen* head and raised the resolution 224 → 280. This notebook
 # starts from the training notebook's output (the embedding model *and* the margin head) and
-# continues with the same data at a smaller learning rate.
+# continues with the same data. With `image_size` set, the model is rebuilt at that resolution
+# and the position embeddings are interpolated to the larger patch grid.
 
 # %% [markdown]
 # The helper package `guie_nb`: on Kaggle it comes from the helper dataset attached to this
@@ -40,9 +42,12 @@ init_dir = "build/demo/train"
 out_dir = "build/demo/finetune"
 keras_backend = "jax"
 cpu_devices = 0
+image_size = None  # e.g. 280 for the 1st place's 224 -> 280 step; None keeps the training size
 train = {"epochs": 3, "batch_size": 64, "learning_rate": 3e-4, "warmup_epochs": 0.0}
 
 # %%
+from dataclasses import replace
+
 from guie_nb.notebook import plot_history, use_backend
 
 use_backend(keras_backend, cpu_devices)
@@ -52,12 +57,16 @@ from guie_nb.training.config import TrainConfig
 from guie_nb.training.trainer import train as run_training
 
 model_cfg = ModelConfig.load(f"{init_dir}/model_config.json")
+if image_size:
+    model_cfg = replace(model_cfg, image_size=image_size)
 train_cfg = TrainConfig.from_dict(train)
 print(model_cfg)
+print(train_cfg)
 
 # %% [markdown]
 # ## Continue training
-# The first score printed is the training notebook's final model, re-measured here.
+# The first score printed is the training notebook's final model, re-measured here (at the new
+# resolution, if it changed). Like training, a rerun resumes from `out_dir/checkpoints/`.
 
 # %%
 metrics = run_training(data_dir, out_dir, model_cfg, train_cfg, init_dir=init_dir)

@@ -2,12 +2,17 @@
 
 Both end in the same `resize_images` the exported model uses, so the model sees the same pixels
 in training, validation and the scorer.
+
+The training stream is a pure function of (seed, epoch, position): shuffles are seeded per epoch
+and every augmentation is a stateless random op keyed by the example's place in the epoch. So a
+run resumed at step k of an epoch sees exactly the batches the uninterrupted run saw.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from guie_nb.data.tfrecords import parse
@@ -20,44 +25,70 @@ def _decode(ex):
     return tf.io.decode_jpeg(ex["image"], channels=3)
 
 
-def random_resized_crop(image: tf.Tensor, size: int, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)) -> tf.Tensor:
+def random_resized_crop(image: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.5, 1.0),
+                        ratio=(3 / 4, 4 / 3)) -> tf.Tensor:
     """A random crop of `scale` of the area and `ratio` aspect, resized to `size` (float32 0..255)."""
-    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
-        tf.shape(image), bounding_boxes=tf.zeros([1, 0, 4]), min_object_covered=0.0,
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image), bounding_boxes=tf.zeros([1, 0, 4]), seed=seed, min_object_covered=0.0,
         aspect_ratio_range=ratio, area_range=scale, max_attempts=10, use_image_if_no_bounding_boxes=True,
     )
     crop = tf.slice(image, begin, crop_size)
     return resize_images(crop, size, "squash")
 
 
-def augment(image: tf.Tensor, size: int) -> tf.Tensor:
-    image = random_resized_crop(image, size)
-    image = tf.image.random_flip_left_right(image)
-    image = tf.image.random_brightness(image, 0.1 * 255.0)
-    image = tf.image.random_contrast(image, 0.9, 1.1)
-    image = tf.image.random_saturation(image, 0.9, 1.1)
+def augment(image: tf.Tensor, size: int, seed: tf.Tensor, jitter: float = 0.1) -> tf.Tensor:
+    """Random resized crop, horizontal flip and colour jitter, each from its own stateless seed."""
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    image = random_resized_crop(image, size, seeds[0])
+    image = tf.image.stateless_random_flip_left_right(image, seeds[1])
+    if jitter:
+        image = tf.image.stateless_random_brightness(image, jitter * 255.0, seeds[2])
+        image = tf.image.stateless_random_contrast(image, 1 - jitter, 1 + jitter, seeds[3])
+        image = tf.image.stateless_random_saturation(image, 1 - jitter, 1 + jitter, seeds[4])
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def train_dataset(files: list[str | Path], size: int, batch_size: int, seed: int = 0,
-                  shuffle_buffer: int = 4096, repeat: bool = True) -> tf.data.Dataset:
-    """Batches of `({"image", "label"}, label)` for the margin-head training model."""
+def train_dataset(files: list[str | Path], size: int, batch_size: int, seed: int = 0, epoch: int = 0,
+                  steps: int | None = None, skip_steps: int = 0, steps_per_execution: int = 1,
+                  shuffle_buffer: int = 4096, jitter: float = 0.1) -> tf.data.Dataset:
+    """One epoch of `({"image", "label"}, label)` batches for the margin-head training model.
+
+    `steps` batches (None: one pass, remainder dropped), starting after `skip_steps` batches;
+    batches come stacked `steps_per_execution` at a time: `[steps_per_execution, batch, ...]`.
+    Records are skipped before decoding, so resuming mid-epoch costs only reading.
+    """
     files = [str(f) for f in files]
     if not files:
         raise ValueError("no training TFRecord files")
-    ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
+    epoch_seed = int(np.random.default_rng([seed, epoch]).integers(2**31))
+    order = np.random.default_rng([seed, epoch, 1]).permutation(len(files))
+    ds = tf.data.Dataset.from_tensor_slices([files[i] for i in order])
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(files)), num_parallel_calls=AUTOTUNE,
                        deterministic=True)
-    ds = ds.shuffle(shuffle_buffer, seed=seed)
-    if repeat:
-        ds = ds.repeat()
+    ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=True)
+    if steps is not None:
+        ds = ds.repeat().take(steps * batch_size)
+    ds = ds.enumerate().skip(skip_steps * batch_size)
 
-    def prepare(raw):
+    def prepare(index, raw):
         ex = parse(raw)
         label = tf.cast(ex["label"], tf.int32)
-        return {"image": augment(_decode(ex), size), "label": label}, label
+        example_seed = tf.stack([tf.constant(epoch_seed, tf.int64), index])
+        return {"image": augment(_decode(ex), size, example_seed, jitter), "label": label}, label
 
-    return ds.map(prepare, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=True).batch(steps_per_execution, drop_remainder=True)
+    return ds.prefetch(AUTOTUNE)
+
+
+def class_counts(files: list[str | Path], num_classes: int) -> np.ndarray:
+    """Training images per class (reads labels only), for the per-class dynamic margin."""
+    counts = np.zeros(num_classes, np.int64)
+    ds = tf.data.TFRecordDataset([str(f) for f in files]).map(lambda r: parse(r)["label"],
+                                                                num_parallel_calls=AUTOTUNE)
+    for batch in ds.batch(4096):
+        np.add.at(counts, batch.numpy(), 1)
+    return counts
 
 
 def eval_dataset(files: list[str | Path], size: int, resize_mode: str, batch_size: int = 64) -> tf.data.Dataset:

@@ -10,7 +10,7 @@ import keras
 from keras import layers, ops
 
 from guie_nb.model.backbones import vit_config
-from guie_nb.model.margin_heads import MarginHead
+from guie_nb.model.margin_heads import HEAD_TYPES, MARGIN_SCHEDULES, MarginHead
 from guie_nb.model.preprocessing import CLIP_MEAN, CLIP_STD, check_resize_mode
 from guie_nb.model.vit import build_vit
 
@@ -19,9 +19,22 @@ MAX_EMBEDDING_DIM = 64  # the competition's limit
 
 @dataclass
 class HeadConfig:
-    kind: str = "arcface"
+    kind: str = "arcface"  # arcface | cosface | softmax
     scale: float = 30.0
     margin: float = 0.3
+    subcenters: int = 1  # k > 1: sub-center ArcFace/CosFace
+    margin_schedule: str = "fixed"  # fixed | linear (grows per epoch) | dynamic (per class size)
+    margin_growth: float = 0.0  # linear: added per epoch
+    margin_min: float | None = None  # dynamic: the largest classes' margin (default: margin)
+    margin_max: float | None = None  # linear: the cap; dynamic: the smallest classes' margin
+
+    def __post_init__(self):
+        if self.kind not in HEAD_TYPES:
+            raise ValueError(f"unknown head kind {self.kind!r}; choose one of {HEAD_TYPES}")
+        if self.margin_schedule not in MARGIN_SCHEDULES:
+            raise ValueError(f"unknown margin_schedule {self.margin_schedule!r}; choose one of {MARGIN_SCHEDULES}")
+        if self.subcenters < 1:
+            raise ValueError(f"subcenters must be >= 1, got {self.subcenters}")
 
 
 @dataclass
@@ -36,6 +49,10 @@ class ModelConfig:
 
     def __post_init__(self):
         if isinstance(self.head, dict):
+            known = {f.name for f in fields(HeadConfig)}
+            unknown = sorted(set(self.head) - known)
+            if unknown:
+                raise ValueError(f"unknown head config keys: {unknown}; known: {sorted(known)}")
             self.head = HeadConfig(**self.head)
         if not 1 <= self.embedding_dim <= MAX_EMBEDDING_DIM:
             raise ValueError(f"embedding_dim must be in 1..{MAX_EMBEDDING_DIM}, got {self.embedding_dim}")
@@ -99,5 +116,6 @@ def build_training_model(embedding_model: keras.Model, num_classes: int, head: H
     image = keras.Input(embedding_model.input_shape[1:], name="image")
     label = keras.Input((), dtype="int32", name="label")
     embedding = embedding_model(image)
-    logits = MarginHead(num_classes, head.kind, head.scale, head.margin, name="margin_head")([embedding, label])
+    logits = MarginHead(num_classes, head.kind, head.scale, head.margin, head.subcenters,
+                        name="margin_head")([embedding, label])
     return keras.Model([image, label], logits, name="training_model")

@@ -24,7 +24,8 @@ def notebook_params(root: str) -> dict[str, dict]:
             "keras_backend": "jax",
             "model": {"backbone": "demo-tiny", "embedding_dim": 64, "dropout": 0.0,
                       "head": {"kind": "arcface", "scale": 16.0, "margin": 0.1}},
-            "train": {"epochs": 12, "batch_size": 64, "learning_rate": 3e-3, "weight_decay": 0.02},
+            "train": {"epochs": 12, "batch_size": 64, "learning_rate": 3e-3, "weight_decay": 0.02,
+                      "checkpoint_every": 100},
         },
         "03_finetune": {
             "data_dir": data,

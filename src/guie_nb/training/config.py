@@ -2,32 +2,62 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
 
 OPTIMIZERS = ("adamw", "sgd")
+LAYOUTS = ("data_parallel", "model_parallel")  # guie_nb.model.sharding
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 10
-    batch_size: int = 64
+    batch_size: int = 64  # global batch, split over the devices
     learning_rate: float = 1e-3
     end_learning_rate_ratio: float = 0.01  # cosine decays to this fraction of the peak
     warmup_epochs: float = 1.0
     weight_decay: float = 0.05
     optimizer: str = "adamw"
-    momentum: float = 0.9  # SGD only
+    momentum: float = 0.9  # SGD only (Nesterov)
+    grad_clip_norm: float | None = None
+    label_smoothing: float = 0.0
+    # learning rate per parameter group: backbone x multiplier x layer_decay^(depth from the top)
+    backbone_lr_multiplier: float = 1.0
+    layer_decay: float = 1.0
+    frozen_blocks: int = 0  # patch embedding + the first N transformer blocks stay fixed
+    freeze_backbone: bool = False  # train only projection + head (1st place, stage 1)
+    freeze_head: bool = False  # tune the backbone against fixed class centres (1st place, stage 2)
     steps_per_epoch: int | None = None  # None: one pass over the training images
-    steps_per_execution: int = 1
+    steps_per_execution: int = 1  # steps fused into one compiled call (lax.scan)
+    precision: str = "float32"
+    checkpoint_every: int = 0  # steps between checkpoints (0: only at epoch ends)
+    keep_checkpoints: int = 2
+    layout: str = "data_parallel"  # or "model_parallel" (guie_nb.model.sharding / memory_plan)
+    model_parallel: int | None = None  # model_parallel: size of the mesh's model axis (1: FSDP)
     seed: int = 0
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {self.layout!r}; choose one of {LAYOUTS}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {PRECISIONS}")
+        if self.epochs < 1 or self.batch_size < 1 or self.steps_per_execution < 1:
+            raise ValueError("epochs, batch_size and steps_per_execution must be >= 1")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.checkpoint_every < 0 or self.checkpoint_every % self.steps_per_execution:
+            raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a non-negative multiple "
+                             f"of steps_per_execution ({self.steps_per_execution})")
+        if self.steps_per_epoch is not None and self.steps_per_epoch % self.steps_per_execution:
+            raise ValueError(f"steps_per_epoch ({self.steps_per_epoch}) must be a multiple of "
+                             f"steps_per_execution ({self.steps_per_execution})")
+        if self.keep_checkpoints < 1:
+            raise ValueError("keep_checkpoints must be >= 1")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -39,3 +69,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def fingerprint(self) -> str:
+        """What a checkpoint must match to be resumed (everything that changes the trajectory)."""
+        d = self.to_dict()
+        for k in ("keep_checkpoints", "checkpoint_every"):
+            d.pop(k)
+        return json.dumps(d, sort_keys=True)

@@ -1,123 +1,364 @@
-"""A short, linear trainer: data -> model -> compile -> fit with per-epoch validation -> save.
+"""The training loop: data -> model -> jitted multi-step train function -> validation -> outputs.
 
-Backend-agnostic Keras 3 (JAX on TPU and in CI, TensorFlow works too). Outputs in `out_dir`:
-`model_config.json`, `train_config.json`, `training_model.weights.h5` (embedding + head, for
-fine-tuning), `embedding.weights.h5` (for export), `history.csv` and `metrics.json`.
+Keras 3 on the JAX backend (Kaggle's TPU v5e-8 runs JAX; the same code runs on GPU and CPU).
+The model is Keras; the step is `model.stateless_call` + `jax.value_and_grad` + our optimizer,
+scanned over `steps_per_execution` batches in one compiled call. Batches are sharded over the
+devices by a `keras.distribution` (data parallel by default).
+
+Resumable: a checkpoint (all variables, optimizer state, step, epoch-so-far sums) is written every
+`checkpoint_every` steps and at every epoch end; a rerun with the same configuration continues
+from the newest one and, because the data stream is a function of (seed, epoch, position), ends
+with the same weights as an uninterrupted run.
+
+Outputs in `out_dir`: `model_config.json`, `train_config.json`, `training_model.weights.h5`
+(embedding + head, for fine-tuning), `embedding.weights.h5` (for export), `history.csv`,
+`metrics.json` and `checkpoints/`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
-import math
 import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import keras
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
-from guie_nb.data.pipeline import train_dataset
+from guie_nb.data.pipeline import class_counts, train_dataset
 from guie_nb.data.prepare import load_manifest
 from guie_nb.evaluation import ValidationSet, evaluate_keras
 from guie_nb.model.embedding import ModelConfig, build_embedding_model, build_training_model
+from guie_nb.model.margin_heads import margins_for_epoch
+from guie_nb.model.sharding import make_distribution
+from guie_nb.training import checkpoint, param_groups
 from guie_nb.training.config import TrainConfig
+from guie_nb.training.optim import Optimizer
+from guie_nb.training.transfer import TRAINING_WEIGHTS, load_training_weights
 
-TRAINING_WEIGHTS = "training_model.weights.h5"
 EMBEDDING_WEIGHTS = "embedding.weights.h5"
 
 
-def build_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    total = cfg.epochs * steps_per_epoch
-    warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=cfg.learning_rate * (0.0 if warmup else 1.0),
-        decay_steps=max(1, total - warmup),
-        alpha=cfg.end_learning_rate_ratio,
-        warmup_target=cfg.learning_rate if warmup else None,
-        warmup_steps=warmup,
+def distribution_for(cfg: TrainConfig):
+    """The one place that picks how the run is spread over the devices (guie_nb.model.sharding)."""
+    dist = make_distribution(cfg.layout, model_parallel=cfg.model_parallel)
+    replicas = dist.device_mesh.shape[dist.device_mesh.axis_names.index(dist.batch_dim_name)]
+    if cfg.batch_size % replicas:
+        raise ValueError(f"batch_size {cfg.batch_size} does not split over {replicas} data-parallel replicas; "
+                         f"use a multiple of {replicas}")
+    return dist
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def steps_per_epoch(cfg: TrainConfig, train_images: int) -> int:
+    if cfg.steps_per_epoch:
+        return cfg.steps_per_epoch
+    spe = cfg.steps_per_execution
+    return max(spe, train_images // cfg.batch_size // spe * spe)
+
+
+def build_optimizer(cfg: TrainConfig, steps: int, multipliers: list[float], decay: list[bool]) -> Optimizer:
+    total = cfg.epochs * steps
+    return Optimizer(
+        kind=cfg.optimizer, peak_lr=cfg.learning_rate, total_steps=total,
+        warmup_steps=min(int(round(cfg.warmup_epochs * steps)), total - 1), end_ratio=cfg.end_learning_rate_ratio,
+        lr_multipliers=tuple(multipliers), decay_mask=tuple(decay), weight_decay=cfg.weight_decay,
+        momentum=cfg.momentum, grad_clip_norm=cfg.grad_clip_norm,
     )
-    if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=cfg.momentum, nesterov=True)
-    opt = keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay)
-    # no weight decay on norms, biases, embeddings and the margin centres
-    opt.exclude_from_weight_decay(var_names=["gamma", "beta", "bias", "class_embedding",
-                                             "positional_embedding", "centers"])
-    return opt
 
 
-class ValidationCallback(keras.callbacks.Callback):
-    """mP@5 on the held-out split after every epoch, added to the epoch's logs."""
+class TrainStep:
+    """`(state, frozen, batches) -> (state, (losses, accuracies))` over a stack of batches, jitted once.
 
-    def __init__(self, embedding_model, val: ValidationSet, size: int, resize_mode: str):
-        super().__init__()
-        self.embedding_model, self.val, self.size, self.resize_mode = embedding_model, val, size, resize_mode
+    `state` = (trained variables, non-trainable variables incl. RNG and margins, optimizer state).
+    `compilations` counts traces of the step: one per run unless shapes or dtypes change.
+    """
 
-    def on_epoch_end(self, epoch, logs=None):
-        scores = evaluate_keras(self.embedding_model, self.val, self.size, self.resize_mode)
-        if logs is not None:
-            logs.update({f"val_{k}": v for k, v in scores.items()})
-        print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    def __init__(self, model: keras.Model, opt: Optimizer, trained: list[bool], label_smoothing: float,
+                 distribution):
+
+        self.model, self.opt, self.trained = model, opt, trained
+        self.smoothing, self.distribution, self.compilations = label_smoothing, distribution, 0
+        self._jitted = None
+
+    def _merge(self, trained_vals, frozen_vals):
+        it_t, it_f = iter(trained_vals), iter(frozen_vals)
+        return [next(it_t) if t else next(it_f) for t in self.trained]
+
+    def _loss(self, logits, labels):
+
+        n = logits.shape[-1]
+        target = jax.nn.one_hot(labels, n) * (1 - self.smoothing) + self.smoothing / n
+        return -jnp.mean(jnp.sum(target * jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1))
+
+    def _one(self, frozen, carry, batch):
+
+        trained, non_trainable, opt_state = carry
+        inputs, labels = batch
+
+        def loss_fn(trained):
+            logits, nt = self.model.stateless_call(self._merge(trained, frozen), non_trainable, inputs,
+                                                   training=True)
+            return self._loss(logits, labels), (logits, nt)
+
+        (loss, (logits, non_trainable)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
+        trained, opt_state = self.opt.apply(opt_state, grads, trained)
+        accuracy = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+        return (trained, non_trainable, opt_state), (loss, accuracy)
+
+    def _run(self, state, frozen, batches):
+
+        self.compilations += 1  # runs only while tracing
+        with self.distribution.scope():
+            if jax.tree.leaves(batches)[0].shape[0] == 1:  # no loop: XLA optimises a plain step better
+                state, out = self._one(frozen, state, jax.tree.map(lambda a: a[0], batches))
+                return state, jax.tree.map(lambda o: o[None], out)
+            return jax.lax.scan(lambda c, b: self._one(frozen, c, b), state, batches)
+
+    def _jit(self, state):
+        if self._jitted is None:
+            # the new state keeps the old one's placement, so the next call reuses the executable
+            replicated = NamedSharding(self.distribution.device_mesh.backend_mesh, PartitionSpec())
+            out = (jax.tree.map(lambda x: x.sharding, state), replicated)
+            self._jitted = jax.jit(self._run, donate_argnums=0, out_shardings=out)
+        return self._jitted
+
+    def __call__(self, state, frozen, batches):
+        return self._jit(state)(state, frozen, batches)
+
+    def flops(self, state, frozen, batches) -> float | None:
+        """XLA's FLOP count for one call (all its steps), from the compiled executable's cost analysis."""
+        cost = self._jit(state).lower(state, frozen, batches).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        return float(cost["flops"]) if cost and "flops" in cost else None
+
+    @property
+    def executables(self) -> int:
+        """Compiled executables in the jit cache (a recompile without a retrace shows here)."""
+        return self._jitted._cache_size()
+
+
+def _device_put_batches(batches, distribution):
+    """Shard `[steps, batch, ...]` arrays over the devices along the batch axis."""
+
+    mesh = distribution.device_mesh.backend_mesh
+    sharding = NamedSharding(mesh, PartitionSpec(None, distribution.batch_dim_name))
+    return jax.device_put(batches, sharding)
 
 
 def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
-          init_dir: str | Path | None = None) -> dict:
-    """Train (or, with `init_dir`, continue training) and write the outputs; returns metrics."""
+          init_dir: str | Path | None = None, stop_after_steps: int | None = None) -> dict:
+    """Train (or, with `init_dir`, continue from that run's output) and write the outputs.
+
+    A rerun into the same `out_dir` resumes from its newest checkpoint. `stop_after_steps` ends the
+    run early after that many global steps (for tests and timing), leaving the checkpoints.
+    """
+    if keras.backend.backend() != "jax":
+        raise RuntimeError(f"training runs on Keras' JAX backend, not {keras.backend.backend()!r}: "
+                           "set keras_backend = 'jax' (guie_nb.notebook.use_backend) before importing keras")
+
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     manifest = load_manifest(data_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    num_classes = manifest["num_classes"]
     keras.utils.set_random_seed(train_cfg.seed)
+    distribution = distribution_for(train_cfg)
 
-    embedding_model = build_embedding_model(model_cfg)
-    training_model = build_training_model(embedding_model, manifest["num_classes"], model_cfg.head)
+    with dtype_policy(train_cfg.precision), distribution.scope():
+        embedding_model = build_embedding_model(model_cfg)
+        training_model = build_training_model(embedding_model, num_classes, model_cfg.head)
     if init_dir is not None:
-        weights = Path(init_dir) / TRAINING_WEIGHTS
-        if not weights.is_file():
-            raise FileNotFoundError(f"no {TRAINING_WEIGHTS} in {init_dir}: run the training notebook first")
-        training_model.load_weights(weights)
+        load_training_weights(training_model, init_dir, num_classes)
 
     size, mode = model_cfg.input_size, model_cfg.resize_mode
     val = ValidationSet.from_manifest(data_dir, manifest)
-    initial = evaluate_keras(embedding_model, val, size, mode)
-    print("before training: " + ", ".join(f"{k} {v:.4f}" for k, v in initial.items()))
+    train_files = [data_dir / f for f in manifest["train_files"]]
+    steps = steps_per_epoch(train_cfg, manifest["train_images"])
+    spe = train_cfg.steps_per_execution
+    total_steps = train_cfg.epochs * steps
+    fingerprint = {"train": train_cfg.fingerprint(), "model": json.dumps(model_cfg.to_dict(), sort_keys=True),
+                   "init_weights": _file_digest(Path(init_dir) / TRAINING_WEIGHTS) if init_dir else None,
+                   "data": [num_classes, manifest["train_images"], manifest["train_files"]]}
 
-    steps = train_cfg.steps_per_epoch or max(1, manifest["train_images"] // train_cfg.batch_size)
-    training_model.compile(
-        optimizer=build_optimizer(train_cfg, steps),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        steps_per_execution=train_cfg.steps_per_execution,
-    )
-    ds = train_dataset([data_dir / f for f in manifest["train_files"]], size, train_cfg.batch_size,
-                       seed=train_cfg.seed)
+    paths = [v.path for v in training_model.trainable_variables]
+    num_blocks = model_cfg.vit.layers
+    trained, multipliers, decay = param_groups.plan(paths, train_cfg, num_blocks)
+    opt = build_optimizer(train_cfg, steps, [m for m, t in zip(multipliers, trained) if t],
+                          [d for d, t in zip(decay, trained) if t])
+    margin_index = [v.path for v in training_model.non_trainable_variables].index("margin_head/margin")
+    head = model_cfg.head
+    counts = class_counts(train_files, num_classes) if head.margin_schedule == "dynamic" else None
+
+    def margins(epoch):
+        return margins_for_epoch(head.margin_schedule, epoch, num_classes, head.margin, head.margin_max,
+                                 head.margin_growth, counts, head.margin_min)
+
+    # resume, or start and score the untrained (or initial) model
+    resumed = checkpoint.latest(out_dir)
+    opt_state_np = None
+    if resumed is not None:
+        arrays, meta = resumed
+        if meta["fingerprint"] != fingerprint:
+            raise ValueError(f"{checkpoint.checkpoint_dir(out_dir)} holds a run with another configuration; "
+                             "use a new out_dir, or delete the checkpoints to start over")
+        for v, a in zip(training_model.variables, arrays["variables"]):
+            v.assign(a)
+        opt_state_np = arrays["optimizer"]
+        step, history, initial = meta["step"], meta["history"], meta["initial"]
+        partial = meta["partial"]
+        print(f"resuming from step {step} of {total_steps} ({checkpoint.list_checkpoints(out_dir)[-1].name})")
+    else:
+        step, history, partial = 0, [], {"loss": 0.0, "accuracy": 0.0, "steps": 0, "seconds": 0.0}
+        initial = evaluate_keras(embedding_model, val, size, mode)
+        print("before training: " + ", ".join(f"{k} {v:.4f}" for k, v in initial.items()))
+    resumed_from = step
+
+    # The loop's state lives in arrays that the step donates; Keras variables are written from it
+    # (sync) before anything reads them, and the state is re-read from them afterwards, because
+    # Keras' own predict step donates its inputs too.
+    def committed(arrays):
+        # explicit placement: a committed array and an uncommitted one compile to different executables
+        return [jax.device_put(x, x.sharding) for x in arrays]
+
+    def pull_state(opt_state):
+        values = committed([v.value for v in training_model.trainable_variables])
+        params = [x for x, t in zip(values, trained) if t]
+        frozen = [x for x, t in zip(values, trained) if not t]
+        return (params, committed([v.value for v in training_model.non_trainable_variables]), opt_state), frozen
+
+    state, frozen = pull_state(None)
+    # optimizer moments live where their parameters live; the step counter on every device
+    opt_state = opt.init(state[0])
+
+    replicated = NamedSharding(distribution.device_mesh.backend_mesh, PartitionSpec())
+    shardings = [replicated] + [state[0][i % len(state[0])].sharding for i in range(len(opt_state) - 1)]
+    opt_state = [jax.device_put(a, s) for a, s in zip(opt_state if opt_state_np is None else opt_state_np, shardings)]
+    state = (state[0], state[1], opt_state)
+    train_step = TrainStep(training_model, opt, trained, train_cfg.label_smoothing, distribution)
+
+    def sync_model():
+        for v, x in zip([v for v, t in zip(training_model.trainable_variables, trained) if t], state[0]):
+            v.assign(x)
+        for v, x in zip(training_model.non_trainable_variables, state[1]):
+            v.assign(x)
+
+    def save_checkpoint():
+        meta = {"fingerprint": fingerprint, "history": history, "initial": initial, "partial": partial}
+        arrays = {"variables": [keras.ops.convert_to_numpy(v.value) for v in training_model.variables],
+                  "optimizer": [np.asarray(x) for x in state[2]]}
+        return checkpoint.save(out_dir, step, arrays, meta, keep=train_cfg.keep_checkpoints)
+
     started = time.time()
-    history = training_model.fit(
-        ds, epochs=train_cfg.epochs, steps_per_epoch=steps, verbose=2,
-        callbacks=[ValidationCallback(embedding_model, val, size, mode)],
-    )
+    images, first_call_seconds, steady_seconds = 0, None, 0.0  # the first call compiles; it is left out of images/s
+    while step < total_steps and (stop_after_steps is None or step < stop_after_steps):
+        epoch, in_epoch = divmod(step, steps)
+        nt = list(state[1])
+        nt[margin_index] = jax.device_put(margins(epoch), nt[margin_index].sharding)
+        state = (state[0], nt, state[2])
+        ds = train_dataset(train_files, size, train_cfg.batch_size, seed=train_cfg.seed, epoch=epoch,
+                           steps=steps, skip_steps=in_epoch, steps_per_execution=spe)
+        t0 = time.time()
+        for batches in ds.as_numpy_iterator():
+            t_call = time.time()
+            state, (losses, accs) = train_step(state, frozen, _device_put_batches(batches, distribution))
+            losses, accs = np.asarray(losses), np.asarray(accs)
+            if first_call_seconds is None:
+                first_call_seconds = time.time() - t_call
+            else:
+                images += len(losses) * train_cfg.batch_size
+                steady_seconds += time.time() - t_call
+            if not np.all(np.isfinite(losses)):
+                bad = step + int(np.argmin(np.isfinite(losses)))
+                last = checkpoint.list_checkpoints(out_dir)
+                raise FloatingPointError(
+                    f"training loss became non-finite at step {bad} (epoch {epoch + 1}): {losses.tolist()}. "
+                    f"Stopped; the last good checkpoint is kept ({last[-1] if last else 'none written yet'}). "
+                    "Lower learning_rate, set grad_clip_norm, or check the data.")
+            step += len(losses)
+            partial["loss"] += float(np.sum(losses, dtype=np.float64))
+            partial["accuracy"] += float(np.sum(accs, dtype=np.float64))
+            partial["steps"] += len(losses)
+            if stop_after_steps is not None and step >= stop_after_steps:
+                break
+            if train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0 and step % steps:
+                partial["seconds"] += time.time() - t0
+                sync_model()
+                print(f"checkpoint {save_checkpoint().name}")
+                state, frozen = pull_state(state[2])
+                t0 = time.time()
+        partial["seconds"] += time.time() - t0
+        if step % steps:  # stopped early, mid-epoch
+            break
+        sync_model()
+        scores = evaluate_keras(embedding_model, val, size, mode)
+        row = {"epoch": epoch + 1, "step": step, "loss": partial["loss"] / partial["steps"],
+               "accuracy": partial["accuracy"] / partial["steps"],
+               "learning_rate": float(opt.learning_rate(step - 1)), "margin": float(np.mean(margins(epoch))),
+               "seconds": partial["seconds"], **{f"val_{k}": v for k, v in scores.items()}}
+        history.append(row)
+        partial = {"loss": 0.0, "accuracy": 0.0, "steps": 0, "seconds": 0.0}
+        print(f"epoch {epoch + 1}/{train_cfg.epochs}: loss {row['loss']:.4f} accuracy {row['accuracy']:.3f} "
+              + " ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({row['seconds']:.1f} s)")
+        save_checkpoint()
+        state, frozen = pull_state(state[2])
     seconds = time.time() - started
-    losses = history.history["loss"]
-    if not all(math.isfinite(x) for x in losses):
-        raise FloatingPointError(f"training loss became non-finite: {losses}")
+    sync_model()
+
+    if step < total_steps:
+        if step % steps:
+            save_checkpoint()
+        print(f"stopped at step {step} of {total_steps}; rerun to resume")
+        return {"step": step, "total_steps": total_steps, "train_step_compilations": train_step.compilations}
 
     model_cfg.save(out_dir / "model_config.json")
     (out_dir / "train_config.json").write_text(json.dumps(train_cfg.to_dict(), indent=2))
     training_model.save_weights(out_dir / TRAINING_WEIGHTS)
     embedding_model.save_weights(out_dir / EMBEDDING_WEIGHTS)
-    write_history(out_dir / "history.csv", history.history)
-    final = {k.removeprefix("val_"): history.history[k][-1] for k in history.history if k.startswith("val_")}
+    write_history(out_dir / "history.csv", history)
+    final = {k.removeprefix("val_"): v for k, v in history[-1].items() if k.startswith("val_")}
     metrics = {
         "initial": initial, "final": final, "epochs": train_cfg.epochs, "steps_per_epoch": steps,
-        "train_seconds": seconds, "images_per_second": steps * train_cfg.epochs * train_cfg.batch_size / seconds,
-        "backend": keras.backend.backend(), "num_classes": manifest["num_classes"],
+        "step": step, "total_steps": total_steps, "resumed_from_step": resumed_from,
+        "train_seconds": seconds, "first_call_seconds": first_call_seconds,
+        "images_per_second": images / steady_seconds if images else None,
+        "train_step_compilations": train_step.compilations,
+        "train_step_executables": train_step.executables, "backend": keras.backend.backend(),
+        "devices": len(jax.devices()), "device_kind": jax.devices()[0].device_kind,
+        "layout": train_cfg.layout, "mesh": dict(zip(distribution.device_mesh.axis_names, distribution.device_mesh.shape)),
+        "precision": train_cfg.precision, "num_classes": num_classes,
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
-def write_history(path: Path, history: dict[str, list]) -> None:
-    keys = list(history)
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path.name} in {path.parent}: run the training notebook first")
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    keys = list(history[0]) if history else ["epoch"]
     with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["epoch", *keys])
-        for i in range(len(history[keys[0]]) if keys else 0):
-            w.writerow([i + 1, *[float(np.asarray(history[k][i])) for k in keys]])
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
