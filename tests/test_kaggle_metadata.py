@@ -29,12 +29,15 @@ def test_templates_describe_the_chain():
     assert [m["id"] for m in metas.values()] == [f"alice/{SLUGS[nb]}" for nb in NOTEBOOK_ORDER]
     for nb, m in metas.items():
         assert m["is_private"] is True and m["kernel_type"] == "notebook" and m["language"] == "python"
-        assert m["competition_sources"] == ["google-universal-image-embedding"]
+        assert m["competition_sources"][0] == "google-universal-image-embedding"
         assert "alice/guie-nb-helpers" in m["dataset_sources"]
         assert "docker_image" not in m
     assert metas["02_train_tpu"]["machine_shape"] == metas["03_finetune"]["machine_shape"] == "TpuV5E8"
     assert "machine_shape" not in metas["01_data_prep"] and "machine_shape" not in metas["04_export"]
     assert metas["02_train_tpu"]["model_sources"] == ["keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k/3"]
+    # data-prep mounts the raw data the recipe reads (ImageNet and GLDv2 are competition data)
+    assert set(metas["01_data_prep"]["competition_sources"]) >= {
+        "imagenet-object-localization-challenge", "landmark-recognition-2021"}
     assert metas["04_export"]["kernel_sources"][-1] == "alice/guie-nb-03-finetune"
 
 

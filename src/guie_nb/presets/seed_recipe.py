@@ -15,6 +15,9 @@ def notebook_params(root: str) -> dict[str, dict]:
     return {
         "01_data_prep": {
             "sources": [
+                # the ILSVRC layout of Kaggle's ImageNet competition data (LOC_synset_mapping.txt at its root)
+                {"kind": "imagenet", "root": f"{KAGGLE_INPUT}/imagenet-object-localization-challenge",
+                 "images_per_class": 50, **val},
                 {"kind": "products10k", "root": f"{KAGGLE_INPUT}/products-10k", "images_per_class": 50, **val},
                 {"kind": "gldv2", "root": f"{KAGGLE_INPUT}/landmark-recognition-2021", "images_per_class": 50,
                  "max_classes": 7000, **val},
