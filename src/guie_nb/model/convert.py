@@ -140,6 +140,7 @@ def open_clip_to_keras(source: Any, keras_backbone: keras.Model, resize_pos_embe
 
     A positional embedding for another grid is resampled like open_clip's `resize_pos_embed`
     (bicubic, class token kept) when `resize_pos_embed`; any other shape mismatch is an error.
+    open_clip's `proj` is skipped when the Keras ViT has none (`output_dim=None`).
     Returns `keras_backbone`.
     """
     from guie_nb.model.posemb import resample_pos_embed  # posemb imports this module's helpers
@@ -147,7 +148,8 @@ def open_clip_to_keras(source: Any, keras_backbone: keras.Model, resize_pos_embe
     sd = visual_state_dict(source)
     vit = _visual_model(keras_backbone)
     pairs = _pairs(vit)
-    unsupported = sorted(set(sd) - {key for key, _, _ in pairs})
+    # a ViT built with output_dim=None (2nd place: the raw width) drops open_clip's CLIP projection
+    unsupported = sorted(set(sd) - {key for key, _, _ in pairs} - {"proj"})
     if unsupported:
         raise ValueError(
             f"the open_clip weights have parameters this ViT does not (e.g. attention pooling, "
