@@ -46,6 +46,9 @@ out_dir = "build/demo/train"
 keras_backend = "jax"
 cpu_devices = 0  # >0: emulate this many JAX CPU devices (tests of the multi-device path)
 model = {"backbone": "demo-tiny", "embedding_dim": 64, "dropout": 0.0, "head": {"kind": "arcface", "scale": 16.0, "margin": 0.1}}
+# "" = random init; "kaggle:keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k/3" (attached Kaggle
+# Model), "open_clip:laion2b_s32b_b79k", or a local open_clip .bin/.safetensors (docs/backbone.md)
+backbone_weights = ""
 train = {"epochs": 10, "batch_size": 64, "learning_rate": 3e-3}
 
 # %%
@@ -60,7 +63,7 @@ from guie_nb.model.embedding import ModelConfig
 from guie_nb.training.config import TrainConfig
 from guie_nb.training.trainer import train as run_training
 
-model_cfg = ModelConfig.from_dict(model)
+model_cfg = ModelConfig.from_dict({**model, "backbone_weights": backbone_weights})
 train_cfg = TrainConfig.from_dict(train)
 print("Keras", keras.__version__, "on", keras.backend.backend(), "|", len(jax.devices()), "x", jax.devices()[0].device_kind)
 print(model_cfg)

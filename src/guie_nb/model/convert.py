@@ -140,6 +140,7 @@ def open_clip_to_keras(source: Any, keras_backbone: keras.Model, resize_pos_embe
 
     A positional embedding for another grid is resampled like open_clip's `resize_pos_embed`
     (bicubic, class token kept) when `resize_pos_embed`; any other shape mismatch is an error.
+    open_clip's `proj` is skipped when the Keras ViT has none (`output_dim=None`).
     Returns `keras_backbone`.
     """
     from guie_nb.model.posemb import resample_pos_embed  # posemb imports this module's helpers
@@ -147,7 +148,8 @@ def open_clip_to_keras(source: Any, keras_backbone: keras.Model, resize_pos_embe
     sd = visual_state_dict(source)
     vit = _visual_model(keras_backbone)
     pairs = _pairs(vit)
-    unsupported = sorted(set(sd) - {key for key, _, _ in pairs})
+    # a ViT built with output_dim=None (2nd place: the raw width) drops open_clip's CLIP projection
+    unsupported = sorted(set(sd) - {key for key, _, _ in pairs} - {"proj"})
     if unsupported:
         raise ValueError(
             f"the open_clip weights have parameters this ViT does not (e.g. attention pooling, "
@@ -179,3 +181,49 @@ def keras_to_open_clip_state_dict(keras_backbone: keras.Model, prefix: str = "")
         prefix + key: np.ascontiguousarray(_keras_to_torch(keras.ops.convert_to_numpy(v).astype(np.float32), layout))
         for key, v, layout in _pairs(vit)
     }
+
+
+def keras_hub_to_keras(source: keras.Model, keras_backbone: keras.Model) -> keras.Model:
+    """Copies a KerasHub CLIP vision tower into the guie_nb ViT (e.g. the Kaggle Model preset
+    `keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k`). `source`: a `CLIPBackbone` (its vision
+    projection becomes `proj`) or a bare `CLIPVisionEncoder` (for a ViT with `output_dim=None`).
+    KerasHub splits attention into query/key/value EinsumDense `[W, heads, head_dim]`; open_clip
+    and guie_nb fuse them into one `[W, 3W]` in_proj, in q, k, v order.
+    """
+    encoder = getattr(source, "vision_encoder", source)
+    projection = getattr(source, "vision_projection", None)
+    if not hasattr(encoder, "encoder_layers") or not hasattr(encoder, "embedding"):
+        raise TypeError(f"expected a keras_hub CLIPBackbone or CLIPVisionEncoder, got {type(source).__name__}")
+
+    def np_(variable):
+        return keras.ops.convert_to_numpy(variable).astype(np.float32)
+
+    emb = encoder.embedding
+    sd = {
+        "conv1.weight": _keras_to_torch(np_(emb.patch_embedding.kernel), "conv"),
+        "class_embedding": np_(emb.class_embedding),
+        # KerasHub looks rows up through a stored `position_ids` weight (arange in the presets,
+        # zeros in a freshly built encoder); reading through it reproduces KerasHub either way
+        "positional_embedding": np_(emb.position_embedding.embeddings)[
+            keras.ops.convert_to_numpy(emb.position_ids).reshape(-1).astype(np.int64)
+        ],
+        "ln_pre.weight": np_(encoder.pre_layer_norm.gamma),
+        "ln_pre.bias": np_(encoder.pre_layer_norm.beta),
+        "ln_post.weight": np_(encoder.layer_norm.gamma),
+        "ln_post.bias": np_(encoder.layer_norm.beta),
+    }
+    for i, block in enumerate(encoder.encoder_layers):
+        p, attn = f"transformer.resblocks.{i}.", block.attention
+        width = block.hidden_dim
+        qkv = [attn.query_dense, attn.key_dense, attn.value_dense]
+        sd[p + "attn.in_proj_weight"] = np.concatenate([np_(d.kernel).reshape(width, width) for d in qkv], 1).T
+        sd[p + "attn.in_proj_bias"] = np.concatenate([np_(d.bias).reshape(width) for d in qkv])
+        sd[p + "attn.out_proj.weight"] = np_(attn.output_dense.kernel).reshape(width, width).T
+        sd[p + "attn.out_proj.bias"] = np_(attn.output_dense.bias)
+        for ours, theirs in (("ln_1", block.layer_norm_1), ("ln_2", block.layer_norm_2)):
+            sd[p + ours + ".weight"], sd[p + ours + ".bias"] = np_(theirs.gamma), np_(theirs.beta)
+        for ours, theirs in (("mlp.c_fc", block.dense_1), ("mlp.c_proj", block.dense_2)):
+            sd[p + ours + ".weight"], sd[p + ours + ".bias"] = np_(theirs.kernel).T, np_(theirs.bias)
+    if projection is not None:
+        sd["proj"] = np_(projection.kernel)
+    return open_clip_to_keras(sd, keras_backbone)

@@ -46,6 +46,9 @@ class ModelConfig:
     hidden_dim: int | None = None  # the seed's 256 -> 64 variant: hidden_dim=256
     dropout: float = 0.2
     head: HeadConfig = field(default_factory=HeadConfig)
+    # pretrained backbone, loaded once when training starts fresh (guie_nb.model.weights):
+    # "" random init, "open_clip:<tag>", "kaggle:<handle>", or a local file / folder
+    backbone_weights: str = ""
 
     def __post_init__(self):
         if isinstance(self.head, dict):

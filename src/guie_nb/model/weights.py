@@ -1,0 +1,145 @@
+"""Backbone weights, one notebook parameter away.
+
+`backbone_weights` names where the pretrained ViT comes from:
+- `""` / `"none"`: random init (the demo);
+- `"open_clip:laion2b_s32b_b79k"` (tag for the configured backbone) or
+  `"open_clip:ViT-H-14/laion2b_s32b_b79k"`: open_clip's download (Hugging Face hub; needs torch
+  and internet, or the file already in the HF cache);
+- `"kaggle:keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k/3"`: the KerasHub preset as a Kaggle
+  Model, read from the notebook's attached input (`model_sources`) or fetched by kagglehub;
+- a local path: an open_clip `.bin`/`.pt`/`.pth` (torch) or `.safetensors` file (no torch needed),
+  a folder holding one (`open_clip_model.safetensors`, `open_clip_pytorch_model.bin`), or a
+  KerasHub preset folder (`config.json` + `model.weights.h5`).
+Nothing is retried: without the file and without internet the error comes at once and says
+which alternatives exist.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import keras
+
+from guie_nb.model.convert import keras_hub_to_keras, open_clip_to_keras
+
+KAGGLE_INPUT = Path("/kaggle/input")
+OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pt")
+TORCH_SUFFIXES = (".bin", ".pt", ".pth")
+HINT = (
+    "Attach the Kaggle Model keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k (model_sources) and "
+    "pass its folder or 'kaggle:<handle>', pass a local open_clip .bin/.safetensors file, or set "
+    "backbone_weights='none' for random init."
+)
+
+
+class WeightsUnavailable(RuntimeError):
+    """The requested weights are neither on disk nor reachable."""
+
+
+def _offline_reason(host: str) -> str | None:
+    """Why `host` cannot be reached (None when it can); one 3 s attempt, no retries."""
+    for var in ("HF_HUB_OFFLINE", "GUIE_OFFLINE", "KAGGLEHUB_OFFLINE"):
+        if os.environ.get(var, "").lower() in ("1", "true", "yes"):
+            return f"{var} is set"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError as err:
+        return f"{host} is unreachable ({err})"
+    return None
+
+
+def _require_online(host: str, what: str) -> None:
+    reason = _offline_reason(host)
+    if reason:
+        raise WeightsUnavailable(f"cannot fetch {what}: {reason}. {HINT}")
+
+
+def load_state_dict_file(path: str | Path) -> dict:
+    """An open_clip checkpoint file as a state dict (safetensors needs no torch)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsUnavailable(f"weights file {path} does not exist. {HINT}")
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        return load_file(str(path))
+    if path.suffix in TORCH_SUFFIXES:
+        import torch
+
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    raise ValueError(f"unsupported weights file {path.name}: use .safetensors, .bin, .pt or .pth")
+
+
+def _load_dir(model: keras.Model, folder: Path) -> keras.Model:
+    if (folder / "config.json").is_file() and (folder / "model.weights.h5").is_file():
+        import keras_hub
+
+        return keras_hub_to_keras(keras_hub.models.CLIPBackbone.from_preset(str(folder)), model)
+    for name in OPEN_CLIP_FILES:
+        if (folder / name).is_file():
+            return open_clip_to_keras(load_state_dict_file(folder / name), model)
+    raise WeightsUnavailable(f"{folder} holds neither a KerasHub preset nor one of {OPEN_CLIP_FILES}. {HINT}")
+
+
+def _kaggle_attached(handle: str) -> Path | None:
+    """Where Kaggle mounts an attached model `owner/model/framework/variation/version`."""
+    parts = handle.strip("/").split("/")
+    for candidate in (KAGGLE_INPUT.joinpath(*parts[1:]), KAGGLE_INPUT.joinpath(*parts)):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _load_kaggle(model: keras.Model, handle: str) -> keras.Model:
+    folder = _kaggle_attached(handle)
+    if folder is None:
+        _require_online("www.kaggle.com", f"Kaggle Model {handle}")
+        import kagglehub
+
+        folder = Path(kagglehub.model_download(handle))
+    return _load_dir(model, folder)
+
+
+def _load_open_clip(model: keras.Model, spec: str, backbone: str) -> keras.Model:
+    import open_clip
+    from huggingface_hub import hf_hub_download
+
+    name, _, tag = spec.rpartition("/")
+    name = name or backbone.removesuffix("-quickgelu")
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        raise ValueError(f"open_clip has no pretrained tag {tag!r} for {name}; known: {tags}")
+    repo = cfg.get("hf_hub", "").strip("/")
+    if repo:  # the HF cache first, offline and instantly
+        for filename in OPEN_CLIP_FILES:
+            try:
+                path = hf_hub_download(repo, filename, local_files_only=True)
+            except Exception:  # noqa: BLE001 - not cached (the hub raises several kinds)
+                continue
+            return open_clip_to_keras(load_state_dict_file(path), model)
+    _require_online("huggingface.co", f"open_clip {name}/{tag}")
+    path = open_clip.pretrained.download_pretrained(cfg)
+    return open_clip_to_keras(load_state_dict_file(path), model)
+
+
+def load_backbone_weights(model: keras.Model, spec: str | None, backbone: str = "") -> keras.Model:
+    """Loads `spec` (see the module doc) into `model` (the ViT or an embedding model holding it).
+
+    `backbone`: the configured backbone name, used by `open_clip:<tag>`. Returns `model`.
+    """
+    spec = (spec or "").strip()
+    if spec.lower() in ("", "none", "random"):
+        return model
+    if spec.startswith("open_clip:"):
+        return _load_open_clip(model, spec[len("open_clip:"):], backbone)
+    if spec.startswith("kaggle:"):
+        return _load_kaggle(model, spec[len("kaggle:"):])
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _load_dir(model, path)
+    if path.suffix in (".safetensors", *TORCH_SUFFIXES):
+        return open_clip_to_keras(load_state_dict_file(path), model)
+    raise WeightsUnavailable(f"backbone_weights={spec!r}: no such file or folder, and not open_clip:/kaggle:. {HINT}")
