@@ -18,6 +18,23 @@ def probe_images(sizes: Sequence[tuple[int, int]], seed: int = 0) -> list[np.nda
     return images
 
 
+def keras_reference(embedding_model, cfg, flip_tta: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """uint8 RGB `[H, W, 3]` -> the Keras model's embedding, with the exported model's resize
+    (and flip TTA): what an export must reproduce."""
+    from guie_nb.model.preprocessing import resize_images
+
+    def embed(image: np.ndarray) -> np.ndarray:
+        pixels = np.asarray(resize_images(image[None], cfg.input_size, cfg.resize_mode))
+        out = np.asarray(embedding_model.predict_on_batch(pixels), dtype=np.float64).reshape(-1)
+        if flip_tta:
+            flipped = np.ascontiguousarray(pixels[:, :, ::-1])
+            out = out + np.asarray(embedding_model.predict_on_batch(flipped), dtype=np.float64).reshape(-1)
+            out = out / max(np.linalg.norm(out), 1e-12)
+        return out
+
+    return embed
+
+
 def compare_with_keras(embed_one: Callable[[np.ndarray], np.ndarray], embedding_model, cfg,
                        sizes: Sequence[tuple[int, int]]) -> dict:
     """Embed probe images with the exported model and with Keras (same resize); report the gap."""
