@@ -69,6 +69,7 @@ class VerifyReport:
     per_image: list[dict] = field(default_factory=list)
     embedding_dim: int | None = None
     min_cosine: float | None = None
+    max_abs_diff: float | None = None
     per_image_seconds: float | None = None
     scoring_hours_estimate: float | None = None
 
@@ -89,7 +90,7 @@ class VerifyReport:
             lines = [head + f"REJECTED, {len(self.failures)} failure(s):"] + [f"  - {f}" for f in self.failures]
         if self.scoring_hours_estimate is not None:
             lines.append(f"  scoring time estimate: {self.per_image_seconds * 1000:.1f} ms/image x {TEST_IMAGES:,}"
-                         f" = {self.scoring_hours_estimate:.2f} h (limit {TIME_LIMIT_H:.0f} h, measured on this CPU)")
+                         f" = {self.scoring_hours_estimate:.2f} h (limit {TIME_LIMIT_H:.0f} h; measured here on CPU)")
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -150,8 +151,12 @@ def static_notes(zip_path: Path, fmt: str) -> list[str]:
 
 
 def verify_submission(zip_path: str | Path, reference: Callable[[np.ndarray], np.ndarray] | None = None,
-                      probes=PROBES, warmup: int = 6, timeout: float = 3600, log=print) -> VerifyReport:
-    """Run the zip in its scorer runtime on the probe images and judge what comes out."""
+                      probes=PROBES, warmup: int = 6, threads: int = 1, timeout: float = 3600,
+                      log=print) -> VerifyReport:
+    """Run the zip in its scorer runtime on the probe images and judge what comes out.
+
+    `threads` CPU threads (0: the framework's default): one gives steady, conservative timings
+    on a shared machine, where torch's default thread pool stalls when the cores are busy."""
     zip_path = Path(zip_path)
     report = VerifyReport(str(zip_path))
     try:
@@ -169,8 +174,8 @@ def verify_submission(zip_path: str | Path, reference: Callable[[np.ndarray], np
         out = work / "result.json"
         try:
             proc = runtime.run([str(script), "--format", fmt, "--zip", str(zip_path.resolve()),
-                                "--images", str(work / "images"), "--out", str(out), "--warmup", str(warmup)],
-                               timeout=timeout)
+                                "--images", str(work / "images"), "--out", str(out), "--warmup", str(warmup),
+                                "--threads", str(threads)], timeout=timeout)
         except subprocess.TimeoutExpired:
             report.failures.append(f"the {report.runtime} run took over {timeout:.0f} s")
             return report
@@ -182,13 +187,18 @@ def verify_submission(zip_path: str | Path, reference: Callable[[np.ndarray], np
                                    + (f"; {'; '.join(notes)}" if notes else "") + f": {tail}")
             return report
         if result.get("load_error"):
-            report.failures.append(f"does not load in {report.runtime}: {result['load_error']}"
+            report.failures.append(f"does not load in {report.runtime}: {_one_line(result['load_error'])}"
                                    + (f" ({'; '.join(notes)})" if notes else ""))
             return report
         _judge_images(report, result["images"], images, reference)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def _one_line(text: str, limit: int = 700) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 5] + " ..."
 
 
 def _judge_images(report: VerifyReport, rows: list[dict], images: dict[str, np.ndarray], reference) -> None:
@@ -199,7 +209,7 @@ def _judge_images(report: VerifyReport, rows: list[dict], images: dict[str, np.n
         entry = {k: row.get(k) for k in ("name", "mode", "size", "seconds", "dtype", "shape", "error")}
         report.per_image.append(entry)
         if row.get("error"):
-            report.failures.append(f"{name}: the model fails on a uint8 {input_desc} image: {row['error']}")
+            report.failures.append(f"{name}: the model fails on a uint8 {input_desc} image: {_one_line(row['error'])}")
             continue
         values = np.asarray(row["values"], dtype=np.float64)
         seconds.append(row["seconds"])
@@ -222,7 +232,7 @@ def _judge_images(report: VerifyReport, rows: list[dict], images: dict[str, np.n
                 report.failures.append(f"{name}: {values.size} values, the Keras model gives {ref.size}")
                 continue
             cos = float(values @ ref / max(np.linalg.norm(values) * np.linalg.norm(ref), 1e-30))
-            entry["cosine"] = cos
+            entry["cosine"], entry["max_abs_diff"] = cos, float(np.max(np.abs(values - ref)))
             cosines.append(cos)
             if not cos >= MIN_COSINE:
                 report.failures.append(f"{name}: cosine to the Keras model's embedding is {cos:.6f} < {MIN_COSINE}")
@@ -230,6 +240,8 @@ def _judge_images(report: VerifyReport, rows: list[dict], images: dict[str, np.n
         report.failures.append(f"output size differs between images: {sorted(dims)}")
     report.embedding_dim = dims.pop() if len(dims) == 1 else None
     report.min_cosine = min(cosines) if cosines else None
+    diffs = [e["max_abs_diff"] for e in report.per_image if "max_abs_diff" in e]
+    report.max_abs_diff = max(diffs) if diffs else None
     if len(rows) < len(images):
         report.failures.append(f"only {len(rows)} of {len(images)} probe images ran")
     if seconds:

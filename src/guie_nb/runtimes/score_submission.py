@@ -39,9 +39,12 @@ def _images(folder):
 class TensorFlowModel:
     """tf.saved_model.load -> signatures['serving_default'] -> output['embedding_norm']."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, threads=0):
         import tensorflow as tf
 
+        if threads:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
         self.tf = tf
         self.version = tf.__version__
         loaded = tf.saved_model.load(folder)
@@ -62,10 +65,12 @@ class TensorFlowModel:
 class TorchModel:
     """torch.jit.load -> eval() -> model(PILToTensor(img).unsqueeze(0))[0].flatten() under no_grad."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, threads=0):
         import torch
         from torchvision import transforms
 
+        if threads:
+            torch.set_num_threads(threads)
         self.torch, self.to_tensor = torch, transforms.PILToTensor()
         self.version = torch.__version__
         path = os.path.join(folder, "saved_model.pt")
@@ -85,6 +90,9 @@ def main(argv=None):
     p.add_argument("--zip", required=True)
     p.add_argument("--images", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads (0: the framework's default, as the scorer runs it); 1 gives "
+                        "steady timings on a shared machine, where torch's thread pool stalls")
     p.add_argument("--warmup", type=int, default=6,
                    help="calls on distinct sizes before timing: torch's profiling executor "
                         "re-optimises the first few input shapes it sees, which is not scoring time")
@@ -103,7 +111,7 @@ def main(argv=None):
         try:
             with zipfile.ZipFile(args.zip) as zf:
                 zf.extractall(folder)
-            model = (TensorFlowModel if args.format == "saved_model" else TorchModel)(folder)
+            model = (TensorFlowModel if args.format == "saved_model" else TorchModel)(folder, args.threads)
         except Exception as exc:  # the loader's own message is the report
             result["load_error"] = _error(exc)
             result["traceback"] = traceback.format_exc()[-3000:]
