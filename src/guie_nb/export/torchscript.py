@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -183,35 +184,46 @@ class EmbeddingModule(nn.Module):
         return emb
 
 
+# open_clip key (after `transformer.resblocks.{i}.`) -> this module's key (after `blocks.{i}.`)
+_BLOCK_KEYS = {"ln_1.weight": "ln_1.weight", "ln_1.bias": "ln_1.bias", "ln_2.weight": "ln_2.weight",
+               "ln_2.bias": "ln_2.bias", "attn.in_proj_weight": "in_proj.weight", "attn.in_proj_bias": "in_proj.bias",
+               "attn.out_proj.weight": "out_proj.weight", "attn.out_proj.bias": "out_proj.bias",
+               "mlp.c_fc.weight": "c_fc.weight", "mlp.c_fc.bias": "c_fc.bias",
+               "mlp.c_proj.weight": "c_proj.weight", "mlp.c_proj.bias": "c_proj.bias"}
+_TOP_KEYS = {"conv1.weight": "conv1", "class_embedding": "class_embedding",
+             "positional_embedding": "positional_embedding", "ln_pre.weight": "ln_pre.weight",
+             "ln_pre.bias": "ln_pre.bias", "ln_post.weight": "ln_post.weight", "ln_post.bias": "ln_post.bias",
+             "proj": "proj.weight"}
+
+
+def open_clip_to_module_state(visual: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """An open_clip ViT state dict (torch layouts) under this module's names and `[in, out]` Linears."""
+    out = {}
+    for key, value in visual.items():
+        m = re.match(r"transformer\.resblocks\.(\d+)\.(.+)$", key)
+        if m and m.group(2) in _BLOCK_KEYS:
+            name = f"blocks.{m.group(1)}.{_BLOCK_KEYS[m.group(2)]}"
+            out[name] = value.T if value.ndim == 2 else value  # torch Linear [out, in] -> [in, out]
+        elif key in _TOP_KEYS:
+            out[_TOP_KEYS[key]] = value  # open_clip's proj is already [in, out]
+        else:
+            raise ValueError(f"open_clip weight {key!r} has no place in the exported ViT")
+    return out
+
+
 def _keras_weights(embedding_model) -> dict[str, np.ndarray]:
-    """The Keras embedding model's weights under this module's state-dict names."""
-    visual = embedding_model.get_layer("visual")
-    get = lambda v: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=np.float32)  # noqa: E731
-    emb = visual.get_layer("embeddings")
-    out = {
-        "conv1": get(visual.get_layer("conv1").kernel).transpose(3, 2, 0, 1),
-        "class_embedding": get(emb.class_embedding),
-        "positional_embedding": get(emb.positional_embedding),
-    }
-    for name in ("ln_pre", "ln_post"):
-        ln = visual.get_layer(name)
-        out[f"{name}.weight"], out[f"{name}.bias"] = get(ln.gamma), get(ln.beta)
-    i = 0
-    while any(layer.name == f"resblocks_{i}" for layer in visual.layers):
-        blk = visual.get_layer(f"resblocks_{i}")
-        for ln in ("ln_1", "ln_2"):
-            out[f"blocks.{i}.{ln}.weight"] = get(getattr(blk, ln).gamma)
-            out[f"blocks.{i}.{ln}.bias"] = get(getattr(blk, ln).beta)
-        for name, dense in (("in_proj", blk.attn.in_proj), ("out_proj", blk.attn.out_proj),
-                            ("c_fc", blk.c_fc), ("c_proj", blk.c_proj)):
-            out[f"blocks.{i}.{name}.weight"], out[f"blocks.{i}.{name}.bias"] = get(dense.kernel), get(dense.bias)
-        i += 1
-    if any(layer.name == "proj" for layer in visual.layers):
-        out["proj.weight"] = get(visual.get_layer("proj").kernel)
+    """The Keras embedding model's weights under this module's state-dict names: the backbone
+    through issue-3's open_clip converter, the head (Dense `[in, out]`) as it is."""
+    import keras
+
+    from guie_nb.model.convert import keras_to_open_clip_state_dict
+
+    out = open_clip_to_module_state(keras_to_open_clip_state_dict(embedding_model))
     heads = [n for n in ("hidden", "projection") if any(layer.name == n for layer in embedding_model.layers)]
     for j, name in enumerate(heads):
         dense = embedding_model.get_layer(name)
-        out[f"head.{j}.weight"], out[f"head.{j}.bias"] = get(dense.kernel), get(dense.bias)
+        out[f"head.{j}.weight"] = np.asarray(keras.ops.convert_to_numpy(dense.kernel), dtype=np.float32)
+        out[f"head.{j}.bias"] = np.asarray(keras.ops.convert_to_numpy(dense.bias), dtype=np.float32)
     return out
 
 
