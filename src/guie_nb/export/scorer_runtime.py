@@ -9,6 +9,7 @@ never leaves a half-made runtime behind.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import hashlib
 import json
@@ -115,15 +116,27 @@ def runtime_path(fmt: str) -> Path:
     return runtimes_dir() / Path(REQUIREMENTS[fmt]).stem
 
 
+def _ready(root: Path, reqs: str) -> bool:
+    marker = root / _MARKER
+    return marker.is_file() and json.loads(marker.read_text()).get("requirements") == _digest(reqs)
+
+
 def ensure_runtime(fmt: str, log=print) -> Runtime:
     """The runtime for `fmt` ('saved_model' | 'torchscript'), created when missing or stale."""
     reqs = requirements_text(fmt)
     root = runtime_path(fmt)
-    marker = root / _MARKER
-    if marker.is_file() and json.loads(marker.read_text()).get("requirements") == _digest(reqs):
+    if _ready(root, reqs):
         return Runtime(fmt, root)
     python = find_python39()
     root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be creating it right now
+        if _ready(root, reqs):
+            return Runtime(fmt, root)
+        return _create(fmt, root, reqs, python, log)
+
+
+def _create(fmt: str, root: Path, reqs: str, python: Path, log) -> Runtime:
     tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     start = time.time()
@@ -134,6 +147,9 @@ def ensure_runtime(fmt: str, log=print) -> Runtime:
         pip = [str(tmp / "bin" / "python"), "-m", "pip", "install", "--no-input", "--disable-pip-version-check"]
         _check(subprocess.run(pip + ["-r", str(tmp / "requirements.txt")], capture_output=True, text=True),
                f"pip install for the {fmt} runtime")
+        seconds = time.time() - start
+        (tmp / _MARKER).write_text(json.dumps({"requirements": _digest(reqs), "python": str(python),
+                                               "seconds": round(seconds, 1)}))
         shutil.rmtree(root, ignore_errors=True)
         # the venv's interpreter is a symlink and `python -m` finds its packages through
         # pyvenv.cfg, so the renamed folder keeps working
@@ -141,9 +157,6 @@ def ensure_runtime(fmt: str, log=print) -> Runtime:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    seconds = time.time() - start
-    (root / _MARKER).write_text(json.dumps({"requirements": _digest(reqs), "python": str(python),
-                                            "seconds": round(seconds, 1)}))
     log(f"{fmt} scorer runtime ready in {seconds:.0f} s")
     return Runtime(fmt, root)
 
