@@ -33,23 +33,3 @@ def keras_reference(embedding_model, cfg, flip_tta: bool = False) -> Callable[[n
         return out
 
     return embed
-
-
-def compare_with_keras(embed_one: Callable[[np.ndarray], np.ndarray], embedding_model, cfg,
-                       sizes: Sequence[tuple[int, int]]) -> dict:
-    """Embed probe images with the exported model and with Keras (same resize); report the gap."""
-    from guie_nb.model.preprocessing import resize_images
-
-    rows, worst, min_cos, dims = [], 0.0, 1.0, set()
-    for image in probe_images(sizes):
-        exported = np.asarray(embed_one(image), dtype=np.float64).reshape(-1)
-        pixels = np.asarray(resize_images(image[None], cfg.input_size, cfg.resize_mode))
-        reference = np.asarray(embedding_model.predict_on_batch(pixels), dtype=np.float64).reshape(-1)
-        if exported.shape != reference.shape:
-            raise ValueError(f"exported model gives {exported.shape}, Keras gives {reference.shape}")
-        diff = float(np.max(np.abs(exported - reference)))
-        cos = float(exported @ reference / (np.linalg.norm(exported) * np.linalg.norm(reference)))
-        rows.append({"size": list(image.shape[:2]), "max_abs_diff": diff, "cosine": cos})
-        worst, min_cos = max(worst, diff), min(min_cos, cos)
-        dims.add(exported.shape[0])
-    return {"per_size": rows, "max_abs_diff": worst, "min_cosine": min_cos, "embedding_dim": dims.pop()}
