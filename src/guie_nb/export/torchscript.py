@@ -264,16 +264,26 @@ def save_torchscript(module: nn.Module, path: str | Path) -> Path:
 
 
 def strip_debug_records(path: Path) -> None:
-    """Rewrite a TorchScript zip without `*.debug_pkl` entries (stored, uncompressed, in order)."""
+    """Rewrite a TorchScript archive without its `*.debug_pkl` records, with torch's own writer
+    (aligned records, zip64 for files over 2 GiB, the original file-format version)."""
+    reader = torch._C.PyTorchFileReader(str(path))
+    names = reader.get_all_records()
+    version = int(reader.get_record(".data/version").decode() if ".data/version" in names
+                  else reader.get_record("version").decode())
     stripped = path.with_name(path.name + ".nodebug")
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(stripped, "w", zipfile.ZIP_STORED) as dst:
-        for info in src.infolist():
-            if not info.filename.endswith(".debug_pkl"):
-                with src.open(info) as f_in, dst.open(zipfile.ZipInfo(info.filename, info.date_time), "w",
-                                                      force_zip64=info.file_size > 2**31) as f_out:
-                    while chunk := f_in.read(1 << 24):
-                        f_out.write(chunk)
-    os.replace(stripped, path)
+    stripped.mkdir()
+    out = stripped / path.name  # the archive's top folder is named after the file
+    writer = torch._C.PyTorchFileWriter(str(out))
+    writer.set_min_version(version)
+    for name in names:
+        if name.endswith(".debug_pkl") or name in (".data/version", "version", "byteorder"):
+            continue
+        data = reader.get_record(name)
+        writer.write_record(name, data, len(data))
+    writer.write_end_of_file()
+    del reader, writer
+    os.replace(out, path)
+    stripped.rmdir()
 
 
 def export_torchscript(embedding_model, cfg: ModelConfig, path: str | Path, flip_tta: bool = False) -> Path:
