@@ -44,5 +44,11 @@ test-fast: venv
 push: venv
 	$(PY) scripts/kaggle_push.py --preset $(PROFILE) $(PUSH_ARGS)
 
+# Verify any submission.zip in the scorer's runtime (TF 2.6.4 / PyTorch 1.11, created once):
+#   make verify ZIP=build/demo/submission.zip [MODEL_DIR=build/demo/finetune] [TTA=1]
+verify: venv
+	@test -n "$(ZIP)" || { echo "usage: make verify ZIP=path/to/submission.zip [MODEL_DIR=...] [TTA=1]"; exit 2; }
+	$(PY) -m guie_nb.export.verify $(ZIP) $(if $(MODEL_DIR),--model-dir $(MODEL_DIR)) $(if $(TTA),--flip-tta)
+
 clean:
 	rm -rf build

@@ -18,21 +18,18 @@ def probe_images(sizes: Sequence[tuple[int, int]], seed: int = 0) -> list[np.nda
     return images
 
 
-def compare_with_keras(embed_one: Callable[[np.ndarray], np.ndarray], embedding_model, cfg,
-                       sizes: Sequence[tuple[int, int]]) -> dict:
-    """Embed probe images with the exported model and with Keras (same resize); report the gap."""
+def keras_reference(embedding_model, cfg, flip_tta: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """uint8 RGB `[H, W, 3]` -> the Keras model's embedding, with the exported model's resize
+    (and flip TTA): what an export must reproduce."""
     from guie_nb.model.preprocessing import resize_images
 
-    rows, worst, min_cos, dims = [], 0.0, 1.0, set()
-    for image in probe_images(sizes):
-        exported = np.asarray(embed_one(image), dtype=np.float64).reshape(-1)
+    def embed(image: np.ndarray) -> np.ndarray:
         pixels = np.asarray(resize_images(image[None], cfg.input_size, cfg.resize_mode))
-        reference = np.asarray(embedding_model.predict_on_batch(pixels), dtype=np.float64).reshape(-1)
-        if exported.shape != reference.shape:
-            raise ValueError(f"exported model gives {exported.shape}, Keras gives {reference.shape}")
-        diff = float(np.max(np.abs(exported - reference)))
-        cos = float(exported @ reference / (np.linalg.norm(exported) * np.linalg.norm(reference)))
-        rows.append({"size": list(image.shape[:2]), "max_abs_diff": diff, "cosine": cos})
-        worst, min_cos = max(worst, diff), min(min_cos, cos)
-        dims.add(exported.shape[0])
-    return {"per_size": rows, "max_abs_diff": worst, "min_cosine": min_cos, "embedding_dim": dims.pop()}
+        out = np.asarray(embedding_model.predict_on_batch(pixels), dtype=np.float64).reshape(-1)
+        if flip_tta:
+            flipped = np.ascontiguousarray(pixels[:, :, ::-1])
+            out = out + np.asarray(embedding_model.predict_on_batch(flipped), dtype=np.float64).reshape(-1)
+            out = out / max(np.linalg.norm(out), 1e-12)
+        return out
+
+    return embed

@@ -19,20 +19,23 @@ OUTPUT_KEY = "embedding_norm"
 
 
 class _Serving(tf.Module):
-    def __init__(self, embedding_model, size: int, resize_mode: str):
+    def __init__(self, embedding_model, size: int, resize_mode: str, flip_tta: bool = False):
         super().__init__()
         self.model = embedding_model
-        self.size, self.resize_mode = size, resize_mode
+        self.size, self.resize_mode, self.flip_tta = size, resize_mode, flip_tta
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve(self, images):
         pixels = resize_images(images, self.size, self.resize_mode)
         embedding = tf.cast(self.model(pixels, training=False), tf.float32)
+        if self.flip_tta:  # the mirrored image's embedding, summed before the final L2 norm
+            embedding += tf.cast(self.model(tf.reverse(pixels, axis=[2]), training=False), tf.float32)
         return {OUTPUT_KEY: tf.math.l2_normalize(embedding, axis=-1)}
 
 
-def export_saved_model(embedding_model, cfg: ModelConfig, out_dir: str | Path) -> Path:
-    """Write the SavedModel to `out_dir` (which must not exist yet)."""
+def export_saved_model(embedding_model, cfg: ModelConfig, out_dir: str | Path, flip_tta: bool = False) -> Path:
+    """Write the SavedModel to `out_dir` (which must not exist yet); `flip_tta` adds the
+    horizontally flipped image's embedding inside the graph."""
     import keras
 
     if keras.backend.backend() != "tensorflow":
@@ -41,7 +44,7 @@ def export_saved_model(embedding_model, cfg: ModelConfig, out_dir: str | Path) -
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"export directory exists: {out_dir}")
-    module = _Serving(embedding_model, cfg.input_size, cfg.resize_mode)
+    module = _Serving(embedding_model, cfg.input_size, cfg.resize_mode, flip_tta)
     # TF 2.6.4 (the scorer) lacks ops the default saver function uses (DisableCopyOnRead);
     # the scorer never restores through the saver, so skip writing it.
     options = tf.saved_model.SaveOptions(experimental_skip_saver=True)

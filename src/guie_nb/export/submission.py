@@ -57,3 +57,37 @@ def submission_format(zip_path: str | Path) -> str:
     nested = [n for n in names if n.endswith(("saved_model.pb", ".pt"))]
     hint = f" (found {nested[0]!r}: model files must be at the zip root)" if nested else ""
     raise ValueError(f"{zip_path}: no saved_model.pb or {TORCHSCRIPT_NAME} at the zip root{hint}")
+
+
+class SubmissionEmbedder:
+    """A `submission.zip` loaded with today's framework, called like the scorer calls it
+    (uint8 RGB `[H, W, 3]` in, flat float32 embedding out): for scoring validation sets.
+    The scorer runtime itself is exercised by `guie_nb.export.verify`."""
+
+    def __init__(self, zip_path: str | Path):
+        import tempfile
+
+        self.format = submission_format(zip_path)
+        self._dir = tempfile.TemporaryDirectory(prefix="submission-")
+        with zipfile.ZipFile(zip_path) as zf:
+            zf.extractall(self._dir.name)
+        if self.format == SAVED_MODEL:
+            from guie_nb.export.saved_model import SavedModelEmbedder
+
+            self._embed = SavedModelEmbedder(self._dir.name)
+        else:
+            import torch
+
+            module = torch.jit.load(str(Path(self._dir.name) / TORCHSCRIPT_NAME), map_location="cpu").eval()
+
+            def embed(image):
+                with torch.no_grad():
+                    return module(torch.from_numpy(image.copy()).permute(2, 0, 1)[None])[0].flatten().numpy()
+
+            self._embed = embed
+
+    def __call__(self, image):
+        return self._embed(image)
+
+    def close(self) -> None:
+        self._dir.cleanup()

@@ -1,0 +1,77 @@
+"""Both export formats, built from the same weights and verified in their real scorer runtimes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from _export_helpers import FAST_PROBES, run_export_cli, save_demo_model
+from guie_nb.export.checks import keras_reference, probe_images
+from guie_nb.export.submission import submission_format
+from guie_nb.export.torchscript import build_torch_module
+from guie_nb.export.verify import PROBES, SubmissionRejected
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_demo_model(tmp_path_factory.mktemp("demo-model"))
+
+
+@pytest.mark.parametrize("resize_mode,hidden_dim,flip_tta", [("squash", None, False),
+                                                             ("shortest_side_crop", 32, True)])
+def test_torch_module_reproduces_keras(resize_mode, hidden_dim, flip_tta):
+    """The hand-written torch ViT + TF-exact resize gives the Keras model's embeddings."""
+    from guie_nb.model.embedding import ModelConfig, build_embedding_model
+
+    cfg = ModelConfig(backbone="demo-tiny", resize_mode=resize_mode, hidden_dim=hidden_dim, embedding_dim=48)
+    model = build_embedding_model(cfg)
+    module = build_torch_module(model, cfg, flip_tta)
+    reference = keras_reference(model, cfg, flip_tta)
+    for image in probe_images([(1, 1), (3, 2), (97, 301), (640, 33), (224, 224)]):
+        with torch.no_grad():
+            out = module(torch.from_numpy(image).permute(2, 0, 1)[None]).numpy()
+        assert out.shape == (1, 48) and out.dtype == np.float32
+        np.testing.assert_allclose(out[0], reference(image), atol=2e-5)
+
+
+@pytest.mark.parametrize("fmt,flip_tta", [("saved_model", False), ("torchscript", False),
+                                          ("torchscript", True), ("saved_model", True)])
+def test_demo_submission_verified_in_scorer_runtime(model_dir, tmp_path, fmt, flip_tta):
+    out = tmp_path / "submission.zip"
+    extra = ["--flip-tta"] if flip_tta else []
+    if flip_tta:  # TTA doubles the forward; the format itself is covered on every probe without it
+        extra += ["--probes", FAST_PROBES, "--warmup", "1"]
+    proc, report = run_export_cli(model_dir, fmt, out, *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert submission_format(out) == fmt
+    assert report["ok"] and report["failures"] == []
+    assert report["runtime"] == {"saved_model": "TensorFlow 2.6.4", "torchscript": "PyTorch 1.11.0"}[fmt]
+    assert report["embedding_dim"] == 64 and report["min_cosine"] >= 0.9999
+    ran = {row["name"].split(".")[0] for row in report["per_image"]}
+    expected = set(FAST_PROBES.split(",")) if flip_tta else {p[0] for p in PROBES}
+    assert ran == expected
+    assert all(row["dtype"] == "float32" and row["cosine"] >= 0.9999 for row in report["per_image"])
+    assert report["scoring_hours_estimate"] > 0
+
+
+def test_rejected_export_leaves_no_zip(model_dir, tmp_path, monkeypatch):
+    """A model that does not reproduce the reference is refused and no submission.zip is left,
+    not even a stale one from an earlier run."""
+    import keras
+
+    from guie_nb.export import build, checks
+    from guie_nb.model.embedding import ModelConfig, build_embedding_model
+
+    cfg = ModelConfig.load(model_dir / "model_config.json")
+    keras.utils.set_random_seed(1)
+    model = build_embedding_model(cfg)
+    other = build_embedding_model(cfg)  # different random weights: the "Keras model" disagrees
+    monkeypatch.setattr(checks, "keras_reference", lambda m, c, t=False: keras_reference(other, c, t))
+    out = tmp_path / "submission.zip"
+    out.write_bytes(b"stale")
+    probes = [p for p in PROBES if p[0] in ("square_224", "cmyk_240x320")]
+    with pytest.raises(SubmissionRejected, match=r"cosine to the Keras model's embedding is .* < 0.9999"):
+        build.export_submission(model, cfg, "torchscript", out, probes=probes, warmup=0, log=lambda *_: None)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no scratch left either

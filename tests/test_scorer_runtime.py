@@ -1,0 +1,52 @@
+"""The scorer runtimes: found or created (timed), pinned, and a clear error without Python 3.9."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from guie_nb.export import scorer_runtime
+from guie_nb.export.scorer_runtime import ensure_runtime, find_python39
+
+
+@pytest.mark.parametrize("fmt,module,version", [("saved_model", "tensorflow", "2.6.4"),
+                                                ("torchscript", "torch", "1.11.0")])
+def test_runtime_has_the_scorer_versions(fmt, module, version):
+    start = time.time()
+    runtime = ensure_runtime(fmt)  # created here when missing (pip downloads), else reused
+    print(f"{fmt} runtime ready after {time.time() - start:.0f} s: {runtime.root}")
+    proc = runtime.run(["-c", f"import sys, {module}; print(sys.version_info[:2], {module}.__version__)"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split("(3, 9)")[-1].strip().startswith(version), proc.stdout
+
+
+def test_runtime_does_not_see_this_process_packages(monkeypatch):
+    """PYTHONPATH (src/ in development) must not leak today's packages into the old runtime."""
+    monkeypatch.setenv("PYTHONPATH", "/nonexistent-guie-path")
+    proc = ensure_runtime("torchscript").run(["-c", "import sys; print(sys.path)"])
+    assert "/nonexistent-guie-path" not in proc.stdout
+
+
+def test_no_python39_names_what_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    monkeypatch.setenv(scorer_runtime.PYTHON_ENV, sys.executable)  # a 3.11: must be refused
+    with pytest.raises(FileNotFoundError) as e:
+        find_python39()
+    text = str(e.value)
+    assert "no Python 3.9 interpreter found" in text
+    assert f"{sys.executable} -> 3.{sys.version_info[1]}" in text
+    assert "uv: not on PATH" in text and "pyenv install 3.9" in text and "GUIE_PYTHON39" in text
+
+
+def test_missing_runtime_fails_before_installing(monkeypatch, tmp_path):
+    monkeypatch.setenv(scorer_runtime.RUNTIMES_ENV, str(tmp_path / "runtimes"))
+    monkeypatch.setattr(scorer_runtime, "find_python39",
+                        lambda: (_ for _ in ()).throw(FileNotFoundError("no Python 3.9 interpreter found")))
+    with pytest.raises(FileNotFoundError, match="Python 3.9"):
+        ensure_runtime("saved_model")
+    with pytest.raises(ValueError, match="unknown submission format 'onnx'"):
+        ensure_runtime("onnx")
+    assert not any((tmp_path / "runtimes").glob("*"))  # nothing half-made left
