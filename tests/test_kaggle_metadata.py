@@ -38,6 +38,9 @@ def test_templates_describe_the_chain():
     # data-prep mounts the raw data the recipe reads (ImageNet and GLDv2 are competition data)
     assert set(metas["01_data_prep"]["competition_sources"]) >= {
         "imagenet-object-localization-challenge", "landmark-recognition-2021"}
+    # only the export kernel goes online: it installs the scorer runtimes (Python 3.9, TF 2.6.4 /
+    # torch 1.11) to verify the submission; the TPU kernels read attached data and models
+    assert [nb for nb, m in metas.items() if m["enable_internet"]] == ["04_export"]
     assert metas["04_export"]["kernel_sources"][-1] == "alice/guie-nb-03-finetune"
 
 

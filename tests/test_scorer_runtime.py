@@ -30,6 +30,8 @@ def test_runtime_does_not_see_this_process_packages(monkeypatch):
 
 
 def test_no_python39_names_what_is_missing(monkeypatch, tmp_path):
+    monkeypatch.delenv(scorer_runtime.INSTALL_ENV, raising=False)
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
     monkeypatch.setenv(scorer_runtime.PYTHON_ENV, sys.executable)  # a 3.11: must be refused
@@ -44,9 +46,45 @@ def test_no_python39_names_what_is_missing(monkeypatch, tmp_path):
 def test_missing_runtime_fails_before_installing(monkeypatch, tmp_path):
     monkeypatch.setenv(scorer_runtime.RUNTIMES_ENV, str(tmp_path / "runtimes"))
     monkeypatch.setattr(scorer_runtime, "find_python39",
-                        lambda: (_ for _ in ()).throw(FileNotFoundError("no Python 3.9 interpreter found")))
+                        lambda **kw: (_ for _ in ()).throw(FileNotFoundError("no Python 3.9 interpreter found")))
     with pytest.raises(FileNotFoundError, match="Python 3.9"):
         ensure_runtime("saved_model")
     with pytest.raises(ValueError, match="unknown submission format 'onnx'"):
         ensure_runtime("onnx")
     assert not any((tmp_path / "runtimes").glob("*"))  # nothing half-made left
+
+
+def test_python39_is_installed_through_uv_only_when_allowed(monkeypatch, tmp_path):
+    """A fake `uv` on PATH: `python install 3.9` records the call and makes `python find 3.9`
+    print a (fake) 3.9 interpreter."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_python = bin_dir / "fake-python3.9"
+    fake_python.write_text("#!/bin/sh\necho 3 9\n")
+    calls = tmp_path / "uv-calls"
+    (bin_dir / "uv").write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {calls}\n'
+        f'if [ "$1 $2" = "python install" ]; then : > {tmp_path}/installed; exit 0; fi\n'
+        f'if [ -f {tmp_path}/installed ]; then echo {fake_python}; exit 0; fi\n'
+        "exit 2\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    monkeypatch.delenv(scorer_runtime.PYTHON_ENV, raising=False)
+    monkeypatch.delenv(scorer_runtime.INSTALL_ENV, raising=False)
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+
+    with pytest.raises(FileNotFoundError, match="GUIE_INSTALL_PYTHON39=1"):
+        find_python39()
+    assert "python install" not in calls.read_text()  # nothing installed without consent
+
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")  # inside a Kaggle kernel: allowed
+    assert find_python39(log=lambda *a: None) == fake_python
+    assert "python install 3.9" in calls.read_text()
+
+    monkeypatch.setenv(scorer_runtime.INSTALL_ENV, "0")  # an explicit no wins
+    (tmp_path / "installed").unlink()
+    with pytest.raises(FileNotFoundError):
+        find_python39()

@@ -27,6 +27,10 @@ from guie_nb.export.submission import SAVED_MODEL, TORCHSCRIPT
 RUNTIMES_ENV = "GUIE_SCORER_RUNTIMES"
 PYTHON_ENV = "GUIE_PYTHON39"  # an explicit Python 3.9 interpreter, tried first
 PYTHON_VERSION = (3, 9)
+# Opt in to installing a Python 3.9 through uv when none is found. On by default inside a Kaggle
+# kernel (its image has no 3.9; the export kernel has internet for it), never silently elsewhere.
+INSTALL_ENV = "GUIE_INSTALL_PYTHON39"
+UV_VERSION = "0.13.9"
 # submission format -> requirements file shipped in guie_nb/runtimes/
 REQUIREMENTS = {SAVED_MODEL: "tensorflow-2.6.4.txt", TORCHSCRIPT: "torch-1.11.0.txt"}
 _MARKER = "guie-runtime.json"
@@ -72,8 +76,37 @@ def _python_version(exe: str) -> tuple[int, int] | None:
     return (int(parts[0]), int(parts[1])) if out.returncode == 0 and len(parts) == 2 else None
 
 
-def find_python39() -> Path:
-    """A Python 3.9 interpreter: $GUIE_PYTHON39, then PATH, then pyenv, then uv.
+def install_allowed(env=None) -> bool:
+    env = os.environ if env is None else env
+    flag = env.get(INSTALL_ENV, "").strip().lower()
+    if flag in ("0", "false", "no"):
+        return False
+    return flag in ("1", "true", "yes") or "KAGGLE_KERNEL_RUN_TYPE" in env
+
+
+def install_python39(log=print) -> Path:
+    """Install a Python 3.9 with uv (installing the pinned uv into this interpreter if it is
+    missing) and return it. Needs internet."""
+    uv = shutil.which("uv")
+    if not uv:
+        log(f"installing uv=={UV_VERSION} to fetch a Python 3.9")
+        _check(subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"uv=={UV_VERSION}"],
+                              capture_output=True, text=True), f"pip install uv=={UV_VERSION}")
+        uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    log("uv python install 3.9")
+    _check(subprocess.run([uv, "python", "install", "3.9"], capture_output=True, text=True),
+           "uv python install 3.9")
+    found = subprocess.run([uv, "python", "find", "3.9"], capture_output=True, text=True)
+    _check(found, "uv python find 3.9")
+    exe = found.stdout.strip()
+    if _python_version(exe) != PYTHON_VERSION:
+        raise FileNotFoundError(f"uv installed Python 3.9, but {exe!r} does not run as 3.9")
+    return Path(exe)
+
+
+def find_python39(install: bool | None = None, log=print) -> Path:
+    """A Python 3.9 interpreter: $GUIE_PYTHON39, then PATH, then pyenv, then uv; when none is
+    found and `install` (default: `install_allowed()`), one installed through uv.
 
     Raises FileNotFoundError listing every place looked at and how to provide one.
     """
@@ -101,10 +134,12 @@ def find_python39() -> Path:
     if not uv:
         tried.append("uv: not on PATH")
     tried.append(f"pyenv: no {pyenv_root}/versions/3.9*/bin/python3.9")
+    if install_allowed() if install is None else install:
+        return install_python39(log)
     raise FileNotFoundError(
         "no Python 3.9 interpreter found (the scorer runtimes TF 2.6.4 / torch 1.11 need exactly 3.9). "
         "Looked at: " + "; ".join(tried) + f". Install one (`pyenv install 3.9`, `uv python install 3.9`) "
-        f"or point ${PYTHON_ENV} at it."
+        f"or point ${PYTHON_ENV} at it, or set {INSTALL_ENV}=1 to install one through uv (needs internet)."
     )
 
 
@@ -127,7 +162,7 @@ def ensure_runtime(fmt: str, log=print) -> Runtime:
     root = runtime_path(fmt)
     if _ready(root, reqs):
         return Runtime(fmt, root)
-    python = find_python39()
+    python = find_python39(log=log)
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f".{root.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be creating it right now
