@@ -43,7 +43,7 @@ def _demo_scale(model: dict, train: dict, image_size=None):
     from guie_nb.model.embedding import ModelConfig
     from guie_nb.training.config import TrainConfig
 
-    cfg = ModelConfig.from_dict({**model, "backbone": "demo-tiny", "image_size": image_size})
+    cfg = ModelConfig.from_dict({**model, "backbone": "demo-tiny", "backbone_weights": "", "image_size": image_size})
     return cfg, TrainConfig.from_dict({**train, **ONE_STEP})
 
 
