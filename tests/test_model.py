@@ -47,7 +47,7 @@ def test_config_errors_name_the_problem():
         ModelConfig.from_dict({"backbone": "demo-tiny", "embeding_dim": 64})
     with pytest.raises(Exception, match="ViT-Q-99"):
         ModelConfig(backbone="ViT-Q-99")
-    with pytest.raises(ValueError, match="unknown margin head"):
+    with pytest.raises(ValueError, match="unknown head kind .softmaxx."):
         build_training_model(build_embedding_model(ModelConfig()), 5, HeadConfig("softmaxx"))
 
 
