@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from _backbone_helpers import open_clip_tower, random_images, torch_features
-from guie_nb.model import weights as weights_mod
 from guie_nb.model.backbones import vit_config
 from guie_nb.model.convert import keras_to_open_clip_state_dict
 from guie_nb.model.vit import build_vit
@@ -80,14 +79,14 @@ def test_keras_hub_preset_folder(tmp_path, monkeypatch):
     attached = tmp_path / "input" / "clip" / "keras" / "tiny" / "3"
     attached.parent.mkdir(parents=True)
     (tmp_path / "preset").rename(attached)
-    monkeypatch.setattr(weights_mod, "KAGGLE_INPUT", tmp_path / "input")
+    monkeypatch.setenv("GUIE_KAGGLE_INPUT", str(tmp_path / "input"))
     _assert_same_weights(model, load_backbone_weights(build_vit(cfg), "kaggle:keras/clip/keras/tiny/3"))
 
 
 def test_offline_errors_are_immediate(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
-    monkeypatch.setattr(weights_mod, "KAGGLE_INPUT", tmp_path / "no-input")
+    monkeypatch.setenv("GUIE_KAGGLE_INPUT", str(tmp_path / "no-input"))
     model = build_vit(CFG)
     for spec, backbone in [
         ("open_clip:laion2b_s32b_b79k", "ViT-H-14"),

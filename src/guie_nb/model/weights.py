@@ -24,7 +24,6 @@ import keras
 
 from guie_nb.model.convert import keras_hub_to_keras, open_clip_to_keras
 
-KAGGLE_INPUT = Path("/kaggle/input")
 OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pt")
 TORCH_SUFFIXES = (".bin", ".pt", ".pth")
 HINT = (
@@ -85,8 +84,11 @@ def _load_dir(model: keras.Model, folder: Path) -> keras.Model:
 
 def _kaggle_attached(handle: str) -> Path | None:
     """Where Kaggle mounts an attached model `owner/model/framework/variation/version`."""
+    from guie_nb.kaggle.layout import KaggleRoots  # lazy: only the kaggle: path needs it
+
+    inputs = Path(KaggleRoots.from_env().input)
     parts = handle.strip("/").split("/")
-    for candidate in (KAGGLE_INPUT.joinpath(*parts[1:]), KAGGLE_INPUT.joinpath(*parts)):
+    for candidate in (inputs.joinpath(*parts[1:]), inputs.joinpath(*parts)):
         if candidate.is_dir():
             return candidate
     return None

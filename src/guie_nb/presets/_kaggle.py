@@ -15,9 +15,10 @@ VAL = {"val_classes": 200, "queries_per_class": 1}
 LONG_RUN = {"precision": "mixed_bfloat16", "steps_per_execution": 8, "checkpoint_every": 400}
 
 
-def source(kind: str, images_per_class: int = 50, **options) -> dict:
-    """A `sources` entry for raw data attached to the data-prep kernel, with the validation split."""
-    return {"kind": kind, "root": RAW_ROOTS[kind], "images_per_class": images_per_class, **VAL, **options}
+def source(kind: str, **options) -> dict:
+    """A `sources` entry for raw data attached to the data-prep kernel, with the validation split;
+    what it leaves out takes the recipe's defaults (`guie_nb.data.recipe.RECIPE`)."""
+    return {"kind": kind, "root": RAW_ROOTS[kind], **VAL, **options}
 
 
 def chain_params(root: str, *, sources: list[dict], max_side: int, model: dict, train: dict,

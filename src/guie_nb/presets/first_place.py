@@ -13,7 +13,7 @@ MODEL = {"backbone": "ViT-H-14", "backbone_weights": H14_LAION2B, "embedding_dim
 def notebook_params(root: str) -> dict[str, dict]:
     return chain_params(
         root,
-        sources=[source("products10k", 100), source("gldv2", 50, max_classes=20000)],
+        sources=[source("products10k", images_per_class=100), source("gldv2", max_classes=20000)],
         max_side=384,
         model=MODEL,
         train={"epochs": 6, "batch_size": 512, "learning_rate": 0.02, "optimizer": "sgd", "momentum": 0.9,

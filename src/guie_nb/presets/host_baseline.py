@@ -15,7 +15,7 @@ MODEL = {"backbone": "ViT-B-16", "embedding_dim": 64, "dropout": 0.0,
 def notebook_params(root: str) -> dict[str, dict]:
     return chain_params(
         root,
-        sources=[source("imagenet", 300)],
+        sources=[source("imagenet", images_per_class=300)],
         max_side=320,
         model=MODEL,
         train={"epochs": 30, "batch_size": 1024, "learning_rate": 0.004, "weight_decay": 0.05,

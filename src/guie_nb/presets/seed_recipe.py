@@ -12,7 +12,7 @@ MODEL = {"backbone": "ViT-H-14", "backbone_weights": H14_LAION2B, "embedding_dim
 def notebook_params(root: str) -> dict[str, dict]:
     return chain_params(
         root,
-        sources=[source("imagenet"), source("products10k"), source("gldv2", max_classes=7000)],
+        sources=[source("imagenet"), source("products10k"), source("gldv2")],
         max_side=384,
         model=MODEL,
         train={"epochs": 10, "batch_size": 256, "learning_rate": 1e-3, "backbone_lr_multiplier": 0.05,
