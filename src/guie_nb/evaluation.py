@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from guie_nb.data.prepare import DataDirs, data_path
 from guie_nb.metrics import load_solution, mean_precision_at_k, retrieve
 
 
@@ -19,13 +20,19 @@ class ValidationSet:
     query_source: dict[str, str]
 
     @classmethod
-    def from_manifest(cls, data_dir: str | Path, manifest: dict) -> "ValidationSet":
+    def from_manifest(cls, data_dir: DataDirs, manifest: dict) -> "ValidationSet":
+        """The split `manifest` (from `load_manifest(data_dir)`) describes; `data_dir` is the one
+        data-prep directory, or the list of part directories (whose merged manifest holds absolute
+        paths). ValueError when there is no validation split, or for a part other than part 0 alone."""
         val = manifest.get("val") or {}
+        if "in_part" in val:
+            raise ValueError(f"{data_dir}: the validation split of this split data-prep is in part {val['in_part']}: "
+                             "load all parts together, load_manifest([part_dir_0, part_dir_1, ...])")
         if not val.get("solution"):
             raise ValueError(f"{data_dir}: data-prep wrote no validation split (set val_classes in sources)")
-        d = Path(data_dir)
-        public, private = load_solution(d / val["solution"])
-        return cls([d / val["queries"]], [d / val["index"]], {**public, **private}, val["query_source"])
+        public, private = load_solution(data_path(data_dir, val["solution"]))
+        return cls([data_path(data_dir, val["queries"])], [data_path(data_dir, val["index"])],
+                   {**public, **private}, val["query_source"])
 
 
 def score(val: ValidationSet, query_ids, query_emb, index_ids, index_emb, k: int = 5) -> dict[str, float]:

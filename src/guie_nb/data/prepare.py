@@ -7,6 +7,12 @@ are held out per source as a validation split: queries, index and a Kaggle-forma
 Order of work: read every source (a wrong root or missing column fails here, before anything is
 written), select, plan every output file, estimate the output size (fails above the limit), then
 write the files over all cores (`shards.py`), resuming where an earlier run stopped.
+
+Data that does not fit one Kaggle kernel (20 GB of output, 12 h) is split over N kernels:
+`prepare(..., num_shards=N, shard_index=i)` reads and selects exactly as one kernel would, then
+writes only part i's contiguous run of training shards (part 0 also writes the validation split).
+`load_manifest([dir_0, ..., dir_N-1])` checks the parts belong together and merges them into one
+manifest whose file references are absolute paths.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import os
 import random
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -147,12 +154,23 @@ def prepare(
     processes: int | None = None,
     max_output_gb: float = KAGGLE_OUTPUT_LIMIT_GB,
     progress: bool = True,
+    num_shards: int = 1,
+    shard_index: int = 0,
 ) -> dict:
     """Run data-prep; returns the manifest (also written to `out_dir/manifest.json`).
 
     `processes`: worker processes (None: all cores; 1: in this process). Rerun with the same
     arguments to resume: finished files are kept, the rest are written.
+
+    `num_shards` > 1 splits the output over that many parts (one Kaggle kernel each, each into
+    its own `out_dir`): every part reads and selects as one run would, so all agree on the label
+    space and the validation split; part `shard_index` writes only its contiguous run of the
+    training shards (`_part_range`), and part 0 alone writes the validation split. The part's own
+    estimate is checked against `max_output_gb`. The manifest's `part` records
+    `{"index", "count", "label_space"}`; `load_manifest(all part dirs)` merges the parts.
+    Raises ValueError for `num_shards` < 1 or `shard_index` outside 0..num_shards-1.
     """
+    _check_part(num_shards, shard_index)
     if not isinstance(sources, (list, tuple)) or not sources:
         raise SourceError("sources must be a non-empty list of {'kind': ..., 'root': ...} entries")
     specs = [SourceSpec.from_dict(s) for s in sources]
@@ -181,17 +199,28 @@ def prepare(
             p = pool(len(imagenet_tfrecord_files(s.root, s.options.get("pattern", "train-*")))) if s.kind == "imagenet_tfrecord" else None
             listings[s.name] = s.read(map_fn=p.imap if p else map)
         selections = {s.name: select(listings[s.name].images, s, seed) for s in specs}
-        train_tasks, val_tasks, label_maps = plan(specs, selections, settings, out, images_per_shard, seed)
+        all_train, val_tasks, label_maps = plan(specs, selections, settings, out, images_per_shard, seed)
+        label_space = _label_space(specs, selections, label_maps, all_train + val_tasks, settings,
+                                   images_per_shard, seed)
+        mine = _part_range(len(all_train), num_shards, shard_index)
+        train_tasks = all_train[mine.start:mine.stop]
+        if shard_index != 0:  # the validation split is written once, by part 0
+            val_tasks = []
         tasks = train_tasks + val_tasks
         estimate = estimate_bytes(tasks, settings, seed)
         n_images = sum(len(t.items) for t in tasks)
+        which = f"part {shard_index} of {num_shards}: " if num_shards > 1 else ""
         if progress:
-            print(f"data-prep: {n_images} images planned in {len(tasks)} files, estimated output "
+            shards = (f" (train shards {mine.start}..{mine.stop - 1} of {len(all_train)})" if num_shards > 1
+                      else "")
+            print(f"data-prep: {which}{n_images} images planned in {len(tasks)} files{shards}, estimated output "
                   f"{estimate / 1e9:.2f} GB (limit {max_output_gb:g} GB)")
         if estimate > max_output_gb * 1e9:
             raise OutputTooLarge(
-                f"estimated output {estimate / 1e9:.1f} GB is over the {max_output_gb:g} GB limit (Kaggle keeps "
-                f"20 GB of notebook output): lower images_per_class, max_classes, max_side or jpeg_quality")
+                f"{which}estimated output {estimate / 1e9:.1f} GB is over the {max_output_gb:g} GB limit (Kaggle "
+                f"keeps 20 GB of notebook output): lower images_per_class, max_classes, max_side or jpeg_quality, "
+                f"or split the output over more kernels (num_shards={num_shards})")
+        _check_not_other_part(out, label_space, num_shards, shard_index)
         out.mkdir(parents=True, exist_ok=True)
         remove_leftovers(out, tasks)
         markers = run_tasks(tasks, pool, progress)
@@ -202,7 +231,11 @@ def prepare(
 
     train_markers, val_markers = markers[: len(train_tasks)], markers[len(train_tasks):]
     val = _merge_val(out, val_tasks, val_markers)
-    skipped = [e for s in specs for e in listings[s.name].skipped + selections[s.name].skipped]
+    if shard_index != 0:
+        val = {"in_part": 0, "images_by_source": {}}
+    # reading and selection are the same in every part: their skips are recorded once, by part 0
+    skipped = [e for s in specs for e in listings[s.name].skipped + selections[s.name].skipped] \
+        if shard_index == 0 else []
     skipped += [e for m in markers for e in m["skipped"]]
     counts: dict[int, int] = defaultdict(int)
     for m in train_markers:
@@ -226,7 +259,7 @@ def prepare(
         "parameters": parameters,
         "params_hash": params_hash,
         "num_classes": offset,
-        "images_written": train_images + val["num_queries"] + val["num_index"],
+        "images_written": train_images + val.get("num_queries", 0) + val.get("num_index", 0),
         "train_images": train_images,
         "train_files": [t.name for t in train_tasks],
         "val": {k: v for k, v in val.items() if k != "images_by_source"},
@@ -237,6 +270,7 @@ def prepare(
         "skipped": skipped,
         "skipped_counts": _count_reasons(skipped),
         "versions": _versions(),
+        "part": {"index": shard_index, "count": num_shards, "label_space": label_space},
     }
     tmp = out / ".manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
@@ -285,8 +319,175 @@ def _natural(label: str):
     return (0, int(label), "") if label.lstrip("-").isdigit() else (1, 0, label)
 
 
-def load_manifest(data_dir: str | Path) -> dict:
-    path = Path(data_dir) / "manifest.json"
+def _check_part(num_shards: int, shard_index: int) -> None:
+    if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 1:
+        raise ValueError(f"num_shards must be an int >= 1 (the number of parts), got {num_shards!r}")
+    if isinstance(shard_index, bool) or not isinstance(shard_index, int) or not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index must be an int in 0..{num_shards - 1} (num_shards={num_shards}), "
+                         f"got {shard_index!r}")
+
+
+def _part_range(n_tasks: int, num_shards: int, shard_index: int) -> range:
+    """The training shards part `shard_index` writes: a contiguous run, sizes differing by at most one.
+
+    Contiguous rather than round-robin: each part holds a readable run of the global shard names, and
+    the parts' file lists concatenated in part order are the one-run list in its order, so the
+    training stream over the merged parts is the one-run stream. (Each shard is already a random
+    sample of the one seeded shuffle, so which shards a part gets does not bias its content.)
+    """
+    return range(n_tasks * shard_index // num_shards, n_tasks * (shard_index + 1) // num_shards)
+
+
+def _label_space(specs: list[SourceSpec], selections: dict[str, Selection], label_maps: dict[str, dict[str, int]],
+                 tasks: list[Task], settings: ImageSettings, images_per_shard: int, seed: int) -> str:
+    """sha256 of everything the parts must agree on: label maps, per-class counts, seed, settings and
+    the plan (which image, by id, goes to which file with which label). Source roots are left out, so
+    parts may run where the same data is mounted elsewhere."""
+    h = hashlib.sha256(json.dumps({
+        "format_version": FORMAT_VERSION, "seed": seed, "images_per_shard": images_per_shard,
+        "max_side": settings.max_side, "jpeg_quality": settings.quality,
+        "sources": [{k: v for k, v in asdict(s).items() if k != "root"} for s in specs],
+        "label_maps": label_maps,
+        "class_counts": {n: {"train": {c: len(v) for c, v in sel.train.items()},
+                             "val": {c: len(v) for c, v in sel.val.items()}} for n, sel in selections.items()},
+    }, sort_keys=True).encode())
+    for t in tasks:
+        h.update(json.dumps([t.name, [[img.uid, *rest] for img, *rest in t.items]]).encode())
+    return h.hexdigest()
+
+
+def _check_not_other_part(out: Path, label_space: str, num_shards: int, shard_index: int) -> None:
+    """Refuse to write a part over another part of the same split (it would delete that part's shards)."""
+    try:
+        part = json.loads((out / "manifest.json").read_text()).get("part") or {}
+    except (OSError, ValueError):
+        return
+    if part.get("label_space") == label_space and part.get("count") == num_shards and part.get("index") != shard_index:
+        raise ValueError(f"{out} holds part {part.get('index')} of {num_shards} of this data-prep; write part "
+                         f"{shard_index} into its own out_dir (one directory per part)")
+
+
+PathLike = str | os.PathLike
+DataDirs = PathLike | Sequence[PathLike]
+
+
+def _as_dirs(data_dir: DataDirs) -> list[Path]:
+    if isinstance(data_dir, (str, os.PathLike)):
+        return [Path(data_dir)]
+    dirs = [Path(d) for d in data_dir]
+    if not dirs:
+        raise ValueError("data_dir is an empty list: give one data-prep output directory, or all of its parts")
+    return dirs
+
+
+def _read_manifest(data_dir: Path) -> dict:
+    path = data_dir / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(f"no manifest.json in {data_dir}: run the data-prep notebook first")
     return json.loads(path.read_text())
+
+
+def load_manifest(data_dir: DataDirs) -> dict:
+    """The manifest of one data-prep output directory, or of all parts of a split data-prep merged.
+
+    One directory (or a list of one): its manifest unchanged, file references relative to it. A
+    list of N part directories (any order): the parts are checked to share one label space and to
+    be exactly the parts 0..N-1, then merged: `train_files` (in part order, which is the one-run
+    order) and the `val` files become absolute paths, `data_dirs` lists the part directories in
+    part order, counts are summed. Resolve file references with `data_path`/`train_paths`.
+    Raises FileNotFoundError (a directory without manifest.json) and ValueError (a part alone,
+    parts that do not belong together, missing or duplicate parts).
+    """
+    dirs = _as_dirs(data_dir)
+    manifests = [_read_manifest(d) for d in dirs]
+    if len(dirs) == 1:
+        count = (manifests[0].get("part") or {}).get("count", 1)
+        if count != 1:
+            raise ValueError(f"{dirs[0]} is part {manifests[0]['part']['index']} of {count} of a split data-prep: "
+                             f"pass all {count} part directories as a list")
+        return manifests[0]
+    return _merge_parts(dirs, manifests)
+
+
+def _merge_parts(dirs: list[Path], manifests: list[dict]) -> dict:
+    parts = [m.get("part") for m in manifests]
+    where = ", ".join(f"{d} (part {p['index']} of {p['count']}, label space {p['label_space'][:12]})" if p
+                      else f"{d} (no part record)" for d, p in zip(dirs, parts))
+    if any(p is None for p in parts):
+        raise ValueError(f"not all directories are parts of a split data-prep: {where}")
+    if len({(p["count"], p["label_space"]) for p in parts}) != 1:
+        raise ValueError(f"the directories are parts of different data-preps (other sources, seed or settings): "
+                         f"{where}")
+    count = parts[0]["count"]
+    by_index: dict[int, list[Path]] = defaultdict(list)
+    for d, p in zip(dirs, parts):
+        by_index[p["index"]].append(d)
+    missing = [i for i in range(count) if i not in by_index]
+    duplicate = {i: ds for i, ds in by_index.items() if len(ds) > 1}
+    if missing or duplicate:
+        problems = ([f"missing part(s) {missing}"] if missing else []) + \
+            [f"part {i} given twice ({', '.join(map(str, ds))})" for i, ds in sorted(duplicate.items())]
+        raise ValueError(f"parts of a {count}-part data-prep: {'; '.join(problems)}; got: {where}")
+    order = sorted(range(len(dirs)), key=lambda k: parts[k]["index"])
+    dirs = [dirs[k].resolve() for k in order]
+    manifests = [manifests[k] for k in order]
+    return _merged(dirs, manifests)
+
+
+def _merged(dirs: list[Path], manifests: list[dict]) -> dict:
+    """Parts in index order -> one manifest (absolute file paths, summed counts)."""
+    first = manifests[0]
+    val = dict(first["val"])
+    for key in ("queries", "index", "solution"):
+        if key in val:
+            val[key] = str(dirs[0] / val[key])
+    sources = {}
+    for name, s in first["sources"].items():
+        class_counts: dict[str, int] = defaultdict(int)
+        for m in manifests:
+            for c, n in m["sources"][name]["class_counts"].items():
+                class_counts[c] += n
+        sources[name] = {**s, "train_images": sum(m["sources"][name]["train_images"] for m in manifests),
+                         "val_images": sum(m["sources"][name]["val_images"] for m in manifests),
+                         "class_counts": {c: class_counts[c] for c in s["class_counts"]}}
+    skipped = [e for m in manifests for e in m["skipped"]]
+
+    def total(key: str) -> int:
+        return sum(m[key] for m in manifests)
+
+    return {
+        **first,
+        "params_hash": hashlib.sha256(json.dumps([m["params_hash"] for m in manifests]).encode()).hexdigest(),
+        "images_written": total("images_written"),
+        "train_images": total("train_images"),
+        "train_files": [str(d / f) for d, m in zip(dirs, manifests) for f in m["train_files"]],
+        "val": val,
+        "sources": sources,
+        "estimated_bytes": total("estimated_bytes"),
+        "output_bytes": total("output_bytes"),
+        "skipped": skipped,
+        "skipped_counts": _count_reasons(skipped),
+        "part": {k: v for k, v in first["part"].items() if k != "index"},
+        "data_dirs": [str(d) for d in dirs],
+        "parts": [{"dir": str(d), "train_files": len(m["train_files"]), "train_images": m["train_images"],
+                   "estimated_bytes": m["estimated_bytes"], "output_bytes": m["output_bytes"]}
+                  for d, m in zip(dirs, manifests)],
+    }
+
+
+def data_path(data_dir: DataDirs, name: str | os.PathLike) -> Path:
+    """Where a manifest's file reference lives: absolute (a merged manifest) as is, else under the
+    one `data_dir`. ValueError for a relative name with several directories (merge them first)."""
+    path = Path(name)
+    if path.is_absolute():
+        return path
+    dirs = _as_dirs(data_dir)
+    if len(dirs) != 1:
+        raise ValueError(f"{name!r} is relative but data_dir names {len(dirs)} directories: "
+                         "use the manifest load_manifest(data_dirs) returns")
+    return dirs[0] / path
+
+
+def train_paths(data_dir: DataDirs, manifest: dict) -> list[Path]:
+    """The manifest's training shards as paths (for `pipeline.train_dataset`, `class_counts`)."""
+    return [data_path(data_dir, f) for f in manifest["train_files"]]

@@ -30,7 +30,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from guie_nb.data.pipeline import class_counts, train_dataset
-from guie_nb.data.prepare import load_manifest
+from guie_nb.data.prepare import DataDirs, load_manifest, train_paths
 from guie_nb.evaluation import ValidationSet, evaluate_keras
 from guie_nb.model.embedding import ModelConfig, build_embedding_model, build_training_model
 from guie_nb.model.weights import load_backbone_weights
@@ -160,9 +160,11 @@ def _device_put_batches(batches, distribution):
     return jax.device_put(batches, sharding)
 
 
-def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
+def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
           init_dir: str | Path | None = None, stop_after_steps: int | None = None) -> dict:
     """Train (or, with `init_dir`, continue from that run's output) and write the outputs.
+
+    `data_dir`: data-prep's output directory, or the list of a split data-prep's part directories.
 
     A rerun into the same `out_dir` resumes from its newest checkpoint. `stop_after_steps` ends the
     run early after that many global steps (for tests and timing), leaving the checkpoints.
@@ -171,7 +173,7 @@ def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tra
         raise RuntimeError(f"training runs on Keras' JAX backend, not {keras.backend.backend()!r}: "
                            "set keras_backend = 'jax' (guie_nb.notebook.use_backend) before importing keras")
 
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    out_dir = Path(out_dir)
     manifest = load_manifest(data_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     num_classes = manifest["num_classes"]
@@ -188,7 +190,7 @@ def train(data_dir: str | Path, out_dir: str | Path, model_cfg: ModelConfig, tra
 
     size, mode = model_cfg.input_size, model_cfg.resize_mode
     val = ValidationSet.from_manifest(data_dir, manifest)
-    train_files = [data_dir / f for f in manifest["train_files"]]
+    train_files = train_paths(data_dir, manifest)
     steps = steps_per_epoch(train_cfg, manifest["train_images"])
     spe = train_cfg.steps_per_execution
     total_steps = train_cfg.epochs * steps
