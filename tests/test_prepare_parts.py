@@ -176,3 +176,32 @@ def test_each_part_estimate_is_its_share_and_is_what_is_checked(runs, tmp_path):
         prepare(sources, tmp_path / f"p{i}", num_shards=3, shard_index=i, **{**ARGS, "max_output_gb": limit_gb})
     with pytest.raises(OutputTooLarge, match=r"part 1 of 2: estimated .*more kernels \(num_shards=2\)"):
         prepare(sources, tmp_path / "half", num_shards=2, shard_index=1, **{**ARGS, "max_output_gb": 0.3 * whole / 1e9})
+
+
+@pytest.mark.slow  # two short training runs: about a minute on 2 busy cores
+def test_training_on_the_parts_is_training_on_the_one_run(runs, tmp_path):
+    """`trainer.train` over the part directories: same validation split, same batches, same weights."""
+    from guie_nb.model.embedding import ModelConfig
+    from guie_nb.training.config import TrainConfig
+    from guie_nb.training.trainer import train
+
+    root = runs[0]
+    model = ModelConfig(dropout=0.0, head={"kind": "cosface", "scale": 16.0, "margin": 0.1})
+    cfg = TrainConfig(epochs=1, batch_size=8, steps_per_epoch=2, learning_rate=1e-3, checkpoint_every=2)
+    one = train(root / "one", tmp_path / "one", model, cfg)
+    parts = train([str(root / "p1"), root / "p0"], tmp_path / "parts", model, cfg)
+    assert parts["step"] == one["step"] == 2 and parts["num_classes"] == one["num_classes"]
+    assert set(one["final"]) >= {"map5", "map5_products10k", "map5_gldv2"}
+    for key in ("initial", "final"):  # the same validation split, before and after the same steps
+        assert parts[key] == pytest.approx(one[key], rel=1e-5, abs=1e-6), key
+    history = [{k: v for k, v in r.items() if k != "seconds"} for r in
+               (_history(tmp_path / "one"), _history(tmp_path / "parts"))]
+    assert history[0] == pytest.approx(history[1], rel=1e-5), history
+
+
+def _history(out: Path) -> dict:
+    import csv
+
+    with (out / "history.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    return {k: float(v) for k, v in row.items()}
