@@ -45,8 +45,10 @@ _helpers = [*_inputs.glob("guie-nb-helpers/guie_nb"), *_inputs.glob("*/*/guie-nb
 if _helpers:
     sys.path.insert(0, str(_helpers[0].parent))
 import guie_nb  # noqa: E402  (before tensorflow: see guie_nb/__init__.py)
+import guie_nb.environment  # noqa: E402
 
 print("guie_nb", guie_nb.__version__, "from", Path(guie_nb.__file__).parent)
+guie_nb.environment.check_environment(required=())  # Kaggle's packages are not our pins
 
 # %% tags=["parameters"]
 sources = [
@@ -60,22 +62,46 @@ images_per_shard = 500
 seed = 0
 processes = None  # worker processes; None: all cores
 max_output_gb = 20.0  # Kaggle keeps 20 GB of notebook output: fail early above this
+dry_run = False  # True: check the sources and estimate the output, write the report, stop
+
+# %% [markdown]
+# ## What this run will use
+# The parameters become the configs the notebook runs with (`guie_nb.params`): every source with
+# the recipe's defaults filled in and paths made absolute. They are printed and written to
+# `resolved_config.json` in the output, so what ran can always be read back.
 
 # %%
 import json
 
-import guie_nb
 from guie_nb.data.demo import write_demo_sources
 from guie_nb.data.prepare import prepare
+from guie_nb.params import resolve_data_prep, write_resolved
+from guie_nb.preflight import preflight
 
-print("guie_nb", guie_nb.__version__)
+resolved = resolve_data_prep(sources=sources, out_dir=out_dir, demo_data_dir=demo_data_dir, max_side=max_side,
+                             images_per_shard=images_per_shard, seed=seed, processes=processes,
+                             max_output_gb=max_output_gb, dry_run=dry_run)
+print(json.dumps(resolved["data"], indent=1))
+
+# %% [markdown]
+# ## Dry run
+# With `dry_run = True` the notebook stops after this cell: every source root and listing file is
+# read and checked, the classes are selected and the output planned as for the real run, and a
+# seeded sample of images is processed to estimate the output size and time. The report
+# (`preflight.json`) lists missing inputs and anything over Kaggle's limits.
+
+# %%
+if dry_run:
+    report = preflight(resolved)
+else:
+    write_resolved(resolved, out_dir)
 
 # %% [markdown]
 # ## The demo sources
 # Skipped for real data. The generator is seeded: the same seed always writes the same files.
 
 # %%
-if demo_data_dir:
+if demo_data_dir and not dry_run:
     roots = write_demo_sources(demo_data_dir)
     print({name: str(path) for name, path in roots.items()})
 
@@ -89,13 +115,14 @@ if demo_data_dir:
 # Unreadable images are skipped and listed, with their reasons, in the manifest.
 
 # %%
-manifest = prepare(sources, out_dir, max_side=max_side, images_per_shard=images_per_shard, seed=seed,
-                   processes=processes, max_output_gb=max_output_gb)
-
-# %%
-print(json.dumps({name: {k: v for k, v in s.items() if k != "class_counts"}
-                  for name, s in manifest["sources"].items()}, indent=1))
-print("classes:", manifest["num_classes"], "| training images:", manifest["train_images"],
-      "| queries:", manifest["val"]["num_queries"], "| index:", manifest["val"]["num_index"],
-      "| skipped:", len(manifest["skipped"]), manifest["skipped_counts"])
-print(f"output: {manifest['output_bytes'] / 1e6:.1f} MB (estimated {manifest['estimated_bytes'] / 1e6:.1f} MB)")
+if not dry_run:
+    data = resolved["data"]
+    manifest = prepare(data["sources"], data["out_dir"], max_side=data["max_side"],
+                       images_per_shard=data["images_per_shard"], seed=data["seed"], processes=data["processes"],
+                       max_output_gb=data["max_output_gb"])
+    print(json.dumps({name: {k: v for k, v in s.items() if k != "class_counts"}
+                      for name, s in manifest["sources"].items()}, indent=1))
+    print("classes:", manifest["num_classes"], "| training images:", manifest["train_images"],
+          "| queries:", manifest["val"]["num_queries"], "| index:", manifest["val"]["num_index"],
+          "| skipped:", len(manifest["skipped"]), manifest["skipped_counts"])
+    print(f"output: {manifest['output_bytes'] / 1e6:.1f} MB (estimated {manifest['estimated_bytes'] / 1e6:.1f} MB)")

@@ -37,37 +37,65 @@ _helpers = [*_inputs.glob("guie-nb-helpers/guie_nb"), *_inputs.glob("*/*/guie-nb
 if _helpers:
     sys.path.insert(0, str(_helpers[0].parent))
 import guie_nb  # noqa: E402  (before tensorflow: see guie_nb/__init__.py)
+import guie_nb.environment  # noqa: E402
 
 print("guie_nb", guie_nb.__version__, "from", Path(guie_nb.__file__).parent)
+guie_nb.environment.check_environment(required=("keras", "jax", "tensorflow"))  # Kaggle's packages are not our pins
 
 # %% tags=["parameters"]
 data_dir = "build/demo/data"
 out_dir = "build/demo/train"
 keras_backend = "jax"
 cpu_devices = 0  # >0: emulate this many JAX CPU devices (tests of the multi-device path)
-model = {"backbone": "demo-tiny", "embedding_dim": 64, "dropout": 0.0, "head": {"kind": "arcface", "scale": 16.0, "margin": 0.1}}
-# "" = random init; "kaggle:keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k/3" (attached Kaggle
-# Model), "open_clip:laion2b_s32b_b79k", or a local open_clip .bin/.safetensors (docs/backbone.md)
-backbone_weights = ""
-train = {"epochs": 10, "batch_size": 64, "learning_rate": 3e-3}
+# model["backbone_weights"]: "" = random init; "kaggle:keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k/3"
+# (attached Kaggle Model), "open_clip:laion2b_s32b_b79k", or a local open_clip .bin/.safetensors
+# or KerasHub preset folder (docs/backbone.md)
+model = {"backbone": "demo-tiny", "backbone_weights": "", "embedding_dim": 64, "dropout": 0.0,
+         "head": {"kind": "arcface", "scale": 16.0, "margin": 0.1}}
+train = {"epochs": 12, "batch_size": 64, "learning_rate": 3e-3, "weight_decay": 0.02, "checkpoint_every": 100}
+dry_run = False  # True: check inputs (data, weights vs backbone), estimate memory and hours, stop
+
+# %% [markdown]
+# ## What this run will use
+# The parameters become the configs the run uses (`guie_nb.params`): model, head, training, where
+# the backbone weights will be read from, paths made absolute. They are printed and written to
+# `resolved_config.json` in the output.
 
 # %%
+import json
+
 from guie_nb.notebook import plot_history, use_backend
+from guie_nb.params import resolve_training, write_resolved
+from guie_nb.preflight import preflight
 
-use_backend(keras_backend, cpu_devices)
+use_backend(keras_backend, cpu_devices)  # before keras is imported
+resolved = resolve_training(data_dir=data_dir, out_dir=out_dir, model=model, train=train,
+                            keras_backend=keras_backend, cpu_devices=cpu_devices, dry_run=dry_run)
+print(json.dumps({k: resolved[k] for k in ("model", "weights", "train")}, indent=1))
 
-import jax
-import keras
+import jax  # noqa: E402
+import keras  # noqa: E402
 
-from guie_nb.model.embedding import ModelConfig
-from guie_nb.training.config import TrainConfig
-from guie_nb.training.trainer import train as run_training
+from guie_nb.model.embedding import ModelConfig  # noqa: E402
+from guie_nb.training.config import TrainConfig  # noqa: E402
+from guie_nb.training.trainer import train as run_training  # noqa: E402
 
-model_cfg = ModelConfig.from_dict({**model, "backbone_weights": backbone_weights})
-train_cfg = TrainConfig.from_dict(train)
+model_cfg = ModelConfig.from_dict(resolved["model"])
+train_cfg = TrainConfig.from_dict(resolved["train"])
 print("Keras", keras.__version__, "on", keras.backend.backend(), "|", len(jax.devices()), "x", jax.devices()[0].device_kind)
-print(model_cfg)
-print(train_cfg)
+
+# %% [markdown]
+# ## Dry run
+# With `dry_run = True` the notebook stops after this cell: the data-prep output and the backbone
+# weights are checked (a KerasHub preset's `config.json` and weight shapes, or an open_clip file's,
+# against the configured backbone), and memory per chip and training hours are estimated against
+# a TPU v5e-8's 16 GiB per chip and a 9 h session. The report is `preflight.json`.
+
+# %%
+if dry_run:
+    report = preflight(resolved)
+else:
+    write_resolved(resolved, out_dir)
 
 # %% [markdown]
 # ## Train
@@ -80,14 +108,16 @@ print(train_cfg)
 # non-finite loss stops the run with an error and keeps the last good checkpoint.
 
 # %%
-metrics = run_training(data_dir, out_dir, model_cfg, train_cfg)
+if not dry_run:
+    metrics = run_training(resolved["data"]["data_dir"], resolved["outputs"]["out_dir"], model_cfg, train_cfg)
 
 # %% [markdown]
 # ## How it went
 # `history.csv` has one row per epoch: loss, accuracy, learning rate, margin and validation mP@5.
 
 # %%
-print(f"mP@5 before training {metrics['initial']['map5']:.4f} -> after {metrics['final']['map5']:.4f}")
-print(f"{metrics['images_per_second']:.1f} images/s on {metrics['devices']} x {metrics['device_kind']} "
-      f"({metrics['layout']}, {metrics['precision']}); the step compiled {metrics['train_step_compilations']} time(s)")
-plot_history(f"{out_dir}/history.csv", f"{out_dir}/history.png");
+if not dry_run:
+    print(f"mP@5 before training {metrics['initial']['map5']:.4f} -> after {metrics['final']['map5']:.4f}")
+    print(f"{metrics['images_per_second']:.1f} images/s on {metrics['devices']} x {metrics['device_kind']} "
+          f"({metrics['layout']}, {metrics['precision']}); the step compiled {metrics['train_step_compilations']} time(s)")
+    plot_history(f"{out_dir}/history.csv", f"{out_dir}/history.png");

@@ -33,8 +33,10 @@ _helpers = [*_inputs.glob("guie-nb-helpers/guie_nb"), *_inputs.glob("*/*/guie-nb
 if _helpers:
     sys.path.insert(0, str(_helpers[0].parent))
 import guie_nb  # noqa: E402  (before tensorflow: see guie_nb/__init__.py)
+import guie_nb.environment  # noqa: E402
 
 print("guie_nb", guie_nb.__version__, "from", Path(guie_nb.__file__).parent)
+guie_nb.environment.check_environment(required=("keras", "jax", "tensorflow"))  # Kaggle's packages are not our pins
 
 # %% tags=["parameters"]
 data_dir = "build/demo/data"
@@ -43,25 +45,43 @@ out_dir = "build/demo/finetune"
 keras_backend = "jax"
 cpu_devices = 0
 image_size = None  # e.g. 280 for the 1st place's 224 -> 280 step; None keeps the training size
-train = {"epochs": 3, "batch_size": 64, "learning_rate": 3e-4, "warmup_epochs": 0.0}
+train = {"epochs": 3, "batch_size": 64, "learning_rate": 3e-4, "warmup_epochs": 0.0, "weight_decay": 0.02}
+dry_run = False  # True: check the training notebook's output, estimate memory and hours, stop
+
+# %% [markdown]
+# ## What this run will use
+# The model is the training notebook's (`init_dir/model_config.json`), at `image_size` if set; the
+# configs are printed and written to `resolved_config.json` in the output (`guie_nb.params`).
 
 # %%
-from dataclasses import replace
+import json
 
 from guie_nb.notebook import plot_history, use_backend
+from guie_nb.params import resolve_finetune, write_resolved
+from guie_nb.preflight import preflight
 
-use_backend(keras_backend, cpu_devices)
+use_backend(keras_backend, cpu_devices)  # before keras is imported
+resolved = resolve_finetune(data_dir=data_dir, init_dir=init_dir, out_dir=out_dir, train=train, image_size=image_size,
+                            keras_backend=keras_backend, cpu_devices=cpu_devices, dry_run=dry_run)
+print(json.dumps({k: resolved[k] for k in ("model", "train")}, indent=1))
 
-from guie_nb.model.embedding import ModelConfig
-from guie_nb.training.config import TrainConfig
-from guie_nb.training.trainer import train as run_training
+from guie_nb.model.embedding import ModelConfig  # noqa: E402
+from guie_nb.training.config import TrainConfig  # noqa: E402
+from guie_nb.training.trainer import train as run_training  # noqa: E402
 
-model_cfg = ModelConfig.load(f"{init_dir}/model_config.json")
-if image_size:
-    model_cfg = replace(model_cfg, image_size=image_size)
-train_cfg = TrainConfig.from_dict(train)
-print(model_cfg)
-print(train_cfg)
+model_cfg = ModelConfig.from_dict(resolved["model"])
+train_cfg = TrainConfig.from_dict(resolved["train"])
+
+# %% [markdown]
+# ## Dry run
+# With `dry_run = True` the notebook stops after this cell, having checked the data and the
+# training notebook's outputs and estimated memory per chip and hours (`preflight.json`).
+
+# %%
+if dry_run:
+    report = preflight(resolved)
+else:
+    write_resolved(resolved, out_dir)
 
 # %% [markdown]
 # ## Continue training
@@ -69,8 +89,11 @@ print(train_cfg)
 # resolution, if it changed). Like training, a rerun resumes from `out_dir/checkpoints/`.
 
 # %%
-metrics = run_training(data_dir, out_dir, model_cfg, train_cfg, init_dir=init_dir)
+if not dry_run:
+    metrics = run_training(resolved["data"]["data_dir"], resolved["outputs"]["out_dir"], model_cfg, train_cfg,
+                           init_dir=resolved["init"]["init_dir"])
 
 # %%
-print(f"mP@5 {metrics['initial']['map5']:.4f} -> {metrics['final']['map5']:.4f} after fine-tuning")
-plot_history(f"{out_dir}/history.csv", f"{out_dir}/history.png");
+if not dry_run:
+    print(f"mP@5 {metrics['initial']['map5']:.4f} -> {metrics['final']['map5']:.4f} after fine-tuning")
+    plot_history(f"{out_dir}/history.csv", f"{out_dir}/history.png");

@@ -36,8 +36,10 @@ _helpers = [*_inputs.glob("guie-nb-helpers/guie_nb"), *_inputs.glob("*/*/guie-nb
 if _helpers:
     sys.path.insert(0, str(_helpers[0].parent))
 import guie_nb  # noqa: E402  (before tensorflow: see guie_nb/__init__.py)
+import guie_nb.environment  # noqa: E402
 
 print("guie_nb", guie_nb.__version__, "from", Path(guie_nb.__file__).parent)
+guie_nb.environment.check_environment(required=("keras", "tensorflow"))  # Kaggle's packages are not our pins
 
 # %% tags=["parameters"]
 data_dir = "build/demo/data"
@@ -46,27 +48,46 @@ train_dir = "build/demo/train"  # for the untrained score in the report
 out_dir = "build/demo"
 export_format = "saved_model"  # "saved_model" (TF 2.6.4) or "torchscript" (PyTorch 1.11.0)
 flip_tta = False  # add the mirrored image's embedding inside the model (2x the scoring time)
+dry_run = False  # True: check the model to export, estimate zip size and scoring time, stop
 
 # %%
-from guie_nb.notebook import use_backend
-
-use_backend("tensorflow")
-
 import json
-from pathlib import Path
 
-from guie_nb.data.prepare import load_manifest
-from guie_nb.evaluation import ValidationSet, evaluate_embedder
-from guie_nb.export.build import export_submission
-from guie_nb.export.submission import SubmissionEmbedder
-from guie_nb.model.embedding import ModelConfig, build_embedding_model
-from guie_nb.training.trainer import EMBEDDING_WEIGHTS
+from guie_nb.notebook import use_backend
+from guie_nb.params import resolve_export, write_resolved
+from guie_nb.preflight import preflight
 
-out = Path(out_dir)
-out.mkdir(parents=True, exist_ok=True)
-cfg = ModelConfig.load(Path(model_dir) / "model_config.json")
-model = build_embedding_model(cfg)
-model.load_weights(Path(model_dir) / EMBEDDING_WEIGHTS)
+use_backend("tensorflow")  # before keras is imported: the export runs on TensorFlow
+resolved = resolve_export(data_dir=data_dir, model_dir=model_dir, train_dir=train_dir, out_dir=out_dir,
+                          export_format=export_format, flip_tta=flip_tta, dry_run=dry_run)
+print(json.dumps(resolved["export"], indent=1))
+
+# %% [markdown]
+# ## Dry run
+# With `dry_run = True` the notebook stops after this cell: the model to export, the held-out data
+# and the training metrics are checked, and the zip size and the scorer's running time (205,000
+# images, one at a time) are estimated against the 9 h limit (`preflight.json`).
+
+# %%
+if dry_run:
+    report = preflight(resolved)
+else:
+    write_resolved(resolved, out_dir)
+
+    from pathlib import Path
+
+    from guie_nb.data.prepare import load_manifest
+    from guie_nb.evaluation import ValidationSet, evaluate_embedder
+    from guie_nb.export.build import export_submission
+    from guie_nb.export.submission import SubmissionEmbedder
+    from guie_nb.model.embedding import ModelConfig, build_embedding_model
+    from guie_nb.training.trainer import EMBEDDING_WEIGHTS
+
+    ex = resolved["export"]
+    out = Path(ex["out_dir"])
+    cfg = ModelConfig.from_dict(resolved["model"])
+    model = build_embedding_model(cfg)
+    model.load_weights(Path(ex["model_dir"]) / EMBEDDING_WEIGHTS)
 
 # %% [markdown]
 # ## Export, then verify in the scorer runtime
@@ -76,35 +97,37 @@ model.load_weights(Path(model_dir) / EMBEDDING_WEIGHTS)
 # output must be <= 64 finite float32 values with cosine >= 0.9999 to the Keras model's embedding.
 
 # %%
-verified = export_submission(model, cfg, export_format, out / "submission.zip", flip_tta=flip_tta)
-zip_path = Path(verified.zip_path)
-print(f"{zip_path}: {zip_path.stat().st_size / 1e6:.1f} MB")
+if not dry_run:
+    verified = export_submission(model, cfg, ex["format"], out / "submission.zip", flip_tta=ex["flip_tta"])
+    zip_path = Path(verified.zip_path)
+    print(f"{zip_path}: {zip_path.stat().st_size / 1e6:.1f} MB")
 
 # %% [markdown]
 # ## Score the submission on the held-out queries
 # One image at a time, Euclidean kNN, modified mP@5, per source domain.
 
 # %%
-val = ValidationSet.from_manifest(data_dir, load_manifest(data_dir))
-embedder = SubmissionEmbedder(zip_path)
-scores = evaluate_embedder(embedder, val)
-embedder.close()
-train_metrics = json.loads((Path(train_dir) / "metrics.json").read_text())
-report = {
-    "map5_untrained": train_metrics["initial"]["map5"],
-    "map5_trained": scores["map5"],
-    **{f"{k}_trained": v for k, v in scores.items() if k != "map5"},
-    "embedding_dim": verified.embedding_dim,
-    "submission": str(zip_path),
-    "format": verified.format,
-    "flip_tta": flip_tta,
-    "verified_in": verified.runtime,
-    "verified_images": len(verified.per_image),
-    "max_abs_diff_vs_keras": verified.max_abs_diff,
-    "min_cosine_vs_keras": verified.min_cosine,
-    "per_image_ms_in_scorer_runtime": 1000 * verified.per_image_seconds,
-    "scoring_hours_estimate": verified.scoring_hours_estimate,
-    "warnings": verified.warnings,
-}
-(out / "report.json").write_text(json.dumps(report, indent=2))
-print(json.dumps(report, indent=2))
+if not dry_run:
+    val = ValidationSet.from_manifest(resolved["data"]["data_dir"], load_manifest(resolved["data"]["data_dir"]))
+    embedder = SubmissionEmbedder(zip_path)
+    scores = evaluate_embedder(embedder, val)
+    embedder.close()
+    train_metrics = json.loads((Path(ex["train_dir"]) / "metrics.json").read_text())
+    report = {
+        "map5_untrained": train_metrics["initial"]["map5"],
+        "map5_trained": scores["map5"],
+        **{f"{k}_trained": v for k, v in scores.items() if k != "map5"},
+        "embedding_dim": verified.embedding_dim,
+        "submission": str(zip_path),
+        "format": verified.format,
+        "flip_tta": ex["flip_tta"],
+        "verified_in": verified.runtime,
+        "verified_images": len(verified.per_image),
+        "max_abs_diff_vs_keras": verified.max_abs_diff,
+        "min_cosine_vs_keras": verified.min_cosine,
+        "per_image_ms_in_scorer_runtime": 1000 * verified.per_image_seconds,
+        "scoring_hours_estimate": verified.scoring_hours_estimate,
+        "warnings": verified.warnings,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from guie_nb.kaggle.inputs import Attachments, place_inputs
 from guie_nb.notebook_build import NOTEBOOK_ORDER
 
 INPUT_ENV = "GUIE_KAGGLE_INPUT"
@@ -79,21 +80,33 @@ def _rewrite(value, place):
 
 
 def kaggle_params(preset: str, kernel_slugs: dict[str, str], dataset_slugs: dict[str, set[str]] | None = None,
-                  roots: KaggleRoots | None = None) -> tuple[dict[str, dict], dict[str, set[str]]]:
-    """The preset's parameters with paths placed for Kaggle, and the kernels each notebook reads.
+                  roots: KaggleRoots | None = None, owner: str | None = None,
+                  ) -> tuple[dict[str, dict], dict[str, set[str]], dict[str, Attachments]]:
+    """The preset's parameters with paths placed for Kaggle, the kernels each notebook reads, and
+    what each notebook's kernel must attach (raw data named `kaggle://...`, Kaggle Model weights).
 
     `kernel_slugs` maps notebook -> kernel slug (its mount folder); `dataset_slugs` maps notebook ->
-    slugs of its dataset sources (raw data is read from /kaggle/input/<slug>).
+    slugs of the datasets its metadata already lists (raw data under `<root>/raw/<slug>` is read
+    from /kaggle/input/<slug>); `owner` fills `{owner}` in dataset handles.
     """
     from guie_nb import presets
 
     roots = roots or KaggleRoots.from_env()
     dataset_slugs = dataset_slugs or {}
     local = presets.notebook_params(preset, _SENTINEL)
-    params, deps = {}, {}
+    params, deps, attachments = {}, {}, {}
     for nb in NOTEBOOK_ORDER:
         deps[nb] = set()
         place = lambda p, nb=nb: _place(p, nb, local[nb], kernel_slugs, dataset_slugs.get(nb, set()),  # noqa: E731
                                         roots, deps[nb])
-        params[nb] = _rewrite(local[nb], place)
-    return params, deps
+        params[nb], attachments[nb] = place_inputs(_rewrite(local[nb], place), roots.input, owner)
+    return params, deps, attachments
+
+
+def local_params(preset: str, root: str, roots: KaggleRoots | None = None) -> dict[str, dict]:
+    """The preset's parameters for a local run (papermill): `kaggle://` inputs placed under
+    `$GUIE_KAGGLE_INPUT` (default /kaggle/input), where the user keeps or mounts the raw data."""
+    from guie_nb import presets
+
+    roots = roots or KaggleRoots.from_env()
+    return {nb: place_inputs(p, roots.input)[0] for nb, p in presets.notebook_params(preset, root).items()}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guie_nb.kaggle import metadata as md
+from guie_nb.kaggle.inputs import Attachments, place_inputs
 from guie_nb.kaggle.layout import HELPERS_SLUG, KaggleRoots, kaggle_params
 from guie_nb.notebook_build import NOTEBOOK_ORDER, build_notebook, source_files, write_notebook
 
@@ -61,14 +62,17 @@ def stage_kernels(out_root: str | Path, owner: str, preset: str, notebook_dir: s
     metas = chain_metadata(metadata_dir, owner)
     slugs = {nb: m["id"].split("/")[1] for nb, m in metas.items()}
     datasets = {nb: {d.split("/")[1] for d in m.get("dataset_sources", [])} for nb, m in metas.items()}
-    params, deps = kaggle_params(preset, slugs, datasets, roots)
+    params, deps, attachments = kaggle_params(preset, slugs, datasets, roots, owner)
     for nb, values in (overrides or {}).items():
         if nb not in params:
             raise ValueError(f"overrides for unknown notebook {nb!r}; notebooks: {list(NOTEBOOK_ORDER)}")
-        params[nb].update(values)
+        placed, extra = place_inputs(values, (roots or KaggleRoots.from_env()).input, owner)
+        params[nb].update(placed)
+        attachments[nb] = merge_attachments(attachments[nb], extra)
     staged = []
     for src in source_files(notebook_dir):
-        nb, meta = src.stem, metas[src.stem]
+        nb = src.stem
+        meta = attach(metas[nb], attachments[nb])
         missing = sorted(metas[d]["id"] for d in deps[nb] if metas[d]["id"] not in meta.get("kernel_sources", []))
         if missing:
             raise md.MetadataError(f"{nb} reads the output of {missing}: add them to its kernel_sources")
@@ -80,6 +84,19 @@ def stage_kernels(out_root: str | Path, owner: str, preset: str, notebook_dir: s
         md.validate(meta, folder)
         staged.append(StagedKernel(nb, folder, meta))
     return staged
+
+
+def merge_attachments(a: Attachments, b: Attachments) -> Attachments:
+    return Attachments(*(getattr(a, f) | getattr(b, f) for f in vars(a)))
+
+
+def attach(meta: dict, attachments: Attachments) -> dict:
+    """`meta` with what the notebook's parameters read added to its sources (the template may
+    list more: the competition itself, say)."""
+    meta = dict(meta)
+    for key, handles in attachments.as_metadata().items():
+        meta[key] = sorted(set(meta.get(key, [])) | set(handles))
+    return meta
 
 
 def package_digest(package_dir: Path) -> str:

@@ -72,7 +72,9 @@ def load_state_dict_file(path: str | Path) -> dict:
 
 
 def _load_dir(model: keras.Model, folder: Path) -> keras.Model:
-    if (folder / "config.json").is_file() and (folder / "model.weights.h5").is_file():
+    # a large preset is saved sharded: model.weights.json + model_*.weights.h5 (keras-hub reads both)
+    if (folder / "config.json").is_file() and any((folder / n).is_file() for n in ("model.weights.h5",
+                                                                                    "model.weights.json")):
         import keras_hub
 
         return keras_hub_to_keras(keras_hub.models.CLIPBackbone.from_preset(str(folder)), model)
@@ -145,3 +147,45 @@ def load_backbone_weights(model: keras.Model, spec: str | None, backbone: str = 
     if path.suffix in (".safetensors", *TORCH_SUFFIXES):
         return open_clip_to_keras(load_state_dict_file(path), model)
     raise WeightsUnavailable(f"backbone_weights={spec!r}: no such file or folder, and not open_clip:/kaggle:. {HINT}")
+
+
+def _hf_cached(spec: str, backbone: str) -> str | None:
+    try:
+        import open_clip
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        return None
+    name, _, tag = spec.rpartition("/")
+    cfg = open_clip.get_pretrained_cfg(name or backbone.removesuffix("-quickgelu"), tag) or {}
+    for filename in OPEN_CLIP_FILES:
+        try:
+            return hf_hub_download(cfg.get("hf_hub", "").strip("/"), filename, local_files_only=True)
+        except Exception:  # noqa: BLE001 - not cached, or no hub repo
+            continue
+    return None
+
+
+def locate_weights(spec: str | None, backbone: str = "") -> dict:
+    """Where `backbone_weights` will be read from, without loading anything.
+
+    Returns `{"spec", "source": "none" | "kaggle_model" | "open_clip" | "file" | "folder",
+    "path": str | None, "found": bool}`; for a `kaggle:` handle, `path` is the attached model's
+    mount (`<input>/<model>/<framework>/<variation>/<version>`) whether or not it is there.
+    """
+    from guie_nb.kaggle.inputs import model_mount
+    from guie_nb.kaggle.layout import KaggleRoots
+
+    spec = (spec or "").strip()
+    out = {"spec": spec, "source": "none", "path": None, "found": True}
+    if spec.lower() in ("", "none", "random"):
+        return out
+    if spec.startswith("kaggle:"):
+        handle = spec[len("kaggle:"):].strip("/")
+        found = _kaggle_attached(handle)
+        path = found or model_mount(handle, KaggleRoots.from_env().input)
+        return {**out, "source": "kaggle_model", "path": str(path), "found": found is not None}
+    if spec.startswith("open_clip:"):
+        cached = _hf_cached(spec[len("open_clip:"):], backbone)
+        return {**out, "source": "open_clip", "path": cached, "found": cached is not None}
+    path = Path(spec).expanduser().resolve()
+    return {**out, "source": "folder" if path.is_dir() else "file", "path": str(path), "found": path.exists()}

@@ -1,24 +1,41 @@
-"""Shared parts of the full-size presets: where Kaggle mounts the raw data, and the
-per-notebook parameter layout every preset follows (root/data, root/train, root/finetune, root)."""
+"""Shared parts of the full-size presets: where the raw data comes from on Kaggle, and the
+per-notebook parameter layout every preset follows (root/data, root/train, root/finetune, root).
+
+Raw data is named by what Kaggle attaches, not by a path: `kaggle://competitions/<slug>` or
+`kaggle://datasets/<owner>/<slug>` (`guie_nb.kaggle.inputs`). Staging attaches each one to the kernel
+that reads it and rewrites it to its mount (`/kaggle/input/<slug>`); a local run rewrites it under
+`$GUIE_KAGGLE_INPUT`. So the attachment and the path cannot disagree.
+"""
 
 from __future__ import annotations
 
-KAGGLE_INPUT = "/kaggle/input"
-RAW_ROOTS = {
-    "imagenet": f"{KAGGLE_INPUT}/imagenet-object-localization-challenge",  # ILSVRC layout
-    "products10k": f"{KAGGLE_INPUT}/products-10k",
-    "gldv2": f"{KAGGLE_INPUT}/landmark-recognition-2021",
-}
-# OpenCLIP ViT-H-14 LAION-2B as KerasHub's Kaggle Model (attached by the TPU kernels' model_sources)
+from guie_nb.kaggle.inputs import competition_uri, dataset_uri
+
+# Products-10K is not on Kaggle as a competition: upload it (train.csv + train/, its licence allows
+# research use) as a private dataset of your own with this slug, or pass another handle to
+# `raw_roots(products10k_dataset=...)`. "{owner}" is filled with your Kaggle username at staging.
+PRODUCTS10K_DATASET = "{owner}/products-10k"
+
+
+def raw_roots(products10k_dataset: str = PRODUCTS10K_DATASET) -> dict[str, str]:
+    """kind -> the Kaggle input holding that dataset in the layout its reader expects."""
+    return {
+        "imagenet": competition_uri("imagenet-object-localization-challenge"),  # ILSVRC layout
+        "products10k": dataset_uri(products10k_dataset),
+        "gldv2": competition_uri("landmark-recognition-2021"),
+    }
+
+
+# OpenCLIP ViT-H-14 LAION-2B as KerasHub's Kaggle Model (staging attaches it as a model source)
 H14_LAION2B = "kaggle:keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k/3"
 VAL = {"val_classes": 200, "queries_per_class": 1}
 LONG_RUN = {"precision": "mixed_bfloat16", "steps_per_execution": 8, "checkpoint_every": 400}
 
 
-def source(kind: str, **options) -> dict:
+def source(kind: str, products10k_dataset: str = PRODUCTS10K_DATASET, **options) -> dict:
     """A `sources` entry for raw data attached to the data-prep kernel, with the validation split;
     what it leaves out takes the recipe's defaults (`guie_nb.data.recipe.RECIPE`)."""
-    return {"kind": kind, "root": RAW_ROOTS[kind], **VAL, **options}
+    return {"kind": kind, "root": raw_roots(products10k_dataset)[kind], **VAL, **options}
 
 
 def chain_params(root: str, *, sources: list[dict], max_side: int, model: dict, train: dict,

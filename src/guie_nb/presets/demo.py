@@ -22,7 +22,7 @@ def notebook_params(root: str) -> dict[str, dict]:
             "data_dir": data,
             "out_dir": f"{root}/train",
             "keras_backend": "jax",
-            "model": {"backbone": "demo-tiny", "embedding_dim": 64, "dropout": 0.0,
+            "model": {"backbone": "demo-tiny", "backbone_weights": "", "embedding_dim": 64, "dropout": 0.0,
                       "head": {"kind": "arcface", "scale": 16.0, "margin": 0.1}},
             "train": {"epochs": 12, "batch_size": 64, "learning_rate": 3e-3, "weight_decay": 0.02,
                       "checkpoint_every": 100},

@@ -1,0 +1,195 @@
+"""Tiny stand-ins for what a Kaggle kernel mounts, in the real layouts (for `make rehearse`).
+
+Raw datasets (Products-10K, GLDv2, ImageNet's ILSVRC), a KerasHub CLIP preset as a Kaggle Model
+(its real `config.json`, and `model.weights.h5` with every tensor at its real shape but stored
+unallocated: HDF5 writes no data for a dataset never written, so a ViT-H-14 preset takes ~1 MB on
+disk and reads as zeros), an earlier kernel's outputs, and the helper package. Nothing here is
+downloaded; every file is generated, seeded.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from guie_nb.model.backbones import VitConfig, vit_config
+
+
+@dataclass(frozen=True)
+class RawSpec:
+    classes: int = 220  # enough for the presets' 200 validation classes
+    per_class: int = 3
+    side: int = 96  # image side in px
+    unique_images: int = 48  # files beyond these are hard links to them (big listings stay cheap)
+
+
+def _jpegs(n: int, side: int, seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        img = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def _write_images(paths: list[Path], spec: RawSpec, seed: int) -> None:
+    originals: list[Path] = []
+    blobs = _jpegs(min(spec.unique_images, len(paths)), spec.side, seed)
+    for i, path in enumerate(paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if i < len(blobs):
+            path.write_bytes(blobs[i])
+            originals.append(path)
+        else:
+            os.link(originals[i % len(originals)], path)
+
+
+def products10k(root: Path, spec: RawSpec = RawSpec(), seed: int = 0) -> Path:
+    """`train.csv` (`name,class,group`) + `train/<name>`."""
+    rows = [(f"{c * spec.per_class + k}.jpg", str(c), "0") for c in range(spec.classes) for k in range(spec.per_class)]
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "train.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("name", "class", "group"), *rows])
+    _write_images([root / "train" / r[0] for r in rows], spec, seed)
+    return root
+
+
+def gldv2(root: Path, spec: RawSpec = RawSpec(), seed: int = 1) -> Path:
+    """`train.csv` (`id,url,landmark_id`) + `train/<a>/<b>/<c>/<id>.jpg`."""
+    rows = [(f"{(c * spec.per_class + k) * 7919 % 16**16:016x}", f"{c}") for c in range(spec.classes)
+            for k in range(spec.per_class)]
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "train.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("id", "url", "landmark_id"), *[(i, "", lm) for i, lm in rows]])
+    _write_images([root / "train" / i[0] / i[1] / i[2] / f"{i}.jpg" for i, _ in rows], spec, seed)
+    return root
+
+
+def imagenet(root: Path, spec: RawSpec = RawSpec(), seed: int = 2) -> Path:
+    """Kaggle's ILSVRC layout: `LOC_synset_mapping.txt` + `ILSVRC/Data/CLS-LOC/train/<synset>/<synset>_<n>.JPEG`."""
+    synsets = [f"n{10000000 + c:08d}" for c in range(spec.classes)]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "LOC_synset_mapping.txt").write_text("".join(f"{s} class {i}\n" for i, s in enumerate(synsets)))
+    train = root / "ILSVRC" / "Data" / "CLS-LOC" / "train"
+    _write_images([train / s / f"{s}_{k}.JPEG" for s in synsets for k in range(spec.per_class)], spec, seed)
+    return root
+
+
+RAW_FIXTURES = {"imagenet-object-localization-challenge": imagenet, "landmark-recognition-2021": gldv2,
+                "products-10k": products10k}
+
+# open_clip text towers of the CLIP models KerasHub publishes (model_configs/*.json)
+TEXT_TOWERS = {"B": (512, 12, 8), "L": (768, 12, 12), "H": (1024, 24, 16), "g": (1024, 24, 16)}
+
+
+def backbone_for_preset(preset_name: str) -> str:
+    """`clip_vit_h_14_laion2b_s32b_b79k` -> `ViT-H-14` (KerasHub's CLIP preset names)."""
+    m = re.match(r"clip_vit_([a-z])_(\d+)(?:_(\d+))?", preset_name)
+    if not m:
+        raise ValueError(f"cannot tell the backbone of Kaggle Model variation {preset_name!r}")
+    size = m.group(1).upper() if m.group(1) != "g" else "g"
+    name = f"ViT-{size}-{m.group(2)}" + (f"-{m.group(3)}" if m.group(3) else "")
+    return name + ("-quickgelu" if "openai" in preset_name else "")
+
+
+def _tiny_clip_preset(folder: Path, vision_layers: int, text_layers: int) -> None:
+    """A KerasHub CLIP preset whose every dimension is a distinct marker value (see `DIMS`)."""
+    import keras_hub
+
+    vision = keras_hub.models.CLIPVisionEncoder(patch_size=7, hidden_dim=20, num_layers=vision_layers, num_heads=2,
+                                                intermediate_dim=44, image_shape=(14, 14, 3))
+    text = keras_hub.models.CLIPTextEncoder(vocabulary_size=50, embedding_dim=24, hidden_dim=24,
+                                            num_layers=text_layers, num_heads=4, intermediate_dim=52,
+                                            max_sequence_length=11)
+    keras_hub.models.CLIPBackbone(vision, text, projection_dim=26).save_to_preset(str(folder))
+
+
+def keras_hub_clip_model(folder: Path, cfg: VitConfig) -> Path:
+    """A KerasHub CLIP preset folder with `cfg`'s real config and unallocated real-shape weights."""
+    import h5py
+
+    text_w, text_layers, text_heads = TEXT_TOWERS.get(_size_letter(cfg), (cfg.output_dim or cfg.width, 12, 8))
+    proj = cfg.output_dim or cfg.width
+    # marker dim in the tiny preset -> real dim (the markers appear nowhere else in its shapes)
+    dims = {7: cfg.patch_size, 20: cfg.width, 2: cfg.heads, 10: cfg.width // cfg.heads, 44: cfg.mlp_width,
+            5: cfg.grid_size**2 + 1, 24: text_w, 4: text_heads, 6: text_w // text_heads, 52: 4 * text_w,
+            50: 49408, 11: 77, 26: proj}
+    scratch = folder.parent / f".{folder.name}.tiny"
+    shutil.rmtree(scratch, ignore_errors=True)
+    _tiny_clip_preset(scratch, cfg.layers, text_layers)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = json.loads((scratch / "config.json").read_text())
+    v = config["config"]["vision_encoder"]["config"]
+    v.update(patch_size=cfg.patch_size, hidden_dim=cfg.width, num_layers=cfg.layers, num_heads=cfg.heads,
+             intermediate_dim=cfg.mlp_width, image_shape=[cfg.image_size, cfg.image_size, 3],
+             intermediate_activation="quick_gelu" if cfg.quick_gelu else "gelu")
+    t = config["config"]["text_encoder"]["config"]
+    t.update(vocabulary_size=49408, embedding_dim=text_w, hidden_dim=text_w, num_layers=text_layers,
+             num_heads=text_heads, intermediate_dim=4 * text_w, max_sequence_length=77,
+             intermediate_activation="quick_gelu" if cfg.quick_gelu else "gelu")
+    config["config"]["projection_dim"] = proj
+    (folder / "config.json").write_text(json.dumps(config, indent=4))
+    shutil.copy(scratch / "metadata.json", folder / "metadata.json")
+    with h5py.File(scratch / "model.weights.h5", "r") as src, h5py.File(folder / "model.weights.h5", "w") as dst:
+        def copy(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                dst.create_dataset(name, shape=tuple(dims.get(d, d) for d in obj.shape), dtype=obj.dtype)
+            else:
+                dst.require_group(name)
+        src.visititems(copy)
+    shutil.rmtree(scratch)
+    return folder
+
+
+def _size_letter(cfg: VitConfig) -> str:
+    return {768: "B", 1024: "L", 1280: "H", 1408: "g"}.get(cfg.width, "?")
+
+
+def kaggle_model(folder: Path, handle: str) -> Path:
+    """The Kaggle Model `owner/model/framework/variation/version` as mounted (a KerasHub CLIP preset)."""
+    variation = handle.strip("/").split("/")[3]
+    return keras_hub_clip_model(folder, vit_config(backbone_for_preset(variation)))
+
+
+def data_prep_output(folder: Path, seed: int = 0) -> Path:
+    """A real (tiny) data-prep output: shards, validation split, manifest."""
+    from guie_nb.data.demo import DemoSpec, write_demo_sources
+    from guie_nb.data.prepare import prepare
+
+    raw = write_demo_sources(folder.parent / f".{folder.name}.raw",
+                             DemoSpec(products_classes=8, landmark_classes=8, views_per_class=3, min_side=48,
+                                      max_side=64))
+    prepare([{"kind": k, "root": str(p), "val_classes": 2, "queries_per_class": 1} for k, p in raw.items()],
+            folder / "data", max_side=64, images_per_shard=32, seed=seed, processes=1, progress=False)
+    shutil.rmtree(folder.parent / f".{folder.name}.raw")
+    return folder
+
+
+def _empty_h5(path: Path) -> None:
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f.attrs["fixture"] = "guie_nb rehearsal: stands in for the training notebook's weights"
+
+
+def training_output(folder: Path, sub: str, model_config: dict) -> Path:
+    """The files a training / fine-tune kernel leaves in `<folder>/<sub>/` (weights stand-ins)."""
+    out = folder / sub
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model_config.json").write_text(json.dumps(model_config, indent=2))
+    for name in ("training_model.weights.h5", "embedding.weights.h5"):
+        _empty_h5(out / name)
+    (out / "metrics.json").write_text(json.dumps({"initial": {"map5": 0.0}, "final": {"map5": 0.0}}))
+    return folder

@@ -1,0 +1,289 @@
+"""`make rehearse PROFILE=<preset>`: the chain staged exactly as `make push` stages it, each kernel
+run in dry-run mode on a simulated Kaggle, before a TPU hour is spent.
+
+For each kernel in chain order: a fresh `/kaggle/input` holding what its metadata attaches and
+nothing else (competition data, datasets, Kaggle Models and earlier kernels' outputs, as tiny
+fixtures in the real layouts, `guie_nb.kaggle.fixtures`), a fresh `/kaggle/working`, the network
+blocked when the metadata has internet off; the staged notebook runs under papermill with
+`dry_run=True` and leaves `resolved_config.json` and `preflight.json`. The report
+(`build/rehearsal/<preset>/report.json`, schema below) collects them; the run fails, naming every
+problem, when any kernel does.
+
+    {"preset": str, "ok": bool, "kernels": [{"notebook", "slug", "machine_shape", "internet",
+      "attached": [str], "inputs": [{"name", "path", "found"}], "resolved": {...},
+      "estimates": {"output_gb", "hours", "memory_gib_per_device_xla", "memory_gib_per_device_plan"},
+      "limits": [{"name", "limit", "value", "ok"}], "problems": [str]}]}
+
+Estimates that depend on the data (output GB, hours) are computed on the fixtures' sizes; memory,
+scoring time and every check of inputs and configs are the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from guie_nb.kaggle import fixtures
+from guie_nb.kaggle import metadata as md
+from guie_nb.kaggle.layout import HELPERS_SLUG, INPUT_ENV, TEMP_ENV, WORKING_ENV, KaggleRoots
+from guie_nb.kaggle.stage import StagedKernel, build_helper_dataset, stage_kernels
+from guie_nb.notebook_build import NOTEBOOK_ORDER
+from guie_nb.params import RESOLVED_CONFIG
+from guie_nb.preflight import PREFLIGHT, SESSION_HOURS
+
+OWNER = "rehearsal"
+OFFLINE_SITE = '''"""Loaded by the rehearsal into kernels whose metadata has internet off: any connection or
+name lookup beyond this machine fails, as on Kaggle."""
+import ipaddress
+import socket
+
+_connect, _connect_ex, _getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+
+
+def _local(host):
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host in ("localhost", "")
+
+
+def _check(sock, address):
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and not _local(str(address[0])):
+        raise OSError(101, f"network is off for this kernel (enable_internet false): {address[0]}")
+
+
+def connect(self, address):
+    _check(self, address)
+    return _connect(self, address)
+
+
+def connect_ex(self, address):
+    _check(self, address)
+    return _connect_ex(self, address)
+
+
+def getaddrinfo(host, *args, **kwargs):
+    if host is not None and not _local(str(host)):
+        raise socket.gaierror(-3, f"network is off for this kernel (enable_internet false): {host}")
+    return _getaddrinfo(host, *args, **kwargs)
+
+
+socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, connect_ex, getaddrinfo
+'''
+
+
+class Fixtures:
+    """Generated once per rehearsal under `root`, then linked into each kernel's input."""
+
+    def __init__(self, root: Path, raw: dict[str, fixtures.RawSpec] | None = None):
+        self.root, self.raw = root, raw or {}
+
+    def _made(self, key: str, make) -> Path:
+        path = self.root / key
+        if not path.exists():
+            make(path)
+        return path
+
+    def competition(self, slug: str) -> Path:
+        maker = fixtures.RAW_FIXTURES.get(slug)
+        spec = self.raw.get(slug, fixtures.RawSpec())
+        return self._made(f"competitions/{slug}", (lambda p: maker(p, spec)) if maker else (lambda p: p.mkdir(parents=True)))
+
+    def dataset(self, handle: str) -> Path:
+        slug = handle.split("/")[1]
+        maker = fixtures.RAW_FIXTURES.get(slug)
+        spec = self.raw.get(slug, fixtures.RawSpec())
+        return self._made(f"datasets/{slug}", (lambda p: maker(p, spec)) if maker else (lambda p: p.mkdir(parents=True)))
+
+    def model(self, handle: str) -> Path:
+        return self._made(f"models/{handle}", lambda p: fixtures.kaggle_model(p, handle))
+
+
+def _kernel_output_fixture(nb: str, folder: Path, resolved: dict[str, dict]) -> Path:
+    """What notebook `nb`'s kernel leaves in /kaggle/working, for the kernels that mount it."""
+    if folder.exists():
+        return folder
+    if nb == "01_data_prep":
+        return fixtures.data_prep_output(folder)
+    model = resolved.get(nb, {}).get("model") or resolved.get("02_train_tpu", {}).get("model")
+    sub = "train" if nb == "02_train_tpu" else "finetune"
+    if nb == "04_export":
+        folder.mkdir(parents=True)
+        return folder
+    return fixtures.training_output(folder, sub, model)
+
+
+def _link(target: Path, at: Path) -> None:
+    at.parent.mkdir(parents=True, exist_ok=True)
+    at.symlink_to(target.resolve(), target_is_directory=True)
+
+
+def _mount(kernel: StagedKernel, input_root: Path, fx: Fixtures, outputs: dict[str, Path], helpers: Path) -> list[str]:
+    """Link what `kernel`'s metadata attaches into a fresh `input_root`; returns the handles."""
+    shutil.rmtree(input_root, ignore_errors=True)
+    input_root.mkdir(parents=True)
+    meta, attached = kernel.meta, []
+    for slug in meta.get("competition_sources", []):
+        _link(fx.competition(slug), input_root / slug)
+        attached.append(f"competition:{slug}")
+    for handle in meta.get("dataset_sources", []):
+        slug = handle.split("/")[1]
+        _link(helpers if slug == HELPERS_SLUG else fx.dataset(handle), input_root / slug)
+        attached.append(f"dataset:{handle}")
+    for handle in meta.get("model_sources", []):
+        _link(fx.model(handle), input_root.joinpath(*handle.split("/")[1:]))
+        attached.append(f"model:{handle}")
+    for ref in meta.get("kernel_sources", []):
+        slug = ref.split("/")[1]
+        _link(outputs[slug], input_root / slug)
+        attached.append(f"kernel:{ref}")
+    return attached
+
+
+def _run_notebook(kernel: StagedKernel, roots: KaggleRoots, executed: Path, offline_dir: Path | None,
+                  xla_memory: bool) -> str | None:
+    """Run the staged notebook with dry_run=True; returns the error, if any."""
+    env = {**os.environ, INPUT_ENV: roots.input, WORKING_ENV: roots.working, TEMP_ENV: roots.temp,
+           "GUIE_XLA_MEMORY": "1" if xla_memory else "0"}
+    if offline_dir is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(offline_dir), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env.update(HF_HUB_OFFLINE="1", GUIE_OFFLINE="1")
+    nb = kernel.folder / kernel.meta["code_file"]
+    cmd = [sys.executable, "-m", "papermill", str(nb), str(executed), "-y", "dry_run: true", "--cwd", roots.working,
+           "-k", "python3", "--no-progress-bar"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode == 0:
+        return None
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    tail = next((ln for ln in reversed(lines) if "Error" in ln or "Exception" in ln), lines[-1] if lines else "")
+    return f"notebook failed: {tail.strip()[:600]} (see {executed})"
+
+
+def _kernel_report(kernel: StagedKernel, attached: list[str], working: Path, error: str | None) -> dict:
+    meta = kernel.meta
+    entry = {"notebook": kernel.notebook, "slug": meta["id"].split("/")[1], "machine_shape": meta.get("machine_shape"),
+             "internet": md.flag(meta, "enable_internet"),
+             "attached": attached, "inputs": [], "resolved": {}, "limits": [], "problems": [],
+             "estimates": {"output_gb": None, "hours": None, "memory_gib_per_device_xla": None,
+                           "memory_gib_per_device_plan": None}}
+    resolved = next(iter(working.rglob(RESOLVED_CONFIG)), None)
+    pre = next(iter(working.rglob(PREFLIGHT)), None)
+    if resolved:
+        entry["resolved"] = json.loads(resolved.read_text())
+    if pre:
+        report = json.loads(pre.read_text())
+        entry.update(inputs=report["inputs"], limits=report["limits"], problems=list(report["problems"]))
+        entry["estimates"].update(report["estimates"])
+    elif not error:
+        error = "the notebook wrote no preflight.json (dry_run not honoured?)"
+    if error:
+        entry["problems"].append(error)
+    # the session limit of the machine this kernel is staged for
+    kind = "tpu" if md.flag(meta, "enable_tpu") else "gpu" if md.flag(meta, "enable_gpu") else "cpu"
+    for lim in entry["limits"]:
+        if lim["name"] == "session_hours" and lim["limit"] != SESSION_HOURS[kind]:
+            lim["limit"] = SESSION_HOURS[kind]
+            lim["ok"] = lim["value"] is None or lim["value"] <= lim["limit"]
+            if not lim["ok"]:
+                entry["problems"].append(f"over the limit: session_hours {lim['value']:.3g} > {lim['limit']:g}")
+    return entry
+
+
+def rehearse(preset: str, out_root: str | Path = "build/rehearsal", *, notebook_dir: str | Path, metadata_dir: str | Path,
+             only: list[str] | None = None, overrides: dict[str, dict] | None = None,
+             raw: dict[str, fixtures.RawSpec] | None = None, xla_memory: bool = False, log=print) -> dict:
+    """Stage `preset`, run each kernel's dry run on a simulated Kaggle; returns (and writes) the report."""
+    root = Path(out_root).resolve() / preset
+    shutil.rmtree(root, ignore_errors=True)
+    sim = root / "kaggle"
+    roots = KaggleRoots(str(sim / "input"), str(sim / "working"), str(sim / "temp"))
+    report = {"preset": preset, "ok": False, "kernels": [], "problems": []}
+    try:
+        staged = stage_kernels(root / "stage", OWNER, preset, notebook_dir, metadata_dir, roots, overrides)
+    except (ValueError, FileNotFoundError) as err:  # MetadataError and SourceError are ValueErrors
+        report["problems"].append(f"staging failed: {err}")
+        return _write(report, root, log)
+    helpers = build_helper_dataset(root / "helpers", OWNER)
+    offline = root / "offline-site"
+    offline.mkdir()
+    (offline / "sitecustomize.py").write_text(OFFLINE_SITE)
+    fx = Fixtures(root / "fixtures", raw)
+    outputs: dict[str, Path] = {}
+    resolved: dict[str, dict] = {}
+    for kernel in staged:
+        slug = kernel.meta["id"].split("/")[1]
+        if only and kernel.notebook not in only:
+            continue
+        for ref in kernel.meta.get("kernel_sources", []):  # earlier kernels' outputs: fixtures
+            dep = ref.split("/")[1]
+            dep_nb = next(k.notebook for k in staged if k.meta["id"] == ref)
+            outputs.setdefault(dep, _kernel_output_fixture(dep_nb, root / "outputs" / dep, resolved))
+        log(f"== {kernel.notebook} ({slug}, {kernel.meta.get('machine_shape') or 'CPU'})")
+        attached = _mount(kernel, Path(roots.input), fx, outputs, helpers)
+        shutil.rmtree(roots.working, ignore_errors=True)
+        shutil.rmtree(roots.temp, ignore_errors=True)
+        Path(roots.working).mkdir(parents=True)
+        Path(roots.temp).mkdir(parents=True)
+        executed = root / "executed" / f"{kernel.notebook}.ipynb"
+        executed.parent.mkdir(parents=True, exist_ok=True)
+        internet = md.flag(kernel.meta, "enable_internet")
+        error = _run_notebook(kernel, roots, executed, None if internet else offline, xla_memory)
+        entry = _kernel_report(kernel, attached, Path(roots.working), error)
+        resolved[kernel.notebook] = entry["resolved"]
+        shutil.copytree(roots.working, root / "dry-run" / slug, symlinks=True)
+        report["kernels"].append(entry)
+    report["ok"] = bool(report["kernels"]) and all(not k["problems"] for k in report["kernels"])
+    return _write(report, root, log)
+
+
+def _write(report: dict, root: Path, log) -> dict:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    log(format_table(report))
+    log(f"report: {root / 'report.json'}")
+    return report
+
+
+def format_table(report: dict) -> str:
+    rows = [f"rehearsal of {report['preset']}: {'OK' if report['ok'] else 'FAILED'}",
+            f"{'kernel':<14} {'machine':<9} {'net':<4} {'inputs':<7} {'out GB':>8} {'hours':>7} "
+            f"{'GiB/chip plan':>13} {'XLA':>6}  problems"]
+
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    for k in report["kernels"]:
+        e = k["estimates"]
+        found = sum(i["found"] for i in k["inputs"])
+        rows.append(f"{k['notebook']:<14} {k['machine_shape'] or 'CPU':<9} {'on' if k['internet'] else 'off':<4} "
+                    f"{found}/{len(k['inputs']):<5} {num(e['output_gb'], '.3g'):>8} {num(e['hours'], '.3g'):>7} "
+                    f"{num(e['memory_gib_per_device_plan'], '.1f'):>13} {num(e['memory_gib_per_device_xla'], '.1f'):>6}  "
+                    f"{len(k['problems'])}")
+    for k in report["kernels"]:
+        rows += [f"  {k['notebook']}: {p}" for p in k["problems"]]
+    rows += [f"  {p}" for p in report.get("problems", [])]
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    repo = Path(__file__).resolve().parents[3]
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", "--profile", dest="preset", default="demo")
+    p.add_argument("--out", default=str(repo / "build" / "rehearsal"))
+    p.add_argument("--only", nargs="+", choices=NOTEBOOK_ORDER)
+    p.add_argument("--xla-memory", action="store_true",
+                   help="also compile each training step for a TPU v5e-8 ahead of time (minutes per kernel; needs libtpu)")
+    args = p.parse_args(argv)
+    report = rehearse(args.preset, args.out, notebook_dir=repo / "notebooks", metadata_dir=repo / "kernel-metadata",
+                      only=args.only, xla_memory=args.xla_memory)
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Notebook parameters -> the configs a notebook actually runs with: one code path for papermill
+runs, the local runner, baked Kaggle notebooks and staging.
+
+Each notebook passes its parameters cell's values to `resolve_<stage>()` and gets back a plain
+dict of what it will use (data, model, head, train, export, paths made absolute), which it
+writes to `<out_dir>/resolved_config.json` and prints. Staging calls `check()` to build the same
+configs before anything is pushed, so a typo in a nested key (`train["epochz"]`) fails there.
+
+`TARGETS` says where each parameter lands in the resolved config; the tests walk every preset's
+values through it, so a value that is dropped or overridden on the way is caught.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, replace
+from pathlib import Path
+
+RESOLVED_CONFIG = "resolved_config.json"
+
+# notebook -> parameter -> dotted key in the resolved config ("model": the whole dict)
+TARGETS: dict[str, dict[str, str]] = {
+    "01_data_prep": {"sources": "data.sources", "out_dir": "data.out_dir", "demo_data_dir": "data.demo_data_dir",
+                     "max_side": "data.max_side", "images_per_shard": "data.images_per_shard", "seed": "data.seed",
+                     "processes": "data.processes", "max_output_gb": "data.max_output_gb",
+                     "dry_run": "run.dry_run"},
+    "02_train_tpu": {"data_dir": "data.data_dir", "out_dir": "outputs.out_dir", "keras_backend": "run.keras_backend",
+                     "cpu_devices": "run.cpu_devices", "model": "model", "train": "train", "dry_run": "run.dry_run"},
+    "03_finetune": {"data_dir": "data.data_dir", "init_dir": "init.init_dir", "out_dir": "outputs.out_dir",
+                    "keras_backend": "run.keras_backend", "cpu_devices": "run.cpu_devices",
+                    "image_size": "model.image_size", "train": "train", "dry_run": "run.dry_run"},
+    "04_export": {"data_dir": "data.data_dir", "model_dir": "export.model_dir", "train_dir": "export.train_dir",
+                  "out_dir": "export.out_dir", "export_format": "export.format", "flip_tta": "export.flip_tta",
+                  "dry_run": "run.dry_run"},
+}
+PATH_PARAMS = {"out_dir", "data_dir", "init_dir", "model_dir", "train_dir", "demo_data_dir", "root"}
+
+
+def absolute(path: str | os.PathLike | None) -> str | None:
+    return None if path in (None, "") else os.path.abspath(os.fspath(path))
+
+
+def _sources(sources) -> list[dict]:
+    from guie_nb.data.sources import SourceSpec
+
+    if not isinstance(sources, (list, tuple)) or not sources:
+        from guie_nb.data.records import SourceError
+
+        raise SourceError("sources must be a non-empty list of {'kind': ..., 'root': ...} entries")
+    return [{**asdict(spec), "root": absolute(spec.root)} for spec in map(SourceSpec.from_dict, sources)]
+
+
+def resolve_data_prep(*, sources, out_dir, demo_data_dir=None, max_side=512, images_per_shard=1000, seed=0,
+                      processes=None, max_output_gb=20.0, dry_run=False) -> dict:
+    """01's parameters -> `{"data": {...}, "run": {...}}`; sources with the recipe's defaults filled in."""
+    if max_side < 16 or images_per_shard < 1:
+        raise ValueError(f"need max_side >= 16 and images_per_shard >= 1, got {max_side}, {images_per_shard}")
+    return {"notebook": "01_data_prep",
+            "data": {"sources": _sources(sources), "out_dir": absolute(out_dir), "demo_data_dir": absolute(demo_data_dir),
+                     "max_side": max_side, "images_per_shard": images_per_shard, "seed": seed,
+                     "processes": processes, "max_output_gb": max_output_gb},
+            "run": {"dry_run": bool(dry_run)}}
+
+
+def _model_section(model_cfg) -> dict:
+    from guie_nb.model.weights import locate_weights
+
+    d = model_cfg.to_dict()
+    return {"model": d, "head": d["head"], "backbone": asdict(model_cfg.vit),
+            "weights": locate_weights(model_cfg.backbone_weights)}
+
+
+def resolve_training(*, data_dir, out_dir, model: dict, train: dict, keras_backend="jax", cpu_devices=0,
+                     dry_run=False) -> dict:
+    """02's parameters -> data, model (backbone, weights location), head, train, outputs."""
+    from guie_nb.model.embedding import ModelConfig
+    from guie_nb.training.config import TrainConfig
+
+    model_cfg, train_cfg = ModelConfig.from_dict(model), TrainConfig.from_dict(train)
+    return {"notebook": "02_train_tpu", "data": {"data_dir": absolute(data_dir)}, **_model_section(model_cfg),
+            "train": train_cfg.to_dict(), "outputs": {"out_dir": absolute(out_dir)},
+            "run": {"keras_backend": keras_backend, "cpu_devices": cpu_devices, "dry_run": bool(dry_run)}}
+
+
+def resolve_finetune(*, data_dir, init_dir, out_dir, train: dict, image_size=None, keras_backend="jax",
+                     cpu_devices=0, dry_run=False, model_config: dict | None = None) -> dict:
+    """03's parameters -> the same sections as 02, the model read from `init_dir/model_config.json`
+    (or `model_config`, e.g. at staging before 02 has run), with `image_size` applied."""
+    from guie_nb.model.embedding import ModelConfig
+    from guie_nb.training.config import TrainConfig
+
+    train_cfg = TrainConfig.from_dict(train)
+    if model_config is None:
+        path = Path(init_dir) / "model_config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: init_dir must hold the training notebook's output")
+        model_config = json.loads(path.read_text())
+    model_cfg = ModelConfig.from_dict(model_config)
+    if image_size:
+        model_cfg = replace(model_cfg, image_size=image_size)
+    return {"notebook": "03_finetune", "data": {"data_dir": absolute(data_dir)}, "init": {"init_dir": absolute(init_dir)},
+            **_model_section(model_cfg), "train": train_cfg.to_dict(), "outputs": {"out_dir": absolute(out_dir)},
+            "run": {"keras_backend": keras_backend, "cpu_devices": cpu_devices, "dry_run": bool(dry_run)}}
+
+
+def resolve_export(*, data_dir, model_dir, train_dir, out_dir, export_format="saved_model", flip_tta=False,
+                   dry_run=False, model_config: dict | None = None) -> dict:
+    """04's parameters -> export settings and the model it exports (from `model_dir/model_config.json`
+    when present)."""
+    from guie_nb.export.submission import SAVED_MODEL, TORCHSCRIPT
+
+    FORMATS = (SAVED_MODEL, TORCHSCRIPT)
+    from guie_nb.model.embedding import ModelConfig
+
+    if export_format not in FORMATS:
+        raise ValueError(f"unknown export_format {export_format!r}; choose one of {FORMATS}")
+    path = Path(model_dir) / "model_config.json"
+    if model_config is None and path.is_file():
+        model_config = json.loads(path.read_text())
+    out = {"notebook": "04_export", "data": {"data_dir": absolute(data_dir)},
+           "export": {"model_dir": absolute(model_dir), "train_dir": absolute(train_dir), "out_dir": absolute(out_dir),
+                      "format": export_format, "flip_tta": bool(flip_tta)},
+           "run": {"dry_run": bool(dry_run)}}
+    if model_config is not None:
+        out.update(_model_section(ModelConfig.from_dict(model_config)))
+    return out
+
+
+RESOLVERS = {"01_data_prep": resolve_data_prep, "02_train_tpu": resolve_training, "03_finetune": resolve_finetune,
+             "04_export": resolve_export}
+
+
+def resolve(notebook: str, params: dict, **extra) -> dict:
+    """The resolved config of `notebook` for these parameter values."""
+    if notebook not in RESOLVERS:
+        raise ValueError(f"unknown notebook {notebook!r}; notebooks: {sorted(RESOLVERS)}")
+    return RESOLVERS[notebook](**params, **extra)
+
+
+def check(params: dict[str, dict]) -> dict[str, dict]:
+    """Resolve every notebook's parameters as staging sees them (before any kernel has run): the
+    fine-tune and export get the training notebook's model config. Raises on any unknown or bad key."""
+    resolved = {}
+    for nb, values in params.items():
+        try:
+            model = resolved.get("02_train_tpu", {}).get("model")
+            extra = {"model_config": model} if nb in ("03_finetune", "04_export") and model else {}
+            resolved[nb] = resolve(nb, values, **extra)
+        except (TypeError, ValueError) as err:  # SourceError is a ValueError
+            raise ValueError(f"{nb}: {err}") from err
+    return resolved
+
+
+def lookup(resolved: dict, dotted: str):
+    node = resolved
+    for key in dotted.split("."):
+        node = node[key]
+    return node
+
+
+def write_resolved(resolved: dict, out_dir: str | Path) -> Path:
+    """`out_dir/resolved_config.json`, written atomically."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{RESOLVED_CONFIG}.tmp"
+    tmp.write_text(json.dumps(resolved, indent=2, default=str) + "\n")
+    os.replace(tmp, out / RESOLVED_CONFIG)
+    return out / RESOLVED_CONFIG
