@@ -129,8 +129,8 @@ def test_stage_bakes_kaggle_paths_and_writes_valid_metadata(tmp_path):
     import nbformat
 
     train = nbformat.read(staged[1].folder / "02_train_tpu.ipynb", as_version=4)
-    assert "data_dir = '/kaggle/input/guie-nb-01-data-prep/data'" in parameters_cell(train).source
-    assert "out_dir = '/kaggle/working/train'" in parameters_cell(train).source
+    assert 'data_dir = "/kaggle/input/guie-nb-01-data-prep/data"' in parameters_cell(train).source
+    assert 'out_dir = "/kaggle/working/train"' in parameters_cell(train).source
 
 
 def test_stage_refuses_a_broken_chain(tmp_path):
