@@ -2,6 +2,8 @@
 """Run the notebook chain locally with papermill: data-prep -> training -> fine-tune -> export.
 
 Parameters come from a preset (`demo` by default); executed notebooks land in <root>/executed/.
+papermill injects them with the serializer Kaggle staging bakes them with, so both runs of one
+preset see the same values.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from pathlib import Path
 
 from guie_nb import presets
-from guie_nb.notebook_build import NOTEBOOK_ORDER, build_all, check_parameters
+from guie_nb.notebook_build import NOTEBOOK_ORDER, build_all, check_parameters, use_for_papermill
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,6 +34,7 @@ def main(argv=None) -> int:
     root = args.root or f"build/{args.preset}"
     params = presets.notebook_params(args.preset, root)
     built = build_all(REPO / "notebooks", REPO / "build" / "notebooks")
+    use_for_papermill()
     executed = REPO / root / "executed"
     executed.mkdir(parents=True, exist_ok=True)
     for nb_path in built:

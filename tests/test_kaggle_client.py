@@ -99,16 +99,16 @@ def test_push_all_stages_pushes_dataset_and_chains_kernels(fake, env, tmp_path):
         assert "guie-nb-helpers/guie_nb" in notebook_text(b)  # the bootstrap cell
     first, train, finetune, export = saves
     assert first["newTitle"] == "GUIE nb 01 data prep" and "machineShape" not in first
-    assert "out_dir = '/kaggle/working/data'" in notebook_text(first)
+    assert 'out_dir = "/kaggle/working/data"' in notebook_text(first)
     assert train["machineShape"] == "TpuV5E8" and train["enableTpu"] is True and train["enableGpu"] is False
     assert train["kernelDataSources"] == [f"{USER}/guie-nb-01-data-prep"]
     assert train["modelDataSources"] == ["keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k/3"]
-    assert "data_dir = '/kaggle/input/guie-nb-01-data-prep/data'" in notebook_text(train)
-    assert "out_dir = '/kaggle/working/train'" in notebook_text(train)
+    assert 'data_dir = "/kaggle/input/guie-nb-01-data-prep/data"' in notebook_text(train)
+    assert 'out_dir = "/kaggle/working/train"' in notebook_text(train)
     assert finetune["machineShape"] == "TpuV5E8"
-    assert "init_dir = '/kaggle/input/guie-nb-02-train-tpu/train'" in notebook_text(finetune)
+    assert 'init_dir = "/kaggle/input/guie-nb-02-train-tpu/train"' in notebook_text(finetune)
     assert export["kernelDataSources"][-1] == f"{USER}/guie-nb-03-finetune" and "machineShape" not in export
-    assert "model_dir = '/kaggle/input/guie-nb-03-finetune/finetune'" in notebook_text(export)
+    assert 'model_dir = "/kaggle/input/guie-nb-03-finetune/finetune"' in notebook_text(export)
 
     # each kernel is pushed only after the one before it completed (01 was polled twice)
     statuses = [r["body"]["kernelSlug"] for r in fake.calls("GetKernelSessionStatus")]

@@ -28,7 +28,7 @@ def test_templates_describe_the_chain():
     metas = chain_metadata(TEMPLATES, "alice")
     assert [m["id"] for m in metas.values()] == [f"alice/{SLUGS[nb]}" for nb in NOTEBOOK_ORDER]
     for nb, m in metas.items():
-        assert m["is_private"] is True and m["kernel_type"] == "notebook" and m["language"] == "python"
+        assert md.flag(m, "is_private") is True and m["kernel_type"] == "notebook" and m["language"] == "python"
         assert m["competition_sources"][0] == "google-universal-image-embedding"
         assert "alice/guie-nb-helpers" in m["dataset_sources"]
         assert "docker_image" not in m
@@ -40,7 +40,7 @@ def test_templates_describe_the_chain():
         "imagenet-object-localization-challenge", "landmark-recognition-2021"}
     # only the export kernel goes online: it installs the scorer runtimes (Python 3.9, TF 2.6.4 /
     # torch 1.11) to verify the submission; the TPU kernels read attached data and models
-    assert [nb for nb, m in metas.items() if m["enable_internet"]] == ["04_export"]
+    assert [nb for nb, m in metas.items() if md.flag(m, "enable_internet")] == ["04_export"]
     assert metas["04_export"]["kernel_sources"][-1] == "alice/guie-nb-03-finetune"
 
 
@@ -51,7 +51,7 @@ def test_templates_describe_the_chain():
     ({"title": "GUIE nb two"}, "resolves to slug"),
     ({"title": "abc"}, "title must be 5 to 50"),
     ({"machine_shape": "TpuV38"}, "retired"),
-    ({"machine_shape": "BigGpu"}, "unknown machine_shape"),
+    ({"machine_shape": "Tpu1VmV38"}, "retired; use 'TpuV5E8'"),
     ({"docker_image": "gcr.io/kaggle-gpu-images/python@sha256:0"}, "must not pin docker_image"),
     ({"enable_tpu": False}, "needs enable_tpu true"),
     ({"dataset_sources": ["guie-nb-helpers"]}, "dataset_sources"),
@@ -60,6 +60,12 @@ def test_templates_describe_the_chain():
     ({"model_sources": ["keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k"]}, "model_sources"),
     ({"model_sources": ["keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k/latest"]}, "version number"),
     ({"is_private": "yes"}, "is_private must be true or false"),
+    ({"enable_internet": "maybe"}, "enable_internet must be true or false.*got 'maybe'"),
+    ({"enable_tpu": 1}, "enable_tpu must be true or false"),
+    ({"enable_gpu": "true"}, "needs enable_tpu true and enable_gpu false"),
+    ({"machine_shape": "TpuV6E8", "enable_tpu": "false"}, "machine_shape TpuV6E8 needs enable_tpu true"),
+    ({"machine_shape": None, "enable_gpu": True}, "enable_gpu and enable_tpu are both true"),
+    ({"machine_shape": None, "docker_image": "gcr.io/kaggle-gpu-images/python"}, "must not pin docker_image"),
     ({"code_file": "02_train_tpu.py"}, ".ipynb"),
     ({"language": "r"}, "language"),
     ({"machine_shape": "NvidiaTeslaT4"}, "needs enable_gpu true"),
@@ -68,6 +74,91 @@ def test_templates_describe_the_chain():
 def test_validation_names_the_problem(changes, problem):
     with pytest.raises(md.MetadataError, match=problem):
         md.validate(good_meta(**changes))
+
+
+@pytest.fixture
+def kaggle_api_class():
+    """The client's KaggleApi class, imported without `kaggle/__init__.py` (which authenticates)."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    before = set(sys.modules)
+    package = types.ModuleType("kaggle")
+    package.__path__ = importlib.util.find_spec("kaggle").submodule_search_locations
+    saved = sys.modules.get("kaggle")
+    sys.modules["kaggle"] = package
+    try:
+        yield importlib.import_module("kaggle.api.kaggle_api_extended").KaggleApi
+    finally:
+        for name in set(sys.modules) - before:
+            if name == "kaggle" or name.startswith("kaggle."):
+                del sys.modules[name]
+        if saved is not None:
+            sys.modules["kaggle"] = saved
+        else:
+            sys.modules.pop("kaggle", None)
+
+
+def test_flags_are_read_as_the_kaggle_client_reads_them(kaggle_api_class):
+    """kaggle 2.2.1 `KaggleApi.get_bool`: booleans, or "true"/"false" in any case; defaults if absent."""
+    client_reads = kaggle_api_class.get_bool  # does not touch self: the client's own parser, offline
+    for value in (True, False, "true", "false", "True", "False", "TRUE", "fAlSe"):
+        assert md.flag({"enable_gpu": value}, "enable_gpu") is client_reads(None, {"enable_gpu": value}, "enable_gpu",
+                                                                             False)
+    for key, default in md.FLAG_DEFAULTS.items():
+        assert md.flag({}, key) is client_reads(None, {}, key, default) is default
+    for value in ("yes", "no", "1", "", " true", 1, 0, None, [True]):
+        with pytest.raises(md.MetadataError, match="enable_internet must be true or false"):
+            md.flag({"enable_internet": value}, "enable_internet")
+        with pytest.raises((ValueError, TypeError)):  # the client refuses them too
+            client_reads(None, {"enable_internet": value}, "enable_internet", True)
+    with pytest.raises(KeyError, match="not a boolean kernel-metadata key"):
+        md.flag({}, "enable_gpus")
+
+
+@pytest.mark.parametrize("changes, shown", [
+    ({"enable_gpu": "false", "enable_tpu": "True"}, "TpuV5E8"),  # the client's init template writes strings
+    ({"machine_shape": None, "enable_tpu": "false", "enable_gpu": True}, "GPU (Kaggle's default shape)"),
+    ({"machine_shape": "NvidiaTeslaT4", "enable_tpu": False, "enable_gpu": "true"}, "NvidiaTeslaT4"),
+    ({"machine_shape": None, "enable_tpu": "false", "enable_gpu": "false", "is_private": "False",
+      "enable_internet": "TRUE"}, "CPU"),
+])
+def test_what_the_client_accepts_is_valid(changes, shown):
+    assert md.validate(good_meta(**changes)) == []
+    assert md.accelerator(good_meta(**changes)) == shown
+
+
+@pytest.mark.parametrize("changes, warning", [
+    ({"machine_shape": "TpuV6E8"}, "machine_shape 'TpuV6E8' is not one this validator knows"),
+    ({"machine_shape": "NvidiaH200", "enable_tpu": False, "enable_gpu": True}, "'NvidiaH200' is not one"),
+    ({"machine_shape": "BigGpu", "enable_tpu": False}, "neither Tpu... nor Nvidia..."),
+    ({"machine_shape": None}, "enable_tpu without a machine_shape: Kaggle picks the TPU"),
+])
+def test_shapes_the_client_passes_on_unchecked_are_warnings(changes, warning):
+    warnings = md.validate(good_meta(**changes))
+    assert len(warnings) == 1 and warnings[0].startswith("alice/guie-nb-02-train-tpu: ")
+    assert warning in warnings[0]
+
+
+def test_staging_carries_warnings_and_the_cli_prints_them(tmp_path, capsys):
+    from guie_nb.kaggle.cli import push_main
+
+    tdir = tmp_path / "templates"
+    tdir.mkdir()
+    for nb in NOTEBOOK_ORDER:
+        meta = json.loads((TEMPLATES / f"{nb}.json").read_text())
+        if nb == "03_finetune":
+            meta.update(machine_shape="TpuV6E8", enable_tpu="true", enable_gpu="false")
+        (tdir / f"{nb}.json").write_text(json.dumps(meta))
+    staged = stage_kernels(tmp_path / "out", "alice", "demo", REPO / "notebooks", tdir)
+    assert [len(k.warnings) for k in staged] == [0, 0, 1, 0] and "TpuV6E8" in staged[2].warnings[0]
+    assert push_main(["--owner", "alice", "--out", str(tmp_path / "cli"), "--metadata-dir", str(tdir),
+                      "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert "alice/guie-nb-03-finetune, TpuV6E8)" in out and "alice/guie-nb-01-data-prep, CPU)" in out
+    assert "warning: alice/guie-nb-03-finetune: machine_shape 'TpuV6E8' is not one" in err
 
 
 def test_validation_reports_every_problem_and_unfilled_owner():
@@ -129,8 +220,8 @@ def test_stage_bakes_kaggle_paths_and_writes_valid_metadata(tmp_path):
     import nbformat
 
     train = nbformat.read(staged[1].folder / "02_train_tpu.ipynb", as_version=4)
-    assert "data_dir = '/kaggle/input/guie-nb-01-data-prep/data'" in parameters_cell(train).source
-    assert "out_dir = '/kaggle/working/train'" in parameters_cell(train).source
+    assert 'data_dir = "/kaggle/input/guie-nb-01-data-prep/data"' in parameters_cell(train).source
+    assert 'out_dir = "/kaggle/working/train"' in parameters_cell(train).source
 
 
 def test_stage_refuses_a_broken_chain(tmp_path):

@@ -2,17 +2,20 @@
 
 The same builder serves `make notebooks`, the local papermill runner, the tests (nbmake) and
 Kaggle staging, where no papermill injects parameters: a profile's values are baked into the
-`parameters` cell instead.
+`parameters` cell instead. Baked values and papermill-injected ones are written by one serializer,
+`python_literal` (papermill's own Python translator, made faithful where it is not), so the two runs
+of one preset see the same values.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import jupytext
 import nbformat
+from papermill.translators import PythonTranslator, papermill_translators
 
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
 NOTEBOOK_ORDER = ("01_data_prep", "02_train_tpu", "03_finetune", "04_export")
@@ -49,9 +52,115 @@ def check_parameters(nb, params: dict, notebook: str) -> None:
                          f"{parameter_names(nb)}")
 
 
+_SCALARS = (type(None), bool, int, float, str)
+
+
+class LiteralTranslator(PythonTranslator):
+    """papermill's `PythonTranslator`, extended where its output is not the value it was given.
+
+    Kept from papermill: None, bools, ints, floats (non-finite ones as `float('inf')`,
+    `float('-inf')`, `float('nan')`, which need no import), strings (double-quoted,
+    `unicode_escape`d), lists and dicts with string keys. Added: tuples (papermill injects
+    `str(value)` as a *string*), dict keys that are not strings (papermill turns `{1: x}` into
+    `{"1": x}`) and ints past Python's 4300-digit `str()` limit (written in hex). Refused with a
+    TypeError: every other type (see `check_literal`).
+    """
+
+    @classmethod
+    def translate(cls, val) -> str:
+        if type(val) is tuple:
+            return cls.translate_tuple(val)
+        if type(val) not in (*_SCALARS, list, dict):
+            check_literal(val)  # raises the explanatory TypeError
+        return super().translate(val)
+
+    @classmethod
+    def translate_tuple(cls, val: tuple) -> str:
+        items = [cls.translate(v) for v in val]
+        return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+    @classmethod
+    def translate_dict(cls, val: dict) -> str:
+        # papermill writes every key with translate_str, which stringifies ints, tuples, ...
+        return "{" + ", ".join(f"{cls.translate(k)}: {cls.translate(v)}" for k, v in val.items()) + "}"
+
+    @classmethod
+    def translate_int(cls, val: int) -> str:
+        try:
+            return super().translate_int(val)
+        except ValueError:  # more digits than sys.get_int_max_str_digits(); hex has no such limit
+            return hex(val)
+
+    @classmethod
+    def codify(cls, parameters: dict, comment: str = "Parameters") -> str:
+        for name, value in parameters.items():
+            check_literal(value, name)
+        return super().codify(parameters, comment)
+
+
+def check_literal(value, where: str = "value") -> None:
+    """Raise TypeError unless `value` is built only of None, bool, int, float, str, list, tuple, dict.
+
+    Those are the types with a Python literal that evaluates back to an equal value of the same
+    type. The error names where in the structure the offending value sits, e.g. `model['head']`.
+    Refused on purpose: `pathlib.Path` (pass `str(path)`: papermill would inject the string, a
+    baked `PosixPath(...)` would be a NameError), sets (no stable order, so no reproducible bytes;
+    pass a sorted list), numpy scalars (pass `.item()`), any other object.
+    """
+    kind = type(value)
+    if kind in (list, tuple):
+        for i, v in enumerate(value):
+            check_literal(v, f"{where}[{i}]")
+    elif kind is dict:
+        for k, v in value.items():
+            check_literal(k, f"a key of {where}")
+            check_literal(v, f"{where}[{k!r}]")
+    elif kind not in _SCALARS:
+        raise TypeError(f"{where} = {value!r}: a {kind.__module__}.{kind.__qualname__} has no faithful "
+                        f"Python literal; {_literal_hint(value)}")
+
+
+def _literal_hint(value) -> str:
+    if isinstance(value, PurePath):
+        return "pass str(path) (the notebook gets the string papermill would inject)"
+    if isinstance(value, (set, frozenset)):
+        return "pass a sorted list (a set has no stable order, so baked notebooks would not be reproducible)"
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        return "pass value.item() (a numpy scalar)"
+    return "use None, bool, int, float, str, or lists, tuples and dicts of them"
+
+
+def python_literal(value, where: str = "value") -> str:
+    """One line of Python source that evaluates, with no imports, to a value equal to `value`.
+
+    The text is what papermill (with `use_for_papermill()`) injects for the same value.
+    Raises TypeError (naming `where`) for values without a faithful literal: see `check_literal`.
+    """
+    check_literal(value, where)
+    return LiteralTranslator.translate(value)
+
+
+def use_for_papermill() -> None:
+    """Make papermill inject parameters of Python notebooks with `LiteralTranslator`.
+
+    Global for this process (papermill keeps one translator registry); call it before
+    `papermill.execute_notebook` so local runs see the values that Kaggle staging bakes.
+    """
+    papermill_translators.register("python", LiteralTranslator)
+
+
 def bake_parameters(nb, params: dict, notebook: str) -> None:
-    """Replace the values of the named parameters in the `parameters` cell with `params`."""
+    """Replace the values of the named parameters in the `parameters` cell with `params`.
+
+    Each value is written by `python_literal` (TypeError for values without a faithful literal);
+    a comment after the old value is kept.
+    """
     check_parameters(nb, params, notebook)
+    for name, value in params.items():
+        try:
+            check_literal(value, name)
+        except TypeError as e:
+            raise TypeError(f"{notebook}: {e}") from None
     cell = parameters_cell(nb)
     tree = ast.parse(cell.source)
     lines = cell.source.splitlines()
@@ -62,7 +171,7 @@ def bake_parameters(nb, params: dict, notebook: str) -> None:
             if name in params:
                 tail = lines[node.end_lineno - 1][node.end_col_offset:]
                 comment = "  #" + tail.split("#", 1)[1] if "#" in tail else ""
-                lines[node.lineno - 1:node.end_lineno] = [f"{name} = {params[name]!r}{comment}"]
+                lines[node.lineno - 1:node.end_lineno] = [f"{name} = {python_literal(params[name], name)}{comment}"]
     cell.source = "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from guie_nb.kaggle.client import KaggleClient, KaggleError
 from guie_nb.kaggle.credentials import CredentialsError, load_credentials, owner_from_environment
 from guie_nb.kaggle.layout import HELPERS_SLUG
+from guie_nb.kaggle import metadata as md
 from guie_nb.kaggle.metadata import MetadataError
 from guie_nb.kaggle.stage import build_helper_dataset, chain_metadata, stage_kernels
 from guie_nb.notebook_build import NOTEBOOK_ORDER
@@ -60,7 +61,9 @@ def push_main(argv=None) -> int:
         dataset, kernels = _stage(args, owner)
         print(f"staged {dataset}")
         for k in kernels:
-            print(f"staged {k.folder} ({k.ref}, {k.meta.get('machine_shape', 'CPU')})")
+            print(f"staged {k.folder} ({k.ref}, {md.accelerator(k.meta)})")
+            for w in k.warnings:
+                print(f"warning: {w}", file=sys.stderr)
         if args.dry_run:
             print("dry run: staged and validated, nothing pushed")
             return 0

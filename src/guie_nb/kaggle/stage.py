@@ -29,6 +29,7 @@ class StagedKernel:
     notebook: str
     folder: Path
     meta: dict
+    warnings: tuple[str, ...] = ()  # from metadata validation, for the caller to print
 
     @property
     def ref(self) -> str:
@@ -58,7 +59,10 @@ def chain_metadata(metadata_dir: str | Path, owner: str) -> dict[str, dict]:
 def stage_kernels(out_root: str | Path, owner: str, preset: str, notebook_dir: str | Path,
                   metadata_dir: str | Path, roots: KaggleRoots | None = None,
                   overrides: dict[str, dict] | None = None) -> list[StagedKernel]:
-    """Stage all four kernels under `out_root/<slug>/`; `overrides` replaces baked values."""
+    """Stage all four kernels under `out_root/<slug>/`; `overrides` replaces baked values.
+
+    Raises MetadataError for invalid metadata; each StagedKernel carries the validation warnings.
+    """
     metas = chain_metadata(metadata_dir, owner)
     slugs = {nb: m["id"].split("/")[1] for nb, m in metas.items()}
     datasets = {nb: {d.split("/")[1] for d in m.get("dataset_sources", [])} for nb, m in metas.items()}
@@ -81,8 +85,8 @@ def stage_kernels(out_root: str | Path, owner: str, preset: str, notebook_dir: s
             shutil.rmtree(folder)  # a stale notebook must never be pushed
         write_notebook(build_notebook(src, params[nb]), folder / meta["code_file"])
         (folder / KERNEL_METADATA).write_text(json.dumps(meta, indent=2) + "\n")
-        md.validate(meta, folder)
-        staged.append(StagedKernel(nb, folder, meta))
+        warnings = md.validate(meta, folder)
+        staged.append(StagedKernel(nb, folder, meta, tuple(warnings)))
     return staged
 
 
