@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= demo
 ROOT ?= build/$(PROFILE)
 
-.PHONY: venv notebooks demo test test-fast verify clean push
+.PHONY: venv notebooks demo test test-fast verify clean push rehearse
 
 venv: $(VENV)/.installed
 
@@ -52,3 +52,9 @@ verify: venv
 
 clean:
 	rm -rf build
+
+# Stage a preset exactly as `make push` does and dry-run every kernel on a simulated Kaggle
+# (what each kernel's metadata attaches, as fixtures; network off where the metadata says so).
+# Report: build/rehearsal/<preset>/report.json. XLA=1 adds XLA's TPU memory per chip (slow).
+rehearse: venv
+	$(PY) -m guie_nb.kaggle.rehearse --preset $(PROFILE) $(if $(XLA),--xla-memory)

@@ -62,6 +62,8 @@ images_per_shard = 500
 seed = 0
 processes = None  # worker processes; None: all cores
 max_output_gb = 20.0  # Kaggle keeps 20 GB of notebook output: fail early above this
+num_shards = 1  # >1: this kernel writes part `shard_index` of `num_shards` (data over 20 GB / 12 h)
+shard_index = 0
 dry_run = False  # True: check the sources and estimate the output, write the report, stop
 
 # %% [markdown]
@@ -80,7 +82,8 @@ from guie_nb.preflight import preflight
 
 resolved = resolve_data_prep(sources=sources, out_dir=out_dir, demo_data_dir=demo_data_dir, max_side=max_side,
                              images_per_shard=images_per_shard, seed=seed, processes=processes,
-                             max_output_gb=max_output_gb, dry_run=dry_run)
+                             max_output_gb=max_output_gb, num_shards=num_shards, shard_index=shard_index,
+                             dry_run=dry_run)
 print(json.dumps(resolved["data"], indent=1))
 
 # %% [markdown]
@@ -119,7 +122,8 @@ if not dry_run:
     data = resolved["data"]
     manifest = prepare(data["sources"], data["out_dir"], max_side=data["max_side"],
                        images_per_shard=data["images_per_shard"], seed=data["seed"], processes=data["processes"],
-                       max_output_gb=data["max_output_gb"])
+                       max_output_gb=data["max_output_gb"], num_shards=data["num_shards"],
+                       shard_index=data["shard_index"])
     print(json.dumps({name: {k: v for k, v in s.items() if k != "class_counts"}
                       for name, s in manifest["sources"].items()}, indent=1))
     print("classes:", manifest["num_classes"], "| training images:", manifest["train_images"],

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from guie_nb import presets
+from guie_nb.kaggle.layout import local_params
 from guie_nb.notebook_build import NOTEBOOK_ORDER, build_all, check_parameters, use_for_papermill
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ def main(argv=None) -> int:
     import papermill
 
     root = args.root or f"build/{args.preset}"
-    params = presets.notebook_params(args.preset, root)
+    params = local_params(args.preset, root)  # kaggle:// inputs under $GUIE_KAGGLE_INPUT
     built = build_all(REPO / "notebooks", REPO / "build" / "notebooks")
     use_for_papermill()
     executed = REPO / root / "executed"

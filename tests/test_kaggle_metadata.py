@@ -173,7 +173,7 @@ def test_validation_reports_every_problem_and_unfilled_owner():
 
 def test_kaggle_params_place_outputs_and_earlier_kernels():
     roots = KaggleRoots("/kaggle/input", "/kaggle/working", "/kaggle/temp")
-    params, deps = kaggle_params("demo", SLUGS, roots=roots)
+    params, deps, _ = kaggle_params("demo", SLUGS, roots=roots)
     assert params["01_data_prep"]["out_dir"] == "/kaggle/working/data"
     assert params["01_data_prep"]["demo_data_dir"] == "/kaggle/temp/raw"
     assert params["01_data_prep"]["sources"][0]["root"] == "/kaggle/temp/raw/products10k"
@@ -185,7 +185,7 @@ def test_kaggle_params_place_outputs_and_earlier_kernels():
     assert deps == {"01_data_prep": set(), "02_train_tpu": {"01_data_prep"},
                     "03_finetune": {"01_data_prep", "02_train_tpu"},
                     "04_export": {"01_data_prep", "02_train_tpu", "03_finetune"}}
-    moved, _ = kaggle_params("demo", SLUGS, roots=KaggleRoots("/tmp/in", "/tmp/work", "/tmp/scratch"))
+    moved, _, _ = kaggle_params("demo", SLUGS, roots=KaggleRoots("/tmp/in", "/tmp/work", "/tmp/scratch"))
     assert moved["02_train_tpu"]["data_dir"] == "/tmp/in/guie-nb-01-data-prep/data"
 
 
@@ -202,7 +202,7 @@ def test_kaggle_params_real_raw_data_needs_its_dataset(monkeypatch):
     monkeypatch.setattr(demo, "notebook_params", real)
     with pytest.raises(ValueError, match="needs a dataset with slug 'products10k'"):
         kaggle_params("demo", SLUGS, roots=KaggleRoots())
-    params, _ = kaggle_params("demo", SLUGS, {"01_data_prep": {"products10k", "gldv2"}}, KaggleRoots())
+    params, _, _ = kaggle_params("demo", SLUGS, {"01_data_prep": {"products10k", "gldv2"}}, KaggleRoots())
     assert params["01_data_prep"]["sources"][1]["root"] == "/kaggle/input/gldv2"
 
 

@@ -24,7 +24,7 @@ TARGETS: dict[str, dict[str, str]] = {
     "01_data_prep": {"sources": "data.sources", "out_dir": "data.out_dir", "demo_data_dir": "data.demo_data_dir",
                      "max_side": "data.max_side", "images_per_shard": "data.images_per_shard", "seed": "data.seed",
                      "processes": "data.processes", "max_output_gb": "data.max_output_gb",
-                     "dry_run": "run.dry_run"},
+                     "num_shards": "data.num_shards", "shard_index": "data.shard_index", "dry_run": "run.dry_run"},
     "02_train_tpu": {"data_dir": "data.data_dir", "out_dir": "outputs.out_dir", "keras_backend": "run.keras_backend",
                      "cpu_devices": "run.cpu_devices", "model": "model", "train": "train", "dry_run": "run.dry_run"},
     "03_finetune": {"data_dir": "data.data_dir", "init_dir": "init.init_dir", "out_dir": "outputs.out_dir",
@@ -37,7 +37,10 @@ TARGETS: dict[str, dict[str, str]] = {
 PATH_PARAMS = {"out_dir", "data_dir", "init_dir", "model_dir", "train_dir", "demo_data_dir", "root"}
 
 
-def absolute(path: str | os.PathLike | None) -> str | None:
+def absolute(path):
+    """A path made absolute; a list of paths (a data-prep output split in parts) element-wise."""
+    if isinstance(path, (list, tuple)):
+        return [absolute(p) for p in path]
     return None if path in (None, "") else os.path.abspath(os.fspath(path))
 
 
@@ -52,14 +55,17 @@ def _sources(sources) -> list[dict]:
 
 
 def resolve_data_prep(*, sources, out_dir, demo_data_dir=None, max_side=512, images_per_shard=1000, seed=0,
-                      processes=None, max_output_gb=20.0, dry_run=False) -> dict:
+                      processes=None, max_output_gb=20.0, num_shards=1, shard_index=0, dry_run=False) -> dict:
     """01's parameters -> `{"data": {...}, "run": {...}}`; sources with the recipe's defaults filled in."""
     if max_side < 16 or images_per_shard < 1:
         raise ValueError(f"need max_side >= 16 and images_per_shard >= 1, got {max_side}, {images_per_shard}")
+    if not (isinstance(num_shards, int) and num_shards >= 1 and 0 <= shard_index < num_shards):
+        raise ValueError(f"need num_shards >= 1 and 0 <= shard_index < num_shards, got {num_shards}, {shard_index}")
     return {"notebook": "01_data_prep",
             "data": {"sources": _sources(sources), "out_dir": absolute(out_dir), "demo_data_dir": absolute(demo_data_dir),
                      "max_side": max_side, "images_per_shard": images_per_shard, "seed": seed,
-                     "processes": processes, "max_output_gb": max_output_gb},
+                     "processes": processes, "max_output_gb": max_output_gb, "num_shards": num_shards,
+                     "shard_index": shard_index},
             "run": {"dry_run": bool(dry_run)}}
 
 

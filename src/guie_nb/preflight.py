@@ -106,7 +106,8 @@ def preflight_data_prep(resolved: dict) -> dict:
             selections = {s.name: prep.select(listings[s.name].images, s, seed) for s in specs}
             settings = ImageSettings(data["max_side"], 90)
             train, val, _ = prep.plan(specs, selections, settings, Path(data["out_dir"]), data["images_per_shard"], seed)
-            tasks = train + val
+            mine = prep.part_range(len(train), data["num_shards"], data["shard_index"])  # this kernel's part
+            tasks = train[mine.start:mine.stop] + (val if data["shard_index"] == 0 else [])
             start = time.perf_counter()
             total = prep.estimate_bytes(tasks, settings, seed)
             images = sum(len(t.items) for t in tasks)
@@ -142,20 +143,22 @@ def train_flops_per_image(model_cfg, train_cfg) -> float:
 
 
 def _manifest_inputs(data_dir, inputs: list, problems: list) -> dict | None:
-    from guie_nb.data.prepare import load_manifest
+    """The data-prep output (one folder, or the folders of its parts) and its training shards."""
+    from guie_nb.data.prepare import load_manifest, train_paths
 
-    path = Path(data_dir) / "manifest.json"
-    inputs.append(_input("data-prep manifest", path))
-    if not inputs[-1]["found"]:
+    dirs = [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
+    for d in dirs:
+        inputs.append(_input("data-prep manifest", Path(d) / "manifest.json"))
+    if not all(i["found"] for i in inputs[-len(dirs):]):
         return None
     try:
         manifest = load_manifest(data_dir)
+        files = train_paths(data_dir, manifest)
     except (OSError, ValueError) as err:
-        problems.append(f"manifest {path}: {err}")
+        problems.append(f"data-prep output {data_dir}: {err}")
         return None
-    files = [Path(data_dir) / f for f in manifest["train_files"]]
     missing = [str(f) for f in files if not f.is_file()]
-    inputs.append(_input(f"training shards ({len(files)})", Path(data_dir), not missing and bool(files)))
+    inputs.append(_input(f"training shards ({len(files)})", dirs[0], not missing and bool(files)))
     if missing:
         problems.append(f"training shards missing: {missing[:3]}{' ...' if len(missing) > 3 else ''}")
     return manifest

@@ -165,7 +165,7 @@ def prepare(
     `num_shards` > 1 splits the output over that many parts (one Kaggle kernel each, each into
     its own `out_dir`): every part reads and selects as one run would, so all agree on the label
     space and the validation split; part `shard_index` writes only its contiguous run of the
-    training shards (`_part_range`), and part 0 alone writes the validation split. The part's own
+    training shards (`part_range`), and part 0 alone writes the validation split. The part's own
     estimate is checked against `max_output_gb`. The manifest's `part` records
     `{"index", "count", "label_space"}`; `load_manifest(all part dirs)` merges the parts.
     Raises ValueError for `num_shards` < 1 or `shard_index` outside 0..num_shards-1.
@@ -202,7 +202,7 @@ def prepare(
         all_train, val_tasks, label_maps = plan(specs, selections, settings, out, images_per_shard, seed)
         label_space = _label_space(specs, selections, label_maps, all_train + val_tasks, settings,
                                    images_per_shard, seed)
-        mine = _part_range(len(all_train), num_shards, shard_index)
+        mine = part_range(len(all_train), num_shards, shard_index)
         train_tasks = all_train[mine.start:mine.stop]
         if shard_index != 0:  # the validation split is written once, by part 0
             val_tasks = []
@@ -327,7 +327,7 @@ def _check_part(num_shards: int, shard_index: int) -> None:
                          f"got {shard_index!r}")
 
 
-def _part_range(n_tasks: int, num_shards: int, shard_index: int) -> range:
+def part_range(n_tasks: int, num_shards: int, shard_index: int) -> range:
     """The training shards part `shard_index` writes: a contiguous run, sizes differing by at most one.
 
     Contiguous rather than round-robin: each part holds a readable run of the global shard names, and

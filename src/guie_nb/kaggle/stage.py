@@ -73,6 +73,7 @@ def stage_kernels(out_root: str | Path, owner: str, preset: str, notebook_dir: s
         placed, extra = place_inputs(values, (roots or KaggleRoots.from_env()).input, owner)
         params[nb].update(placed)
         attachments[nb] = merge_attachments(attachments[nb], extra)
+    _check_configs(preset, params)
     staged = []
     for src in source_files(notebook_dir):
         nb = src.stem
@@ -88,6 +89,17 @@ def stage_kernels(out_root: str | Path, owner: str, preset: str, notebook_dir: s
         warnings = md.validate(meta, folder)
         staged.append(StagedKernel(nb, folder, meta, tuple(warnings)))
     return staged
+
+
+def _check_configs(preset: str, params: dict[str, dict]) -> None:
+    """Build every notebook's configs from the values about to be baked: a key no config knows
+    (`train["epochz"]`, a source option) fails here, not hours into a Kaggle run."""
+    from guie_nb.params import check
+
+    try:
+        check(params)
+    except ValueError as err:
+        raise ValueError(f"preset {preset!r}: {err}") from err
 
 
 def merge_attachments(a: Attachments, b: Attachments) -> Attachments:

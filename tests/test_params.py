@@ -1,0 +1,107 @@
+"""One source of truth for parameters: notebook defaults are the demo preset, and every value a
+preset sets reaches the configs the notebook builds (`guie_nb.params`), for every preset and
+notebook; a key nothing knows fails at staging."""
+
+from __future__ import annotations
+
+import ast
+import math
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from guie_nb import presets
+from guie_nb.kaggle.layout import KaggleRoots
+from guie_nb.kaggle.stage import stage_kernels
+from guie_nb.notebook_build import NOTEBOOK_ORDER, build_notebook, parameters_cell
+from guie_nb.params import PATH_PARAMS, TARGETS, check, lookup
+from guie_nb.presets._kaggle import H14_LAION2B
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cell_values(source: str) -> dict:
+    namespace: dict = {}
+    exec(source, {"float": float}, namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("nb", NOTEBOOK_ORDER)
+def test_notebook_defaults_are_the_demo_preset(nb):
+    cell = _cell_values(parameters_cell(build_notebook(REPO / "notebooks" / f"{nb}.py")).source)
+    demo = presets.notebook_params("demo", "build/demo")[nb]
+    assert {k: cell[k] for k in demo} == demo
+    assert set(cell) <= set(TARGETS[nb]), f"{nb}: parameters with no place in the resolved config"
+
+
+def _same(preset_value, resolved_value, key: str, where: str):
+    """`preset_value` reached the resolved config: dicts walked key by key, paths compared absolute."""
+    if isinstance(preset_value, dict):
+        assert isinstance(resolved_value, dict), where
+        for k, v in preset_value.items():
+            assert k in resolved_value, f"{where}.{k} dropped"
+            _same(v, resolved_value[k], k, f"{where}.{k}")
+    elif isinstance(preset_value, list):
+        assert len(preset_value) == len(resolved_value), where
+        for i, (a, b) in enumerate(zip(preset_value, resolved_value)):
+            _same(a, b, key, f"{where}[{i}]")
+    elif key in PATH_PARAMS and isinstance(preset_value, str):
+        assert os.path.abspath(preset_value) == resolved_value, where
+    elif isinstance(preset_value, float) and math.isnan(preset_value):
+        assert math.isnan(resolved_value), where
+    else:
+        assert resolved_value == preset_value and type(resolved_value) is type(preset_value), \
+            f"{where}: preset {preset_value!r} -> resolved {resolved_value!r}"
+
+
+@pytest.mark.parametrize("name", presets.available())
+def test_every_preset_value_reaches_the_resolved_config(name, tmp_path):
+    """The whole kind of the dropped-weights fault: nothing a preset sets is lost or overridden."""
+    staged = stage_kernels(tmp_path / "stage", "alice", name, REPO / "notebooks", REPO / "kernel-metadata",
+                           KaggleRoots(str(tmp_path / "in"), str(tmp_path / "work"), str(tmp_path / "tmp")))
+    baked = {k.notebook: _cell_values(parameters_cell(nbformat.read(k.folder / k.meta["code_file"], as_version=4)).source)
+             for k in staged}
+    params = {nb: {k: v for k, v in values.items() if k in presets.notebook_params(name)[nb]}
+              for nb, values in baked.items()}
+    resolved = check(params)
+    for nb, values in params.items():
+        for key, value in values.items():
+            _same(value, lookup(resolved[nb], TARGETS[nb][key]), key, f"{name}/{nb}/{key}")
+
+
+@pytest.mark.parametrize("name", ["first_place", "seed_recipe"])
+def test_vit_h_presets_keep_their_pretrained_weights(name, tmp_path):
+    """Regression: notebook 02 once merged a top-level `backbone_weights = ""` over the preset's model."""
+    staged = stage_kernels(tmp_path, "alice", name, REPO / "notebooks", REPO / "kernel-metadata")
+    train = next(k for k in staged if k.notebook == "02_train_tpu")
+    cell = parameters_cell(nbformat.read(train.folder / "02_train_tpu.ipynb", as_version=4)).source
+    assert "backbone_weights" not in {t.id for n in ast.parse(cell).body if isinstance(n, ast.Assign)
+                                      for t in n.targets}
+    resolved = check({"02_train_tpu": _cell_values(cell)})["02_train_tpu"]
+    assert resolved["model"]["backbone_weights"] == H14_LAION2B
+    assert resolved["weights"]["source"] == "kaggle_model"
+    assert "keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k/3" in train.meta["model_sources"]
+
+
+@pytest.mark.parametrize("name", ["first_place", "seed_recipe"])
+def test_products10k_is_attached_where_it_is_read(name, tmp_path):
+    """Regression: the data-prep kernel read /kaggle/input/products-10k, which nothing attached."""
+    staged = stage_kernels(tmp_path, "alice", name, REPO / "notebooks", REPO / "kernel-metadata")
+    prep = staged[0]
+    assert "alice/products-10k" in prep.meta["dataset_sources"]
+    cell = _cell_values(parameters_cell(nbformat.read(prep.folder / "01_data_prep.ipynb", as_version=4)).source)
+    mounts = {s.split("/")[-1] for s in prep.meta["dataset_sources"] + prep.meta["competition_sources"]}
+    for source in cell["sources"]:
+        assert source["root"].startswith("/kaggle/input/")
+        assert source["root"].split("/")[3] in mounts, source
+
+
+def test_a_nested_key_nothing_knows_fails_at_staging(tmp_path):
+    with pytest.raises(ValueError, match=r"02_train_tpu: unknown training parameter\(s\) \['epochz'\]"):
+        stage_kernels(tmp_path, "alice", "demo", REPO / "notebooks", REPO / "kernel-metadata",
+                      overrides={"02_train_tpu": {"train": {"epochz": 3}}})
+    with pytest.raises(ValueError, match=r"01_data_prep: .*unknown key\(s\) \['max_clases'\]"):
+        stage_kernels(tmp_path, "alice", "demo", REPO / "notebooks", REPO / "kernel-metadata",
+                      overrides={"01_data_prep": {"sources": [{"kind": "gldv2", "root": "/x", "max_clases": 3}]}})
