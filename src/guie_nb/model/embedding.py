@@ -98,14 +98,18 @@ class L2Normalize(layers.Layer):
         return ops.normalize(ops.cast(x, "float32"), axis=-1)
 
 
-def build_embedding_model(cfg: ModelConfig) -> keras.Model:
-    """float32 RGB `[B, S, S, 3]` in 0..255 -> L2-normalised embedding `[B, embedding_dim]`."""
+def build_embedding_model(cfg: ModelConfig, remat: bool = False) -> keras.Model:
+    """float32 RGB `[B, S, S, 3]` in 0..255 -> L2-normalised embedding `[B, embedding_dim]`.
+
+    `remat`: rematerialise each ViT block in the backward pass (`guie_nb.model.vit.build_vit`); a
+    training-time memory saving that changes neither the weights nor the outputs.
+    """
     size = cfg.input_size
     pixels = keras.Input((size, size, 3), name="image")
     mean = [255.0 * m for m in CLIP_MEAN]
     var = [(255.0 * s) ** 2 for s in CLIP_STD]
     x = layers.Normalization(mean=mean, variance=var, name="clip_normalize")(pixels)
-    x = build_vit(cfg.vit, name="visual")(x)
+    x = build_vit(cfg.vit, name="visual", remat=remat)(x)
     x = layers.Dropout(cfg.dropout, name="dropout")(x)
     if cfg.hidden_dim:
         x = layers.Dense(cfg.hidden_dim, name="hidden")(x)

@@ -35,6 +35,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     layout: str = "data_parallel"  # or "model_parallel" (guie_nb.model.sharding / memory_plan)
     model_parallel: int | None = None  # model_parallel: size of the mesh's model axis (1: FSDP)
+    # memory (guie_nb.model.memory_plan.plan_for says whether a config fits):
+    remat: bool = False  # recompute each ViT block's forward in the backward pass (~1/3 more FLOPs)
+    grad_accum_steps: int = 1  # split batch_size into this many micro-batches, one update per batch
     seed: int = 0
 
     def __post_init__(self):
@@ -58,6 +61,9 @@ class TrainConfig:
                              f"steps_per_execution ({self.steps_per_execution})")
         if self.keep_checkpoints < 1:
             raise ValueError("keep_checkpoints must be >= 1")
+        if self.grad_accum_steps < 1 or self.batch_size % self.grad_accum_steps:
+            raise ValueError(f"grad_accum_steps ({self.grad_accum_steps}) must be >= 1 and divide "
+                             f"batch_size ({self.batch_size}) into equal micro-batches")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -71,8 +77,16 @@ class TrainConfig:
         return asdict(self)
 
     def fingerprint(self) -> str:
-        """What a checkpoint must match to be resumed (everything that changes the trajectory)."""
+        """What a checkpoint must match to be resumed (everything that changes the trajectory).
+
+        `remat` is left out: it recomputes the same values, so a run that ran out of memory can
+        resume with it switched on. `grad_accum_steps` stays in: the update is the same up to float
+        rounding, but dropout draws its masks once per micro-batch, so the RNG stream differs. At 1
+        it is left out, so checkpoints written before it existed still resume.
+        """
         d = self.to_dict()
-        for k in ("keep_checkpoints", "checkpoint_every"):
+        for k in ("keep_checkpoints", "checkpoint_every", "remat"):
             d.pop(k)
+        if d["grad_accum_steps"] == 1:
+            d.pop("grad_accum_steps")
         return json.dumps(d, sort_keys=True)

@@ -51,6 +51,11 @@ def distribution_for(cfg: TrainConfig):
     if cfg.batch_size % replicas:
         raise ValueError(f"batch_size {cfg.batch_size} does not split over {replicas} data-parallel replicas; "
                          f"use a multiple of {replicas}")
+    micro = cfg.batch_size // cfg.grad_accum_steps
+    if micro % replicas:
+        raise ValueError(f"the micro-batch ({cfg.batch_size} / grad_accum_steps {cfg.grad_accum_steps} = {micro}) "
+                         f"does not split over {replicas} data-parallel replicas; use a batch_size that is a "
+                         f"multiple of {replicas * cfg.grad_accum_steps}, or fewer grad_accum_steps")
     return dist
 
 
@@ -85,14 +90,21 @@ class TrainStep:
     """`(state, frozen, batches) -> (state, (losses, accuracies))` over a stack of batches, jitted once.
 
     `state` = (trained variables, non-trainable variables incl. RNG and margins, optimizer state).
+    `grad_accum_steps` = k > 1 splits each batch into k equal micro-batches run one after another
+    (a `lax.scan`, so only one micro-batch's activations are alive): their gradients are averaged,
+    then one optimizer update; the non-trainable state (RNG, margins) runs through them in order;
+    the loss and accuracy reported are the whole batch's means.
     `compilations` counts traces of the step: one per run unless shapes or dtypes change.
     """
 
     def __init__(self, model: keras.Model, opt: Optimizer, trained: list[bool], label_smoothing: float,
-                 distribution):
+                 distribution, grad_accum_steps: int = 1):
 
+        if grad_accum_steps < 1:
+            raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
         self.model, self.opt, self.trained = model, opt, trained
         self.smoothing, self.distribution, self.compilations = label_smoothing, distribution, 0
+        self.grad_accum_steps = grad_accum_steps
         self._jitted = None
 
     def _merge(self, trained_vals, frozen_vals):
@@ -105,9 +117,8 @@ class TrainStep:
         target = jax.nn.one_hot(labels, n) * (1 - self.smoothing) + self.smoothing / n
         return -jnp.mean(jnp.sum(target * jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1))
 
-    def _one(self, frozen, carry, batch):
-
-        trained, non_trainable, opt_state = carry
+    def _grads(self, frozen, trained, non_trainable, batch):
+        """`((loss, accuracy, non_trainable), gradients)` of one batch or micro-batch."""
         inputs, labels = batch
 
         def loss_fn(trained):
@@ -116,8 +127,50 @@ class TrainStep:
             return self._loss(logits, labels), (logits, nt)
 
         (loss, (logits, non_trainable)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
-        trained, opt_state = self.opt.apply(opt_state, grads, trained)
         accuracy = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+        return (loss, accuracy, non_trainable), grads
+
+    def _micro_batches(self, batch):
+        """`[B, ...]` -> `[k, B/k, ...]`; micro-batch m holds rows m, m + k, m + 2k, ...
+
+        The batch is sharded over the devices in contiguous blocks of rows; taking every k-th row
+        keeps each device's micro-batches within its own block (reshape to `[B/k, k]`, then swap),
+        where a split into contiguous quarters would move rows between devices.
+        """
+        k = self.grad_accum_steps
+        mesh = self.distribution.device_mesh.backend_mesh
+        sharding = NamedSharding(mesh, PartitionSpec(None, self.distribution.batch_dim_name))
+
+        def split(a):
+            if a.shape[0] % k:
+                raise ValueError(f"a batch of {a.shape[0]} does not split into grad_accum_steps={k} micro-batches")
+            a = jnp.swapaxes(a.reshape(a.shape[0] // k, k, *a.shape[1:]), 0, 1)
+            return jax.lax.with_sharding_constraint(a, sharding)
+
+        return jax.tree.map(split, batch)
+
+    def _accumulate(self, frozen, trained, non_trainable, batch):
+        """The k micro-batches' mean loss, accuracy and gradients, and the state after the last."""
+
+        def body(carry, micro):
+            non_trainable, sums = carry
+            (loss, accuracy, non_trainable), grads = self._grads(frozen, trained, non_trainable, micro)
+            return (non_trainable, jax.tree.map(jnp.add, sums, (grads, loss, accuracy))), None
+
+        zeros = ([jnp.zeros_like(p, dtype=jnp.float32) for p in trained], jnp.float32(0), jnp.float32(0))
+        (non_trainable, (grads, loss, accuracy)), _ = jax.lax.scan(body, (non_trainable, zeros),
+                                                                  self._micro_batches(batch))
+        k = self.grad_accum_steps  # equal micro-batches: the mean of the means is the batch mean
+        return (loss / k, accuracy / k, non_trainable), [g / k for g in grads]
+
+    def _one(self, frozen, carry, batch):
+
+        trained, non_trainable, opt_state = carry
+        if self.grad_accum_steps == 1:
+            (loss, accuracy, non_trainable), grads = self._grads(frozen, trained, non_trainable, batch)
+        else:
+            (loss, accuracy, non_trainable), grads = self._accumulate(frozen, trained, non_trainable, batch)
+        trained, opt_state = self.opt.apply(opt_state, grads, trained)
         return (trained, non_trainable, opt_state), (loss, accuracy)
 
     def _run(self, state, frozen, batches):
@@ -181,7 +234,7 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
     distribution = distribution_for(train_cfg)
 
     with dtype_policy(train_cfg.precision), distribution.scope():
-        embedding_model = build_embedding_model(model_cfg)
+        embedding_model = build_embedding_model(model_cfg, remat=train_cfg.remat)
         training_model = build_training_model(embedding_model, num_classes, model_cfg.head)
     if init_dir is not None:
         load_training_weights(training_model, init_dir, num_classes)
@@ -252,7 +305,8 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
     shardings = [replicated] + [state[0][i % len(state[0])].sharding for i in range(len(opt_state) - 1)]
     opt_state = [jax.device_put(a, s) for a, s in zip(opt_state if opt_state_np is None else opt_state_np, shardings)]
     state = (state[0], state[1], opt_state)
-    train_step = TrainStep(training_model, opt, trained, train_cfg.label_smoothing, distribution)
+    train_step = TrainStep(training_model, opt, trained, train_cfg.label_smoothing, distribution,
+                           grad_accum_steps=train_cfg.grad_accum_steps)
 
     def sync_model():
         for v, x in zip([v for v, t in zip(training_model.trainable_variables, trained) if t], state[0]):
@@ -344,6 +398,7 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
         "devices": len(jax.devices()), "device_kind": jax.devices()[0].device_kind,
         "layout": train_cfg.layout, "mesh": dict(zip(distribution.device_mesh.axis_names, distribution.device_mesh.shape)),
         "precision": train_cfg.precision, "num_classes": num_classes,
+        "remat": train_cfg.remat, "grad_accum_steps": train_cfg.grad_accum_steps,
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
