@@ -1,0 +1,85 @@
+"""`make rehearse`: each planted fault makes the rehearsal fail and names it; the full presets
+pass (slow: about a minute each)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from guie_nb.kaggle.fixtures import RawSpec, keras_hub_clip_model
+from guie_nb.kaggle.rehearse import rehearse
+from guie_nb.model.backbones import vit_config
+from guie_nb.model.weights import locate_weights
+from guie_nb.model.weights_check import weights_problems
+from guie_nb.presets._kaggle import H14_LAION2B
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _rehearse(tmp_path, preset="first_place", **kwargs) -> dict:
+    return rehearse(preset, tmp_path, notebook_dir=REPO / "notebooks", metadata_dir=REPO / "kernel-metadata",
+                    log=lambda *_: None, **kwargs)
+
+
+def _problems(report) -> str:
+    return "\n".join(report["problems"] + [p for k in report["kernels"] for p in k["problems"]])
+
+
+def test_a_preset_key_the_notebook_does_not_have(tmp_path):
+    report = _rehearse(tmp_path, overrides={"02_train_tpu": {"train": {"epochz": 3}}})
+    assert not report["ok"] and "unknown training parameter(s) ['epochz']" in _problems(report)
+    saved = json.loads((tmp_path / "first_place" / "report.json").read_text())
+    assert saved["ok"] is False and saved["preset"] == "first_place"
+
+
+def test_a_source_root_that_no_metadata_attaches(tmp_path):
+    sources = [{"kind": "products10k", "root": "/kaggle/input/products-10k", "val_classes": 2}]
+    report = _rehearse(tmp_path, only=["01_data_prep"], overrides={"01_data_prep": {"sources": sources}})
+    (kernel,) = report["kernels"]
+    assert not report["ok"] and kernel["internet"] is False
+    assert any(p.startswith("input missing: source products10k") for p in kernel["problems"]), kernel["problems"]
+
+
+def test_an_estimated_output_over_20_gb(tmp_path):
+    # 3,000 classes x 10 Products-10K images kept at 1024 px: ~0.9 MB of noise JPEG each
+    raw = {"products-10k": RawSpec(classes=3000, per_class=10, side=1024, unique_images=24)}
+    sources = [{"kind": "products10k", "root": "kaggle://datasets/{owner}/products-10k", "images_per_class": 10,
+                "val_classes": 2}]
+    report = _rehearse(tmp_path, only=["01_data_prep"], raw=raw,
+                       overrides={"01_data_prep": {"sources": sources, "max_side": 1024}})
+    (kernel,) = report["kernels"]
+    assert kernel["estimates"]["output_gb"] > 20
+    assert any(p.startswith("over the limit: output_gb") for p in kernel["problems"]), kernel["problems"]
+
+
+def test_weights_whose_shapes_do_not_match_the_backbone(tmp_path):
+    model = {"backbone": "ViT-L-14", "backbone_weights": H14_LAION2B, "embedding_dim": 64}
+    report = _rehearse(tmp_path, only=["02_train_tpu"], overrides={"02_train_tpu": {"model": model}})
+    (kernel,) = report["kernels"]
+    text = "\n".join(kernel["problems"])
+    assert not report["ok"] and "width 1280 != 1024 (configured)" in text and "layers 32 != 24" in text, text
+    assert kernel["resolved"]["weights"]["path"].endswith("input/clip/keras/clip_vit_h_14_laion2b_s32b_b79k/3")
+
+
+def test_kaggle_model_fixture_has_the_real_shapes_and_stays_small(tmp_path, monkeypatch):
+    folder = keras_hub_clip_model(tmp_path / "h14", vit_config("ViT-H-14"))
+    assert sum(f.stat().st_size for f in folder.iterdir()) < 2_000_000
+    where = {"spec": str(folder), "source": "folder", "path": str(folder), "found": True}
+    assert weights_problems(where, vit_config("ViT-H-14")) == []
+    assert any("patch_size 14 != 16" in p for p in weights_problems(where, vit_config("ViT-B-16")))
+    monkeypatch.setenv("GUIE_KAGGLE_INPUT", str(tmp_path / "input"))
+    located = locate_weights(H14_LAION2B)
+    assert located["path"] == str(tmp_path / "input/clip/keras/clip_vit_h_14_laion2b_s32b_b79k/3")
+    assert not located["found"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["first_place", "seed_recipe", "host_baseline"])
+def test_full_presets_rehearse(tmp_path, preset):
+    report = _rehearse(tmp_path, preset)
+    assert report["ok"], _problems(report)
+    assert [k["notebook"] for k in report["kernels"]] == ["01_data_prep", "02_train_tpu", "03_finetune", "04_export"]
+    for k in report["kernels"][1:3]:
+        assert k["estimates"]["memory_gib_per_device_plan"] <= 16
