@@ -83,3 +83,17 @@ def test_full_presets_rehearse(tmp_path, preset):
     assert [k["notebook"] for k in report["kernels"]] == ["01_data_prep", "02_train_tpu", "03_finetune", "04_export"]
     for k in report["kernels"][1:3]:
         assert k["estimates"]["memory_gib_per_device_plan"] <= 16
+
+
+def test_data_prep_split_over_kernels_is_staged_side_by_side_and_mounted_together(tmp_path):
+    report = _rehearse(tmp_path, "seed_recipe", only=["01_data_prep", "02_train_tpu"],
+                       overrides={"01_data_prep": {"num_shards": 2}})
+    assert report["ok"], _problems(report)
+    parts, train = report["kernels"][:2], report["kernels"][2]
+    assert [k["slug"] for k in parts] == ["guie-nb-01-data-prep-part-1-of-2", "guie-nb-01-data-prep-part-2-of-2"]
+    assert [k["resolved"]["data"]["shard_index"] for k in parts] == [0, 1]
+    assert {"kernel:rehearsal/" + k["slug"] for k in parts} <= set(train["attached"])
+    data_dirs = train["resolved"]["data"]["data_dir"]
+    assert [Path(d).parent.name for d in data_dirs] == [k["slug"] for k in parts]
+    # the two parts' manifests merge into one label space (guie_nb.data.prepare.load_manifest)
+    assert any(i["name"].startswith("training shards") and i["found"] for i in train["inputs"])

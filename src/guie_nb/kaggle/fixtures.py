@@ -162,17 +162,18 @@ def kaggle_model(folder: Path, handle: str) -> Path:
     return keras_hub_clip_model(folder, vit_config(backbone_for_preset(variation)))
 
 
-def data_prep_output(folder: Path, seed: int = 0) -> Path:
-    """A real (tiny) data-prep output: shards, validation split, manifest."""
+def data_prep_output(folder: Path, seed: int = 0, part: tuple[int, int] | None = None) -> Path:
+    """A real (tiny) data-prep output: shards, validation split, manifest; with `part` = (i, n),
+    part i of a data-prep split over n kernels (the same raw data for every part)."""
     from guie_nb.data.demo import DemoSpec, write_demo_sources
     from guie_nb.data.prepare import prepare
 
-    raw = write_demo_sources(folder.parent / f".{folder.name}.raw",
-                             DemoSpec(products_classes=8, landmark_classes=8, views_per_class=3, min_side=48,
-                                      max_side=64))
+    raw = write_demo_sources(folder.parent / ".data-prep-raw",  # idempotent: written once for all parts
+                             DemoSpec(products_classes=8, landmark_classes=8, views_per_class=3, min_side=48, max_side=64))
+    index, count = part or (0, 1)
     prepare([{"kind": k, "root": str(p), "val_classes": 2, "queries_per_class": 1} for k, p in raw.items()],
-            folder / "data", max_side=64, images_per_shard=32, seed=seed, processes=1, progress=False)
-    shutil.rmtree(folder.parent / f".{folder.name}.raw")
+            folder / "data", max_side=64, images_per_shard=8, seed=seed, processes=1, progress=False,
+            num_shards=count, shard_index=index)
     return folder
 
 

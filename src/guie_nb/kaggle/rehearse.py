@@ -103,12 +103,13 @@ class Fixtures:
         return self._made(f"models/{handle}", lambda p: fixtures.kaggle_model(p, handle))
 
 
-def _kernel_output_fixture(nb: str, folder: Path, resolved: dict[str, dict]) -> Path:
-    """What notebook `nb`'s kernel leaves in /kaggle/working, for the kernels that mount it."""
+def _kernel_output_fixture(kernel: StagedKernel, folder: Path, resolved: dict[str, dict]) -> Path:
+    """What `kernel` leaves in /kaggle/working, for the kernels that mount it."""
+    nb = kernel.notebook
     if folder.exists():
         return folder
     if nb == "01_data_prep":
-        return fixtures.data_prep_output(folder)
+        return fixtures.data_prep_output(folder, part=kernel.part)
     model = resolved.get(nb, {}).get("model") or resolved.get("02_train_tpu", {}).get("model")
     sub = "train" if nb == "02_train_tpu" else "finetune"
     if nb == "04_export":
@@ -220,8 +221,8 @@ def rehearse(preset: str, out_root: str | Path = "build/rehearsal", *, notebook_
             continue
         for ref in kernel.meta.get("kernel_sources", []):  # earlier kernels' outputs: fixtures
             dep = ref.split("/")[1]
-            dep_nb = next(k.notebook for k in staged if k.meta["id"] == ref)
-            outputs.setdefault(dep, _kernel_output_fixture(dep_nb, root / "outputs" / dep, resolved))
+            producer = next(k for k in staged if k.meta["id"] == ref)
+            outputs.setdefault(dep, _kernel_output_fixture(producer, root / "outputs" / dep, resolved))
         log(f"== {kernel.notebook} ({slug}, {kernel.meta.get('machine_shape') or 'CPU'})")
         attached = _mount(kernel, Path(roots.input), fx, outputs, helpers)
         shutil.rmtree(roots.working, ignore_errors=True)

@@ -30,6 +30,7 @@ class StagedKernel:
     folder: Path
     meta: dict
     warnings: tuple[str, ...] = ()  # from metadata validation, for the caller to print
+    part: tuple[int, int] | None = None  # (shard_index, num_shards) of a data-prep split over kernels
 
     @property
     def ref(self) -> str:
@@ -74,21 +75,68 @@ def stage_kernels(out_root: str | Path, owner: str, preset: str, notebook_dir: s
         params[nb].update(placed)
         attachments[nb] = merge_attachments(attachments[nb], extra)
     _check_configs(preset, params)
+    parts = _data_prep_parts(params["01_data_prep"])
+    if parts > 1:
+        metas, params, deps = _split_data_prep(metas, params, deps, parts, (roots or KaggleRoots.from_env()).input)
     staged = []
-    for src in source_files(notebook_dir):
-        nb = src.stem
-        meta = attach(metas[nb], attachments[nb])
-        missing = sorted(metas[d]["id"] for d in deps[nb] if metas[d]["id"] not in meta.get("kernel_sources", []))
+    sources = {src.stem: src for src in source_files(notebook_dir)}
+    for key, meta in metas.items():
+        nb = key.split("#")[0]
+        meta = attach(meta, attachments[nb])
+        missing = sorted(metas[d]["id"] for d in deps[key] if metas[d]["id"] not in meta.get("kernel_sources", []))
         if missing:
             raise md.MetadataError(f"{nb} reads the output of {missing}: add them to its kernel_sources")
-        folder = Path(out_root) / slugs[nb]
+        folder = Path(out_root) / meta["id"].split("/")[1]
         if folder.exists():
             shutil.rmtree(folder)  # a stale notebook must never be pushed
-        write_notebook(build_notebook(src, params[nb]), folder / meta["code_file"])
+        write_notebook(build_notebook(sources[nb], params[key]), folder / meta["code_file"])
         (folder / KERNEL_METADATA).write_text(json.dumps(meta, indent=2) + "\n")
         warnings = md.validate(meta, folder)
-        staged.append(StagedKernel(nb, folder, meta, tuple(warnings)))
+        part = (params[key]["shard_index"], parts) if nb == "01_data_prep" and parts > 1 else None
+        staged.append(StagedKernel(nb, folder, meta, tuple(warnings), part))
     return staged
+
+
+def _data_prep_parts(params: dict) -> int:
+    n = params.get("num_shards", 1)
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"01_data_prep: num_shards must be an integer >= 1, got {n!r}")
+    return n
+
+
+def _split_data_prep(metas: dict, params: dict, deps: dict, parts: int, input_root: str):
+    """Data-prep over `parts` kernels side by side (`guie_nb.data.prepare`'s num_shards/shard_index):
+    kernel i writes part i; the later kernels mount every part and read `data_dir` as their list."""
+    base = metas["01_data_prep"]
+    slug = base["id"].split("/")[1]
+    owner = base["id"].split("/")[0]
+    part_metas = {}
+    for i in range(parts):
+        suffix = f"part-{i + 1}-of-{parts}"
+        part_metas[f"01_data_prep#{i}"] = {**base, "id": f"{owner}/{slug}-{suffix}",
+                                           "title": f"{base['title']} {suffix.replace('-', ' ')}"}
+    mount = f"{input_root}/{slug}"
+
+    def fan_out(v):
+        if isinstance(v, str) and (v == mount or v.startswith(mount + "/")):
+            return [v.replace(mount, f"{input_root}/{m['id'].split('/')[1]}", 1) for m in part_metas.values()]
+        if isinstance(v, dict):
+            return {k: fan_out(x) for k, x in v.items()}
+        return v
+
+    new_metas, new_params, new_deps = {}, {}, {}
+    for nb, meta in metas.items():
+        if nb == "01_data_prep":
+            for key, pm in part_metas.items():
+                new_metas[key] = pm
+                new_params[key] = {**params[nb], "shard_index": int(key.split("#")[1])}
+                new_deps[key] = set()
+            continue
+        sources = [s for s in meta.get("kernel_sources", []) if s != base["id"]]
+        new_metas[nb] = {**meta, "kernel_sources": [m["id"] for m in part_metas.values()] + sources}
+        new_params[nb] = fan_out(params[nb])
+        new_deps[nb] = {d for d in deps[nb] if d != "01_data_prep"} | (set(part_metas) if "01_data_prep" in deps[nb] else set())
+    return new_metas, new_params, new_deps
 
 
 def _check_configs(preset: str, params: dict[str, dict]) -> None:
