@@ -113,11 +113,17 @@ def _step_setup(grad_accum_steps: int, steps: int = 2, batch: int = 16):
     return step, state, frozen, _device_put_batches(batches, dist)
 
 
-@pytest.mark.parametrize("k", [2, 4])
-def test_accumulated_step_equals_one_big_batch(k):
+@pytest.fixture(scope="module")
+def big_batch_result():
+    """Initial weights, then state and (losses, accuracies) after two plain steps of 16."""
     step, state, frozen, batches = _step_setup(1)
     initial = [np.asarray(p) for p in state[0]]  # the step donates its state
-    big, (big_loss, big_acc) = step(state, frozen, batches)
+    return initial, *step(state, frozen, batches)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_accumulated_step_equals_one_big_batch(k, big_batch_result):
+    initial, big, (big_loss, big_acc) = big_batch_result
     step_k, state_k, frozen_k, batches_k = _step_setup(k)
     acc, (acc_loss, acc_acc) = step_k(state_k, frozen_k, batches_k)
     assert step_k.compilations == 1
@@ -161,7 +167,8 @@ EIGHT_DEVICES = textwrap.dedent(
     for k in (1, 2):
         step, state, frozen, batches = t._step_setup(k, steps=1, batch=32)
         hlo = step._jit(state).lower(state, frozen, batches).compile().as_text()
-        collectives[k] = sorted(re.findall(r" (all-to-all|collective-permute|all-gather|all-reduce)(?:-start)?\\(", hlo))
+        ops = r" (all-to-all|collective-permute|all-gather|all-reduce)(?:-start)?\\("
+        collectives[k] = sorted(re.findall(ops, hlo))
         results[k], _ = step(state, frozen, batches)
     diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(results[2][0], results[1][0]))
     print("RESULT" + json.dumps({"error": error, "diff": diff, "collectives": collectives}))
@@ -174,7 +181,8 @@ def test_accumulation_on_eight_devices():
     here = Path(__file__).parent
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "KERAS_BACKEND": "jax",
            "JAX_PLATFORMS": "cpu"}  # the 8 emulated devices, even where an accelerator is present
-    env["PYTHONPATH"] = os.pathsep.join([str(here.parent / "src"), str(here)] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["PYTHONPATH"] = os.pathsep.join([str(here.parent / "src"), str(here)]
+                                        + [p for p in [env.get("PYTHONPATH")] if p])
     proc = subprocess.run([sys.executable, "-c", EIGHT_DEVICES], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json
@@ -187,3 +195,39 @@ def test_accumulation_on_eight_devices():
     # and the gradients are still reduced across devices once per step, as without accumulation
     assert "all-reduce" in result["collectives"]["1"]  # the HLO scan finds collectives at all
     assert result["collectives"]["2"] == result["collectives"]["1"], result["collectives"]
+
+
+@pytest.mark.slow
+def test_train_applies_remat_and_accumulation(tmp_path, monkeypatch):
+    """The real train(): remat + 2 micro-batches end where plain training ends, and say so."""
+    import json
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _training_helpers import make_small_data
+
+    from guie_nb.training import checkpoint, trainer
+    from guie_nb.training.trainer import train
+
+    used = []  # what train() really built: (remat of the embedding model, k of the step)
+    real_build, real_step = trainer.build_embedding_model, trainer.TrainStep
+    monkeypatch.setattr(trainer, "build_embedding_model",
+                        lambda cfg, remat=False: used.append(remat) or real_build(cfg, remat=remat))
+    monkeypatch.setattr(trainer, "TrainStep",
+                        lambda *a, **kw: used.append(kw["grad_accum_steps"]) or real_step(*a, **kw))
+
+    data_dir = make_small_data(tmp_path / "data")
+    model_cfg = ModelConfig(dropout=0.0, head={"kind": "cosface", "scale": 16.0, "margin": 0.1})
+    runs = {}
+    for name, extra in {"plain": {}, "saving": {"remat": True, "grad_accum_steps": 2}}.items():
+        cfg = TrainConfig(epochs=1, batch_size=16, steps_per_epoch=2, optimizer="sgd", learning_rate=0.05,
+                          warmup_epochs=0.0, **extra)
+        metrics = train(data_dir, tmp_path / name, model_cfg, cfg)
+        saved = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert (saved["remat"], saved["grad_accum_steps"]) == (cfg.remat, cfg.grad_accum_steps)
+        assert metrics["train_step_compilations"] == 1
+        runs[name] = checkpoint.load(checkpoint.list_checkpoints(tmp_path / name)[-1])
+    assert used == [False, 1, True, 2]
+    (plain, plain_meta), (saving, saving_meta) = runs["plain"], runs["saving"]
+    for a, b in zip(saving["variables"], plain["variables"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert saving_meta["history"][0]["loss"] == pytest.approx(plain_meta["history"][0]["loss"], rel=1e-5)
