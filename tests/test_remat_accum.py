@@ -15,13 +15,14 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 
 from guie_nb.model.backbones import VitConfig, vit_config
 from guie_nb.model.embedding import ModelConfig, build_embedding_model, build_training_model
 from guie_nb.model.vit import build_vit
 from guie_nb.training import param_groups
 from guie_nb.training.config import TrainConfig
-from guie_nb.training.trainer import TrainStep, build_optimizer, distribution_for
+from guie_nb.training.trainer import TrainStep, _device_put_batches, build_optimizer, distribution_for
 
 NUM_CLASSES = 10
 
@@ -100,19 +101,29 @@ def _step_setup(grad_accum_steps: int, steps: int = 2, batch: int = 16):
     values = [v.value for v in model.trainable_variables]
     params = [x for x, t in zip(values, trained) if t]
     frozen = [x for x, t in zip(values, trained) if not t]
-    state = (params, [v.value for v in model.non_trainable_variables], opt.init(params))
+    # placed as train() places them: step counter replicated, moments where their parameters are
+    replicated = NamedSharding(dist.device_mesh.backend_mesh, PartitionSpec())
+    opt_state = opt.init(params)
+    opt_state = [jax.device_put(a, s) for a, s in zip(opt_state, [replicated] + [p.sharding for p in params] * 2)]
+    state = (params, [v.value for v in model.non_trainable_variables], opt_state)
     rng = np.random.default_rng(0)
     s = model_cfg.input_size
     labels = rng.integers(0, NUM_CLASSES, (steps, batch)).astype("int32")
     batches = ({"image": rng.uniform(0, 255, (steps, batch, s, s, 3)).astype("float32"), "label": labels}, labels)
-    return step, state, frozen, batches
+    return step, state, frozen, _device_put_batches(batches, dist)
+
+
+@pytest.fixture(scope="module")
+def big_batch_result():
+    """Initial weights, then state and (losses, accuracies) after two plain steps of 16."""
+    step, state, frozen, batches = _step_setup(1)
+    initial = [np.asarray(p) for p in state[0]]  # the step donates its state
+    return initial, *step(state, frozen, batches)
 
 
 @pytest.mark.parametrize("k", [2, 4])
-def test_accumulated_step_equals_one_big_batch(k):
-    step, state, frozen, batches = _step_setup(1)
-    initial = [np.asarray(p) for p in state[0]]  # the step donates its state
-    big, (big_loss, big_acc) = step(state, frozen, batches)
+def test_accumulated_step_equals_one_big_batch(k, big_batch_result):
+    initial, big, (big_loss, big_acc) = big_batch_result
     step_k, state_k, frozen_k, batches_k = _step_setup(k)
     acc, (acc_loss, acc_acc) = step_k(state_k, frozen_k, batches_k)
     assert step_k.compilations == 1
@@ -139,7 +150,7 @@ def test_accumulation_settings_are_checked():
 
 EIGHT_DEVICES = textwrap.dedent(
     """
-    import json
+    import json, re
     import guie_nb
     import jax, numpy as np
     from guie_nb.training.config import TrainConfig
@@ -152,12 +163,15 @@ EIGHT_DEVICES = textwrap.dedent(
         error = None
     except ValueError as e:
         error = str(e)
-    step, state, frozen, batches = t._step_setup(1, steps=1, batch=32)
-    big, _ = step(state, frozen, batches)
-    step, state, frozen, batches = t._step_setup(2, steps=1, batch=32)
-    acc, _ = step(state, frozen, batches)
-    diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(acc[0], big[0]))
-    print("RESULT" + json.dumps({"error": error, "diff": diff}))
+    collectives, results = {}, {}
+    for k in (1, 2):
+        step, state, frozen, batches = t._step_setup(k, steps=1, batch=32)
+        hlo = step._jit(state).lower(state, frozen, batches).compile().as_text()
+        ops = r" (all-to-all|collective-permute|all-gather|all-reduce)(?:-start)?\\("
+        collectives[k] = sorted(re.findall(ops, hlo))
+        results[k], _ = step(state, frozen, batches)
+    diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(results[2][0], results[1][0]))
+    print("RESULT" + json.dumps({"error": error, "diff": diff, "collectives": collectives}))
     """
 )
 
@@ -166,8 +180,9 @@ EIGHT_DEVICES = textwrap.dedent(
 def test_accumulation_on_eight_devices():
     here = Path(__file__).parent
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "KERAS_BACKEND": "jax",
-           "JAX_PLATFORMS": "cpu"}
-    env["PYTHONPATH"] = os.pathsep.join([str(here.parent / "src"), str(here)] + [p for p in [env.get("PYTHONPATH")] if p])
+           "JAX_PLATFORMS": "cpu"}  # the 8 emulated devices, even where an accelerator is present
+    env["PYTHONPATH"] = os.pathsep.join([str(here.parent / "src"), str(here)]
+                                        + [p for p in [env.get("PYTHONPATH")] if p])
     proc = subprocess.run([sys.executable, "-c", EIGHT_DEVICES], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json
@@ -176,3 +191,43 @@ def test_accumulation_on_eight_devices():
     assert result["error"] and "micro-batch (16 / grad_accum_steps 4 = 4)" in result["error"]
     assert "8 data-parallel replicas" in result["error"]
     assert result["diff"] < 1e-5, result
+    # micro-batches come from each device's own rows: no data moves between devices for them,
+    # and the gradients are still reduced across devices once per step, as without accumulation
+    assert "all-reduce" in result["collectives"]["1"]  # the HLO scan finds collectives at all
+    assert result["collectives"]["2"] == result["collectives"]["1"], result["collectives"]
+
+
+@pytest.mark.slow
+def test_train_applies_remat_and_accumulation(tmp_path, monkeypatch):
+    """The real train(): remat + 2 micro-batches end where plain training ends, and say so."""
+    import json
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _training_helpers import make_small_data
+
+    from guie_nb.training import checkpoint, trainer
+    from guie_nb.training.trainer import train
+
+    used = []  # what train() really built: (remat of the embedding model, k of the step)
+    real_build, real_step = trainer.build_embedding_model, trainer.TrainStep
+    monkeypatch.setattr(trainer, "build_embedding_model",
+                        lambda cfg, remat=False: used.append(remat) or real_build(cfg, remat=remat))
+    monkeypatch.setattr(trainer, "TrainStep",
+                        lambda *a, **kw: used.append(kw["grad_accum_steps"]) or real_step(*a, **kw))
+
+    data_dir = make_small_data(tmp_path / "data")
+    model_cfg = ModelConfig(dropout=0.0, head={"kind": "cosface", "scale": 16.0, "margin": 0.1})
+    runs = {}
+    for name, extra in {"plain": {}, "saving": {"remat": True, "grad_accum_steps": 2}}.items():
+        cfg = TrainConfig(epochs=1, batch_size=16, steps_per_epoch=2, optimizer="sgd", learning_rate=0.05,
+                          warmup_epochs=0.0, **extra)
+        metrics = train(data_dir, tmp_path / name, model_cfg, cfg)
+        saved = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert (saved["remat"], saved["grad_accum_steps"]) == (cfg.remat, cfg.grad_accum_steps)
+        assert metrics["train_step_compilations"] == 1
+        runs[name] = checkpoint.load(checkpoint.list_checkpoints(tmp_path / name)[-1])
+    assert used == [False, 1, True, 2]
+    (plain, plain_meta), (saving, saving_meta) = runs["plain"], runs["saving"]
+    for a, b in zip(saving["variables"], plain["variables"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert saving_meta["history"][0]["loss"] == pytest.approx(plain_meta["history"][0]["loss"], rel=1e-5)

@@ -135,7 +135,7 @@ class TrainStep:
 
         The batch is sharded over the devices in contiguous blocks of rows; taking every k-th row
         keeps each device's micro-batches within its own block (reshape to `[B/k, k]`, then swap),
-        where a split into contiguous quarters would move rows between devices.
+        where k contiguous chunks would each sit on a few devices and have to be moved.
         """
         k = self.grad_accum_steps
         mesh = self.distribution.device_mesh.backend_mesh
