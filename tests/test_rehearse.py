@@ -35,10 +35,13 @@ def test_a_preset_key_the_notebook_does_not_have(tmp_path):
 
 
 def test_a_source_root_that_no_metadata_attaches(tmp_path):
-    sources = [{"kind": "products10k", "root": "/kaggle/input/products-10k", "val_classes": 2}]
+    # where Products-10K would be mounted, but named as a path: nothing attaches it
+    mount = tmp_path.resolve() / "first_place" / "kaggle" / "input" / "products-10k"
+    sources = [{"kind": "products10k", "root": str(mount), "val_classes": 2}]
     report = _rehearse(tmp_path, only=["01_data_prep"], overrides={"01_data_prep": {"sources": sources}})
     (kernel,) = report["kernels"]
     assert not report["ok"] and kernel["internet"] is False
+    assert not any(a.endswith("/products-10k") for a in kernel["attached"]), kernel["attached"]
     assert any(p.startswith("input missing: source products10k") for p in kernel["problems"]), kernel["problems"]
 
 

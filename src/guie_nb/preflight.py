@@ -100,7 +100,8 @@ def preflight_data_prep(resolved: dict) -> dict:
             listings[spec.name] = spec.read()
         except SourceError as err:
             problems.append(f"source {spec.name}: {err}")
-    estimates = {"output_gb": None, "hours": None, "images_planned": None, "bytes_per_image": None,
+    estimates = {"output_gb": None, "hours": None, "images_planned": None, "train_images_planned": None,
+                 "bytes_per_image": None,
                  "seconds_per_image": None, "memory_gib_per_device_xla": None, "memory_gib_per_device_plan": None}
     if listings and len(listings) == len(specs):
         try:
@@ -117,6 +118,7 @@ def preflight_data_prep(resolved: dict) -> dict:
             seconds = (time.perf_counter() - start) / max(samples, 1)
             workers = data["processes"] or KAGGLE_CPU_CORES
             estimates.update(output_gb=total / GB, images_planned=images, bytes_per_image=total / max(images, 1),
+                             train_images_planned=sum(len(t.items) for t in train[mine.start:mine.stop]),
                              seconds_per_image=seconds, hours=seconds * images / workers / 3600)
         except SourceError as err:
             problems.append(str(err))

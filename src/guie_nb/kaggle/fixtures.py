@@ -24,19 +24,49 @@ from PIL import Image
 from guie_nb.model.backbones import VitConfig, vit_config
 
 
+# Published training-set sizes (images, classes), GUIE_FACTS section 6: a "published" fixture lists
+# this many images (hard links to a few generated files), so a dry run plans and estimates at the
+# real scale while the fixture takes a few MB.
+PUBLISHED = {
+    "imagenet-object-localization-challenge": (1_281_167, 1_000),
+    "landmark-recognition-2021": (1_580_470, 81_313),
+    "products-10k": (141_931, 9_691),
+}
+# long-tail exponent of the class sizes (n_k ~ k^-a), an assumption: only the totals are published.
+# ImageNet is balanced; GLDv2 and Products-10K have long tails
+TAIL = {"imagenet-object-localization-challenge": 0.0, "landmark-recognition-2021": 0.5, "products-10k": 0.3}
+
+
 @dataclass(frozen=True)
 class RawSpec:
     classes: int = 220  # enough for the presets' 200 validation classes
     per_class: int = 3
     side: int = 96  # image side in px
     unique_images: int = 48  # files beyond these are hard links to them (big listings stay cheap)
+    total_images: int | None = None  # set: `classes` sizes follow a power law (`tail`) summing to this
+    tail: float = 0.0
+
+    @classmethod
+    def published(cls, slug: str, side: int = 480) -> "RawSpec":
+        images, classes = PUBLISHED[slug]
+        return cls(classes=classes, side=side, total_images=images, tail=TAIL[slug])
+
+    def class_sizes(self) -> list[int]:
+        if self.total_images is None:
+            return [self.per_class] * self.classes
+        w = np.arange(1, self.classes + 1, dtype=np.float64) ** -self.tail
+        sizes = np.maximum(2, np.floor(w / w.sum() * self.total_images)).astype(int)
+        sizes[0] += self.total_images - sizes.sum()  # the biggest class takes the rounding
+        return sizes.tolist()
 
 
 def _jpegs(n: int, side: int, seed: int) -> list[bytes]:
+    """Photo-like synthetic images: smooth colour fields (upsampled noise) with fine grain."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
-        img = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+        coarse = Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).resize((side, side), Image.BICUBIC)
+        img = np.clip(np.asarray(coarse, np.int16) + rng.integers(-12, 13, (side, side, 3)), 0, 255).astype(np.uint8)
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, "JPEG", quality=90)
         out.append(buf.getvalue())
@@ -46,8 +76,11 @@ def _jpegs(n: int, side: int, seed: int) -> list[bytes]:
 def _write_images(paths: list[Path], spec: RawSpec, seed: int) -> None:
     originals: list[Path] = []
     blobs = _jpegs(min(spec.unique_images, len(paths)), spec.side, seed)
+    made: set[Path] = set()
     for i, path in enumerate(paths):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made.add(path.parent)
         if i < len(blobs):
             path.write_bytes(blobs[i])
             originals.append(path)
@@ -57,7 +90,7 @@ def _write_images(paths: list[Path], spec: RawSpec, seed: int) -> None:
 
 def products10k(root: Path, spec: RawSpec = RawSpec(), seed: int = 0) -> Path:
     """`train.csv` (`name,class,group`) + `train/<name>`."""
-    rows = [(f"{c * spec.per_class + k}.jpg", str(c), "0") for c in range(spec.classes) for k in range(spec.per_class)]
+    rows = [(f"{c}_{k}.jpg", str(c), "0") for c, n in enumerate(spec.class_sizes()) for k in range(n)]
     root.mkdir(parents=True, exist_ok=True)
     with open(root / "train.csv", "w", newline="") as f:
         csv.writer(f).writerows([("name", "class", "group"), *rows])
@@ -67,8 +100,12 @@ def products10k(root: Path, spec: RawSpec = RawSpec(), seed: int = 0) -> Path:
 
 def gldv2(root: Path, spec: RawSpec = RawSpec(), seed: int = 1) -> Path:
     """`train.csv` (`id,url,landmark_id`) + `train/<a>/<b>/<c>/<id>.jpg`."""
-    rows = [(f"{(c * spec.per_class + k) * 7919 % 16**16:016x}", f"{c}") for c in range(spec.classes)
-            for k in range(spec.per_class)]
+    sizes = spec.class_sizes()
+    rows, i = [], 0
+    for c, n in enumerate(sizes):
+        for _ in range(n):
+            rows.append((f"{i * 0x9E3779B97F4A7C15 % 2**64:016x}", f"{c}"))  # distinct (odd multiplier), spread
+            i += 1
     root.mkdir(parents=True, exist_ok=True)
     with open(root / "train.csv", "w", newline="") as f:
         csv.writer(f).writerows([("id", "url", "landmark_id"), *[(i, "", lm) for i, lm in rows]])
@@ -82,7 +119,8 @@ def imagenet(root: Path, spec: RawSpec = RawSpec(), seed: int = 2) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "LOC_synset_mapping.txt").write_text("".join(f"{s} class {i}\n" for i, s in enumerate(synsets)))
     train = root / "ILSVRC" / "Data" / "CLS-LOC" / "train"
-    _write_images([train / s / f"{s}_{k}.JPEG" for s in synsets for k in range(spec.per_class)], spec, seed)
+    _write_images([train / s / f"{s}_{k}.JPEG" for s, n in zip(synsets, spec.class_sizes()) for k in range(n)],
+                  spec, seed)
     return root
 
 

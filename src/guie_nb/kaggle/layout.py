@@ -80,20 +80,25 @@ def _rewrite(value, place):
 
 
 def kaggle_params(preset: str, kernel_slugs: dict[str, str], dataset_slugs: dict[str, set[str]] | None = None,
-                  roots: KaggleRoots | None = None, owner: str | None = None,
+                  roots: KaggleRoots | None = None, owner: str | None = None, overrides: dict[str, dict] | None = None,
                   ) -> tuple[dict[str, dict], dict[str, set[str]], dict[str, Attachments]]:
     """The preset's parameters with paths placed for Kaggle, the kernels each notebook reads, and
     what each notebook's kernel must attach (raw data named `kaggle://...`, Kaggle Model weights).
 
     `kernel_slugs` maps notebook -> kernel slug (its mount folder); `dataset_slugs` maps notebook ->
     slugs of the datasets its metadata already lists (raw data under `<root>/raw/<slug>` is read
-    from /kaggle/input/<slug>); `owner` fills `{owner}` in dataset handles.
+    from /kaggle/input/<slug>); `owner` fills `{owner}` in dataset handles; `overrides` (notebook ->
+    values) replace the preset's values before anything is placed or attached.
     """
     from guie_nb import presets
 
     roots = roots or KaggleRoots.from_env()
     dataset_slugs = dataset_slugs or {}
     local = presets.notebook_params(preset, _SENTINEL)
+    for nb, values in (overrides or {}).items():
+        if nb not in local:
+            raise ValueError(f"overrides for unknown notebook {nb!r}; notebooks: {list(NOTEBOOK_ORDER)}")
+        local[nb] = {**local[nb], **values}
     params, deps, attachments = {}, {}, {}
     for nb in NOTEBOOK_ORDER:
         deps[nb] = set()

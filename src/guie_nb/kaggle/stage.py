@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guie_nb.kaggle import metadata as md
-from guie_nb.kaggle.inputs import Attachments, place_inputs
+from guie_nb.kaggle.inputs import Attachments
 from guie_nb.kaggle.layout import HELPERS_SLUG, KaggleRoots, kaggle_params
 from guie_nb.notebook_build import NOTEBOOK_ORDER, build_notebook, source_files, write_notebook
 
@@ -67,13 +67,7 @@ def stage_kernels(out_root: str | Path, owner: str, preset: str, notebook_dir: s
     metas = chain_metadata(metadata_dir, owner)
     slugs = {nb: m["id"].split("/")[1] for nb, m in metas.items()}
     datasets = {nb: {d.split("/")[1] for d in m.get("dataset_sources", [])} for nb, m in metas.items()}
-    params, deps, attachments = kaggle_params(preset, slugs, datasets, roots, owner)
-    for nb, values in (overrides or {}).items():
-        if nb not in params:
-            raise ValueError(f"overrides for unknown notebook {nb!r}; notebooks: {list(NOTEBOOK_ORDER)}")
-        placed, extra = place_inputs(values, (roots or KaggleRoots.from_env()).input, owner)
-        params[nb].update(placed)
-        attachments[nb] = merge_attachments(attachments[nb], extra)
+    params, deps, attachments = kaggle_params(preset, slugs, datasets, roots, owner, overrides)
     _check_configs(preset, params)
     parts = _data_prep_parts(params["01_data_prep"])
     if parts > 1:
@@ -148,10 +142,6 @@ def _check_configs(preset: str, params: dict[str, dict]) -> None:
         check(params)
     except ValueError as err:
         raise ValueError(f"preset {preset!r}: {err}") from err
-
-
-def merge_attachments(a: Attachments, b: Attachments) -> Attachments:
-    return Attachments(*(getattr(a, f) | getattr(b, f) for f in vars(a)))
 
 
 def attach(meta: dict, attachments: Attachments) -> dict:
