@@ -2,7 +2,7 @@
 
 guie_nb is imported before anything else: importing TensorFlow before torch/open_clip crashes
 the process (triton's and TensorFlow's LLVM clash), and guie_nb loads triton first to avoid it.
-Unit tests run Keras on the JAX backend, the backend the notebooks train on.
+Unit tests run Keras on the JAX backend, the backend the notebooks train on, on the CPU.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Unit tests run on the CPU. With libtpu installed (for xla_memory's TPU compiles) JAX would also try to
+# start a TPU at every start-up, printing errors on machines without one; the topology route needs no TPU backend.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import guie_nb  # noqa: E402,F401  (import order matters, see above)
 

@@ -33,6 +33,7 @@ def random_resized_crop(image: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.5
         aspect_ratio_range=ratio, area_range=scale, max_attempts=10, use_image_if_no_bounding_boxes=True,
     )
     crop = tf.slice(image, begin, crop_size)
+    crop.set_shape([None, None, image.shape[-1]])  # a slice keeps every channel; static, so batch specs are whole
     return resize_images(crop, size, "squash")
 
 

@@ -21,6 +21,7 @@ import contextlib
 import csv
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -44,9 +45,12 @@ from guie_nb.training.transfer import TRAINING_WEIGHTS, load_training_weights
 EMBEDDING_WEIGHTS = "embedding.weights.h5"
 
 
-def distribution_for(cfg: TrainConfig):
-    """The one place that picks how the run is spread over the devices (guie_nb.model.sharding)."""
-    dist = make_distribution(cfg.layout, model_parallel=cfg.model_parallel)
+def distribution_for(cfg: TrainConfig, devices=None):
+    """The one place that picks how the run is spread over the devices (guie_nb.model.sharding).
+
+    `devices`: the mesh's devices (default: all local ones; `xla_memory` passes a TPU topology's).
+    """
+    dist = make_distribution(cfg.layout, devices=devices, model_parallel=cfg.model_parallel)
     replicas = dist.device_mesh.shape[dist.device_mesh.axis_names.index(dist.batch_dim_name)]
     if cfg.batch_size % replicas:
         raise ValueError(f"batch_size {cfg.batch_size} does not split over {replicas} data-parallel replicas; "
@@ -84,6 +88,17 @@ def build_optimizer(cfg: TrainConfig, steps: int, multipliers: list[float], deca
         lr_multipliers=tuple(multipliers), decay_mask=tuple(decay), weight_decay=cfg.weight_decay,
         momentum=cfg.momentum, grad_clip_norm=cfg.grad_clip_norm,
     )
+
+
+def optimizer_shardings(distribution, param_shardings: list, state_len: int) -> list:
+    """Where each optimizer state array lives: the step counter on every device, moments beside their parameter."""
+    replicated = NamedSharding(distribution.device_mesh.backend_mesh, PartitionSpec())
+    return [replicated] + [param_shardings[i % len(param_shardings)] for i in range(state_len - 1)]
+
+
+def batch_sharding(distribution) -> NamedSharding:
+    """`[steps, batch, ...]` arrays split over the devices along the batch axis."""
+    return NamedSharding(distribution.device_mesh.backend_mesh, PartitionSpec(None, distribution.batch_dim_name))
 
 
 class TrainStep:
@@ -193,9 +208,13 @@ class TrainStep:
     def __call__(self, state, frozen, batches):
         return self._jit(state)(state, frozen, batches)
 
+    def lower(self, state, frozen, batches) -> jax.stages.Lowered:
+        """The step lowered for these inputs (arrays or `jax.ShapeDtypeStruct`s with shardings), not run."""
+        return self._jit(state).lower(state, frozen, batches)
+
     def flops(self, state, frozen, batches) -> float | None:
         """XLA's FLOP count for one call (all its steps), from the compiled executable's cost analysis."""
-        cost = self._jit(state).lower(state, frozen, batches).compile().cost_analysis()
+        cost = self.lower(state, frozen, batches).compile().cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
         return float(cost["flops"]) if cost and "flops" in cost else None
 
@@ -207,10 +226,39 @@ class TrainStep:
 
 def _device_put_batches(batches, distribution):
     """Shard `[steps, batch, ...]` arrays over the devices along the batch axis."""
+    return jax.device_put(batches, batch_sharding(distribution))
 
-    mesh = distribution.device_mesh.backend_mesh
-    sharding = NamedSharding(mesh, PartitionSpec(None, distribution.batch_dim_name))
-    return jax.device_put(batches, sharding)
+
+@dataclass
+class StepSetup:
+    """What `train` builds before it touches data or weights: models, trained mask, optimizer, step."""
+
+    distribution: object  # keras.distribution.Distribution
+    embedding_model: keras.Model
+    training_model: keras.Model
+    trained: list[bool]  # per trainable variable of training_model: updated (True) or frozen
+    optimizer: Optimizer
+    step: TrainStep
+
+
+def build_step(model_cfg: ModelConfig, train_cfg: TrainConfig, num_classes: int, steps: int,
+               devices=None) -> StepSetup:
+    """The models, parameter groups, optimizer and jitted step of a run (`steps` per epoch).
+
+    `devices`: as `distribution_for`. Variables are created by Keras as usual: inside a
+    `keras.StatelessScope` they stay uninitialised (shapes only), which `xla_memory` relies on.
+    """
+    distribution = distribution_for(train_cfg, devices)
+    with dtype_policy(train_cfg.precision), distribution.scope():
+        embedding_model = build_embedding_model(model_cfg, remat=train_cfg.remat)
+        training_model = build_training_model(embedding_model, num_classes, model_cfg.head)
+    paths = [v.path for v in training_model.trainable_variables]
+    trained, multipliers, decay = param_groups.plan(paths, train_cfg, model_cfg.vit.layers)
+    opt = build_optimizer(train_cfg, steps, [m for m, t in zip(multipliers, trained) if t],
+                          [d for d, t in zip(decay, trained) if t])
+    train_step = TrainStep(training_model, opt, trained, train_cfg.label_smoothing, distribution,
+                           grad_accum_steps=train_cfg.grad_accum_steps)
+    return StepSetup(distribution, embedding_model, training_model, trained, opt, train_step)
 
 
 def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
@@ -231,11 +279,10 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
     out_dir.mkdir(parents=True, exist_ok=True)
     num_classes = manifest["num_classes"]
     keras.utils.set_random_seed(train_cfg.seed)
-    distribution = distribution_for(train_cfg)
-
-    with dtype_policy(train_cfg.precision), distribution.scope():
-        embedding_model = build_embedding_model(model_cfg, remat=train_cfg.remat)
-        training_model = build_training_model(embedding_model, num_classes, model_cfg.head)
+    steps = steps_per_epoch(train_cfg, manifest["train_images"])
+    setup = build_step(model_cfg, train_cfg, num_classes, steps)
+    distribution, embedding_model, training_model = setup.distribution, setup.embedding_model, setup.training_model
+    trained, opt, train_step = setup.trained, setup.optimizer, setup.step
     if init_dir is not None:
         load_training_weights(training_model, init_dir, num_classes)
     elif model_cfg.backbone_weights:  # pretrained backbone for a fresh run (a resume overwrites it)
@@ -244,18 +291,12 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
     size, mode = model_cfg.input_size, model_cfg.resize_mode
     val = ValidationSet.from_manifest(data_dir, manifest)
     train_files = train_paths(data_dir, manifest)
-    steps = steps_per_epoch(train_cfg, manifest["train_images"])
     spe = train_cfg.steps_per_execution
     total_steps = train_cfg.epochs * steps
     fingerprint = {"train": train_cfg.fingerprint(), "model": json.dumps(model_cfg.to_dict(), sort_keys=True),
                    "init_weights": _file_digest(Path(init_dir) / TRAINING_WEIGHTS) if init_dir else None,
                    "data": [num_classes, manifest["train_images"], manifest["train_files"]]}
 
-    paths = [v.path for v in training_model.trainable_variables]
-    num_blocks = model_cfg.vit.layers
-    trained, multipliers, decay = param_groups.plan(paths, train_cfg, num_blocks)
-    opt = build_optimizer(train_cfg, steps, [m for m, t in zip(multipliers, trained) if t],
-                          [d for d, t in zip(decay, trained) if t])
     margin_index = [v.path for v in training_model.non_trainable_variables].index("margin_head/margin")
     head = model_cfg.head
     counts = class_counts(train_files, num_classes) if head.margin_schedule == "dynamic" else None
@@ -301,12 +342,9 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
     # optimizer moments live where their parameters live; the step counter on every device
     opt_state = opt.init(state[0])
 
-    replicated = NamedSharding(distribution.device_mesh.backend_mesh, PartitionSpec())
-    shardings = [replicated] + [state[0][i % len(state[0])].sharding for i in range(len(opt_state) - 1)]
+    shardings = optimizer_shardings(distribution, [p.sharding for p in state[0]], len(opt_state))
     opt_state = [jax.device_put(a, s) for a, s in zip(opt_state if opt_state_np is None else opt_state_np, shardings)]
     state = (state[0], state[1], opt_state)
-    train_step = TrainStep(training_model, opt, trained, train_cfg.label_smoothing, distribution,
-                           grad_accum_steps=train_cfg.grad_accum_steps)
 
     def sync_model():
         for v, x in zip([v for v, t in zip(training_model.trainable_variables, trained) if t], state[0]):
