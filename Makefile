@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= demo
 ROOT ?= build/$(PROFILE)
 
-.PHONY: venv notebooks demo test test-fast verify clean push rehearse
+.PHONY: venv notebooks demo test test-fast verify clean push rehearse rehearse-all
 
 venv: $(VENV)/.installed
 
@@ -22,7 +22,7 @@ notebooks: venv
 	$(PY) scripts/build_notebooks.py --out build/notebooks
 
 demo: venv
-	$(PY) scripts/run_local.py --profile $(PROFILE) --root $(ROOT)
+	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(PY) scripts/run_local.py --profile $(PROFILE) --root $(ROOT)
 
 # The tests run the four notebooks (nbmake) at demo scale, baked with the demo preset and an
 # absolute output root (nbmake runs each notebook from its own folder), then the unit tests.
@@ -58,3 +58,8 @@ clean:
 # Report: build/rehearsal/<preset>/report.json. XLA=1 adds XLA's TPU memory per chip (slow).
 rehearse: venv
 	$(PY) -m guie_nb.kaggle.rehearse --preset $(PROFILE) $(if $(XLA),--xla-memory)
+
+# Every full preset rehearsed at the datasets' published sizes (slow: fixtures of ~3M listed
+# images are made once, then cached in build/rehearsal/.fixtures).
+rehearse-all: venv
+	set -e; for p in first_place seed_recipe host_baseline; do $(PY) -m guie_nb.kaggle.rehearse --preset $$p; done

@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _rehearse(tmp_path, preset="first_place", **kwargs) -> dict:
+    """Tiny raw fixtures here (fast); `make rehearse` and `make rehearse-all` use the published sizes."""
+    kwargs.setdefault("scale", "tiny")
     return rehearse(preset, tmp_path, notebook_dir=REPO / "notebooks", metadata_dir=REPO / "kernel-metadata",
                     log=lambda *_: None, **kwargs)
 
@@ -38,7 +40,7 @@ def test_a_source_root_that_no_metadata_attaches(tmp_path):
     # where Products-10K would be mounted, but named as a path: nothing attaches it
     mount = tmp_path.resolve() / "first_place" / "kaggle" / "input" / "products-10k"
     sources = [{"kind": "products10k", "root": str(mount), "val_classes": 2}]
-    report = _rehearse(tmp_path, only=["01_data_prep"], overrides={"01_data_prep": {"sources": sources}})
+    report = _rehearse(tmp_path, only=["01_data_prep"], overrides={"01_data_prep": {"sources": sources, "num_shards": 1}})
     (kernel,) = report["kernels"]
     assert not report["ok"] and kernel["internet"] is False
     assert not any(a.endswith("/products-10k") for a in kernel["attached"]), kernel["attached"]
@@ -46,12 +48,12 @@ def test_a_source_root_that_no_metadata_attaches(tmp_path):
 
 
 def test_an_estimated_output_over_20_gb(tmp_path):
-    # 3,000 classes x 10 Products-10K images kept at 1024 px: ~0.9 MB of noise JPEG each
-    raw = {"products-10k": RawSpec(classes=3000, per_class=10, side=1024, unique_images=24)}
+    # 10,000 classes x 10 Products-10K images kept at 1024 px: ~0.28 MB of JPEG each
+    raw = {"products-10k": RawSpec(classes=10_000, per_class=10, side=1024, unique_images=24)}
     sources = [{"kind": "products10k", "root": "kaggle://datasets/{owner}/products-10k", "images_per_class": 10,
                 "val_classes": 2}]
     report = _rehearse(tmp_path, only=["01_data_prep"], raw=raw,
-                       overrides={"01_data_prep": {"sources": sources, "max_side": 1024}})
+                       overrides={"01_data_prep": {"sources": sources, "max_side": 1024, "num_shards": 1}})
     (kernel,) = report["kernels"]
     assert kernel["estimates"]["output_gb"] > 20
     assert any(p.startswith("over the limit: output_gb") for p in kernel["problems"]), kernel["problems"]
@@ -78,14 +80,36 @@ def test_kaggle_model_fixture_has_the_real_shapes_and_stays_small(tmp_path, monk
     assert not located["found"]
 
 
+@pytest.fixture(scope="module")
+def shared_out(tmp_path_factory):
+    return tmp_path_factory.mktemp("rehearsals")  # one fixture cache (.fixtures) for the presets below
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["first_place", "seed_recipe", "host_baseline"])
-def test_full_presets_rehearse(tmp_path, preset):
-    report = _rehearse(tmp_path, preset)
+def test_full_presets_rehearse(shared_out, preset):
+    report = _rehearse(shared_out, preset)
     assert report["ok"], _problems(report)
-    assert [k["notebook"] for k in report["kernels"]] == ["01_data_prep", "02_train_tpu", "03_finetune", "04_export"]
-    for k in report["kernels"][1:3]:
-        assert k["estimates"]["memory_gib_per_device_plan"] <= 16
+    notebooks = [k["notebook"] for k in report["kernels"]]
+    assert notebooks[-3:] == ["02_train_tpu", "03_finetune", "04_export"] and set(notebooks[:-3]) == {"01_data_prep"}
+    for k in report["kernels"]:
+        if k["notebook"] in ("02_train_tpu", "03_finetune"):
+            assert k["estimates"]["memory_gib_per_device_plan"] <= 16
+            assert "hours_basis" in k["estimates"]  # scaled to what the data-prep kernels planned
+
+
+def test_training_hours_follow_the_data_prep_plan():
+    from guie_nb.kaggle.rehearse import _scale_training_hours, _session_limit
+
+    entry = {"notebook": "02_train_tpu", "estimates": {"hours": 0.5, "train_images": 100},
+             "limits": [{"name": "session_hours", "limit": 9.0, "value": 0.5, "ok": True}], "problems": []}
+    _scale_training_hours(entry, 2_000)
+    assert entry["estimates"]["hours"] == pytest.approx(10.0)
+    _session_limit(entry, {"enable_tpu": True, "machine_shape": "TpuV5E8"})
+    assert entry["limits"][0] == {"name": "session_hours", "limit": 9.0, "value": pytest.approx(10.0), "ok": False}
+    assert entry["problems"][0].startswith("over the limit: session_hours 10 > 9")
+    _session_limit(entry, {"enable_tpu": False})  # the same run on a CPU kernel: 12 h
+    assert entry["limits"][0]["ok"] and not entry["problems"]
 
 
 def test_data_prep_split_over_kernels_is_staged_side_by_side_and_mounted_together(tmp_path):

@@ -14,8 +14,10 @@ problem, when any kernel does.
       "estimates": {"output_gb", "hours", "memory_gib_per_device_xla", "memory_gib_per_device_plan"},
       "limits": [{"name", "limit", "value", "ok"}], "problems": [str]}]}
 
-Estimates that depend on the data (output GB, hours) are computed on the fixtures' sizes; memory,
-scoring time and every check of inputs and configs are the real ones.
+The raw-data fixtures list each dataset at its published size (`fixtures.PUBLISHED`: hard links to
+a few generated images, class sizes on an assumed long tail), so data-prep's plan, output GB and
+hours are at the real scale; a training kernel reads a tiny real data-prep output, and its hours
+are scaled to the number of training images the data-prep kernels planned.
 """
 
 from __future__ import annotations
@@ -161,7 +163,9 @@ def _run_notebook(kernel: StagedKernel, roots: KaggleRoots, executed: Path, offl
                   xla_memory: bool) -> str | None:
     """Run the staged notebook with dry_run=True; returns the error, if any."""
     env = {**os.environ, INPUT_ENV: roots.input, WORKING_ENV: roots.working, TEMP_ENV: roots.temp,
-           "GUIE_XLA_MEMORY": "1" if xla_memory else "0"}
+           "GUIE_XLA_MEMORY": "1" if xla_memory else "0",
+           # the simulation runs on this machine's CPU; XLA's TPU compile needs no TPU backend
+           "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
     if offline_dir is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(offline_dir), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env.update(HF_HUB_OFFLINE="1", GUIE_OFFLINE="1")

@@ -41,12 +41,13 @@ def source(kind: str, products10k_dataset: str = PRODUCTS10K_DATASET, **options)
 
 
 def chain_params(root: str, *, sources: list[dict], max_side: int, model: dict, train: dict,
-                 finetune: dict, finetune_extra: dict | None = None) -> dict[str, dict]:
-    """The four notebooks' parameters for a full-size run; `train`/`finetune` get LONG_RUN defaults."""
+                 finetune: dict, finetune_extra: dict | None = None, data_prep_kernels: int = 1) -> dict[str, dict]:
+    """The four notebooks' parameters for a full-size run; `train`/`finetune` get LONG_RUN defaults.
+    `data_prep_kernels` > 1 splits data-prep over that many kernels (each under 20 GB of output)."""
     data = f"{root}/data"
     return {
         "01_data_prep": {"sources": sources, "out_dir": data, "demo_data_dir": None, "max_side": max_side,
-                         "images_per_shard": 2000, "seed": 0},
+                         "images_per_shard": 2000, "seed": 0, "num_shards": data_prep_kernels},
         "02_train_tpu": {"data_dir": data, "out_dir": f"{root}/train", "keras_backend": "jax", "model": model,
                          "train": {**LONG_RUN, **train}},
         "03_finetune": {"data_dir": data, "init_dir": f"{root}/train", "out_dir": f"{root}/finetune",

@@ -27,4 +27,6 @@ def notebook_params(root: str) -> dict[str, dict]:
                   # rematerialisation (guie_nb.model.memory_plan.plan_for)
                   "remat": True},
         finetune_extra={"image_size": 280},
+        # ~760k images at 384 px, ~28 GB of shards: over one kernel's 20 GB (make rehearse)
+        data_prep_kernels=2,
     )
