@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -146,21 +146,26 @@ def worst_queries(results: list[QueryResult], n: int = 6) -> list[QueryResult]:
     return sorted(results, key=lambda r: (r.precision, -r.distances[0], r.query_id))[:n]
 
 
+def examples(files: Iterable[str | Path]) -> Iterator[dict[str, list]]:
+    """The records of TFRecord `files` in order, as `{feature: [values]}` (`recordio.decode_example`),
+    read without TensorFlow; `guie_nb.data.recordio.RecordError` at a corrupt record."""
+    from guie_nb.data.recordio import decode_example, iter_records
+
+    for path in files:
+        for _, record in iter_records(path):
+            yield decode_example(record)
+
+
 def read_images(files: Iterable[str | Path], ids: Iterable[str]) -> dict[str, np.ndarray]:
     """The images `ids` from TFRecord `files`, decoded as the scorer does (`decode_rgb`).
     KeyError naming the ids that are in none of the files."""
-    import tensorflow as tf
-
-    from guie_nb.data.tfrecords import parse
-
     files, wanted, found = [str(f) for f in files], set(ids), {}
     if not wanted:
         return found
-    for raw in tf.data.TFRecordDataset(files):
-        ex = parse(raw)
-        image_id = ex["image_id"].numpy().decode()
+    for ex in examples(files):
+        image_id = ex["image_id"][0].decode()
         if image_id in wanted:
-            found[image_id] = decode_rgb(ex["image"].numpy())
+            found[image_id] = decode_rgb(ex["image"][0])
             if len(found) == len(wanted):
                 break
     missing = wanted - set(found)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from guie_nb.data.prepare import DataDirs, data_path
-from guie_nb.evaluation import QueryResult, decode_rgb
+from guie_nb.evaluation import QueryResult, decode_rgb, examples
 
 HIT, MISS, QUERY = "#2ca02c", "#d62728", "#1f77b4"
 
@@ -69,23 +69,17 @@ def train_samples(data_dir: DataDirs, manifest: Mapping, per_source: int = 8,
 
     The training stream is one shuffled stream over all sources, so the first records hold every
     source; reading stops once each source has its images, or after `max_records` records.
+    Read without TensorFlow (`guie_nb.data.recordio`): the data-prep notebook does not load it.
     """
-    import tensorflow as tf
-
-    from guie_nb.data.tfrecords import parse
-
-    names = {label: (source, name) for source, labels in manifest["label_maps"].items()
-             for name, label in labels.items()}
+    names = {label: name for labels in manifest["label_maps"].values() for name, label in labels.items()}
     samples: dict[str, list[tuple[np.ndarray, str]]] = {s: [] for s in manifest["sources"]}
-    files = [str(data_path(data_dir, f)) for f in manifest["train_files"]]
-    for n, raw in enumerate(tf.data.TFRecordDataset(files)):
+    files = [data_path(data_dir, f) for f in manifest["train_files"]]
+    for n, ex in enumerate(examples(files)):
         if n >= max_records or all(len(v) >= per_source for v in samples.values()):
             break
-        ex = parse(raw)
-        source = ex["source"].numpy().decode()
+        source, label = ex["source"][0].decode(), ex["label"][0]
         if len(samples.setdefault(source, [])) < per_source:
-            label = int(ex["label"].numpy())
-            samples[source].append((decode_rgb(ex["image"].numpy()), names.get(label, (source, str(label)))[1]))
+            samples[source].append((decode_rgb(ex["image"][0]), names.get(label, str(label))))
     return samples
 
 
@@ -157,7 +151,7 @@ def history(history_csv: str | Path, out_png: str | Path | None = None, initial:
         overall = name == "map5"
         ax_map.plot(xs, ys, marker="o", lw=2.5 if overall else 1.2, ls="-" if overall else "--",
                     color="k" if overall else None, label="all" if overall else name.removeprefix("map5_"))
-    ax_map.set(title="validation mP@5" + (" (epoch 0: before training)" if initial else ""), xlabel="epoch",
+    ax_map.set(title="validation mP@5" + (" (epoch 0: the starting model)" if initial else ""), xlabel="epoch",
                ylim=(0, 1))
     ax_map.legend(fontsize=8)
     from matplotlib.ticker import MaxNLocator
