@@ -119,8 +119,10 @@ def class_counts(manifest: Mapping, out_png: str | Path | None = None):
             ax.set_yscale("log")
         ax.axhline(float(np.median(counts)), color="k", lw=0.8, ls="--", label=f"median {np.median(counts):g}")
         ax.set(title=f"{name}: {counts.size} classes, {int(counts.sum())} images", xlabel="class (by count)",
-               ylabel="training images", xlim=(0, counts.size))
-        ax.legend(fontsize=8)
+               ylabel=f"training images ({counts[-1]} to {counts[0]})", xlim=(0, counts.size))
+        if ax.get_yscale() == "linear":
+            ax.set_ylim(0, 1.15 * counts[0])
+        ax.legend(fontsize=8, loc="upper right")
     return _finish(fig, out_png)
 
 
