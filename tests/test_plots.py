@@ -107,6 +107,7 @@ def test_history_draws_a_curve_per_domain_from_epoch_zero(tmp_path):
     curves = {line.get_label(): list(line.get_ydata()) for line in map5.lines}
     assert curves == {"all": [0.1, 0.3, 0.5], "gldv2": [0.05, 0.2, 0.4], "products10k": [0.15, 0.4, 0.6]}
     assert list(map5.lines[0].get_xdata()) == [0, 1, 2]
+    assert map5.get_ylim() == pytest.approx((0, 0.72))  # 1.2 x the best score: low scores stay readable
     _png_size(tmp_path / "history.png")
 
 
@@ -142,6 +143,7 @@ def test_domain_scores_bars_match_the_scores(tmp_path):
     heights = [round(p.get_height(), 6) for p in ax.patches]
     assert heights == [0.1, 0.08, 0.12, 0.5, 0.4, 0.6]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["untrained", "submission"]
+    assert ax.get_ylim() == pytest.approx((0, 0.78))
     _png_size(tmp_path / "domains.png")
     with pytest.raises(ValueError, match="overall 'map5'"):
         plots.domain_scores({"map5_gldv2": 0.3})

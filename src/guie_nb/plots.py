@@ -153,8 +153,9 @@ def history(history_csv: str | Path, out_png: str | Path | None = None, initial:
         overall = name == "map5"
         ax_map.plot(xs, ys, marker="o", lw=2.5 if overall else 1.2, ls="-" if overall else "--",
                     color="k" if overall else None, label="all" if overall else name.removeprefix("map5_"))
+    top = max(max(line.get_ydata()) for line in ax_map.lines) if ax_map.lines else 1.0
     ax_map.set(title="validation mP@5" + (" (epoch 0: the starting model)" if initial else ""), xlabel="epoch",
-               ylim=(0, 1))
+               ylim=(0, min(1.0, max(0.1, 1.2 * top))))  # low demo scores stay readable
     ax_map.legend(fontsize=8)
     from matplotlib.ticker import MaxNLocator
 
@@ -203,11 +204,13 @@ def domain_scores(scores: Mapping[str, float], out_png: str | Path | None = None
     width = 0.4 if baseline else 0.6
     series = [(labels[0], baseline, "tab:gray", -width / 2), (labels[1], scores, QUERY, width / 2)] if baseline \
         else [(labels[1], scores, QUERY, 0.0)]
+    top = 0.0
     for label, values, color, shift in series:
         heights = [float(values.get(k, np.nan)) for k in keys]
         bars = ax.bar(x + shift, heights, width, label=label, color=color)
         ax.bar_label(bars, fmt="%.3f", fontsize=8)
+        top = max([top, *(h for h in heights if np.isfinite(h))])
     ax.set_xticks(x, names)
-    ax.set(title="held-out mP@5 per domain", ylabel="mP@5", ylim=(0, 1.1))
+    ax.set(title="held-out mP@5 per domain", ylabel="mP@5", ylim=(0, min(1.1, max(0.1, 1.3 * top))))
     ax.legend(fontsize=8, loc="upper left")
     return _finish(fig, out_png)
