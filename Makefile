@@ -26,14 +26,16 @@ demo: venv
 
 # The tests run the four notebooks (nbmake) at demo scale, baked with the demo preset and an
 # absolute output root (nbmake runs each notebook from its own folder), then the unit tests.
+# --overwrite keeps the executed notebooks (their outputs) in $(TEST_NOTEBOOKS) for
+# tests/test_demo_outputs.py, which checks the pictures and progress lines in them.
 TEST_ROOT := $(CURDIR)/build/test-demo
 TEST_NOTEBOOKS := build/test-notebooks
-NBMAKE := --nbmake --nbmake-timeout=1800
+NBMAKE := --nbmake --nbmake-timeout=1800 --overwrite
 
 test: venv
 	rm -rf $(TEST_NOTEBOOKS) $(TEST_ROOT)
 	$(PY) scripts/build_notebooks.py --out $(TEST_NOTEBOOKS) --preset demo --root $(TEST_ROOT) >/dev/null
-	GUIE_DEMO_ROOT=$(TEST_ROOT) $(PY) -m pytest -ra $(NBMAKE) $(TEST_NOTEBOOKS) tests
+	GUIE_DEMO_ROOT=$(TEST_ROOT) GUIE_DEMO_NOTEBOOKS=$(CURDIR)/$(TEST_NOTEBOOKS) $(PY) -m pytest -ra $(NBMAKE) $(TEST_NOTEBOOKS) tests
 
 test-fast: venv
 	$(PY) -m pytest -ra -m "not slow"

@@ -130,3 +130,24 @@ if not dry_run:
           "| queries:", manifest["val"]["num_queries"], "| index:", manifest["val"]["num_index"],
           "| skipped:", len(manifest["skipped"]), manifest["skipped_counts"])
     print(f"output: {manifest['output_bytes'] / 1e6:.1f} MB (estimated {manifest['estimated_bytes'] / 1e6:.1f} MB)")
+
+# %% [markdown]
+# ## What the shards hold
+# Training images as the later notebooks will read them: resized to at most `max_side` and
+# converted to RGB JPEG, eight per source from the start of the shuffled training stream, each with
+# its class name in the source's own labels and its stored size. Saved as `samples.png` in `out_dir`.
+
+# %%
+if not dry_run:
+    from guie_nb import plots
+
+    plots.sample_grid(data["out_dir"], manifest, Path(data["out_dir"]) / "samples.png")
+
+# %% [markdown]
+# Training images per class, classes sorted by count: each class is capped at its source's
+# `images_per_class`, so the chart shows how many classes fall short of the cap (the long tail).
+# With `num_shards > 1` the counts are this part's share. Saved as `class_counts.png` in `out_dir`.
+
+# %%
+if not dry_run:
+    plots.class_counts(manifest, Path(data["out_dir"]) / "class_counts.png")

@@ -64,7 +64,8 @@ dry_run = False  # True: check inputs (data, weights vs backbone), estimate memo
 # %%
 import json
 
-from guie_nb.notebook import plot_history, use_backend
+from guie_nb import plots
+from guie_nb.notebook import use_backend
 from guie_nb.params import resolve_training, write_resolved
 from guie_nb.preflight import preflight
 
@@ -106,6 +107,11 @@ else:
 # **Rerunning this notebook with the same parameters resumes** from the newest one (a Kaggle TPU
 # session ends after 9 h: save the output as a dataset and point `out_dir` at a copy of it). A
 # non-finite loss stops the run with an error and keeps the last good checkpoint.
+#
+# During an epoch a progress line is printed at each quarter and at least once a minute: steps done,
+# time spent and left, images/s since the previous line (the first line includes compiling the
+# step), the epoch's loss so far and the learning rate. Whole lines, so the saved notebook and the
+# Kaggle log stay readable.
 
 # %%
 if not dry_run:
@@ -113,11 +119,14 @@ if not dry_run:
 
 # %% [markdown]
 # ## How it went
-# `history.csv` has one row per epoch: loss, accuracy, learning rate, margin and validation mP@5.
+# `history.csv` has one row per epoch: loss, accuracy, learning rate, margin and validation mP@5,
+# overall and per source domain. The plot (also `history.png` in `out_dir`) starts the mP@5 curves
+# at epoch 0, the score before training.
 
 # %%
 if not dry_run:
     print(f"mP@5 before training {metrics['initial']['map5']:.4f} -> after {metrics['final']['map5']:.4f}")
     print(f"{metrics['images_per_second']:.1f} images/s on {metrics['devices']} x {metrics['device_kind']} "
           f"({metrics['layout']}, {metrics['precision']}); the step compiled {metrics['train_step_compilations']} time(s)")
-    plot_history(f"{out_dir}/history.csv", f"{out_dir}/history.png");
+    history_dir = Path(resolved["outputs"]["out_dir"])
+    plots.history(history_dir / "history.csv", history_dir / "history.png", initial=metrics["initial"])

@@ -56,7 +56,8 @@ dry_run = False  # True: check the training notebook's output, estimate memory a
 # %%
 import json
 
-from guie_nb.notebook import plot_history, use_backend
+from guie_nb import plots
+from guie_nb.notebook import use_backend
 from guie_nb.params import resolve_finetune, write_resolved
 from guie_nb.preflight import preflight
 
@@ -86,14 +87,21 @@ else:
 # %% [markdown]
 # ## Continue training
 # The first score printed is the training notebook's final model, re-measured here (at the new
-# resolution, if it changed). Like training, a rerun resumes from `out_dir/checkpoints/`.
+# resolution, if it changed). Like training, a rerun resumes from `out_dir/checkpoints/`, and each
+# epoch prints a progress line at every quarter and at least once a minute.
 
 # %%
 if not dry_run:
     metrics = run_training(resolved["data"]["data_dir"], resolved["outputs"]["out_dir"], model_cfg, train_cfg,
                            init_dir=resolved["init"]["init_dir"])
 
+# %% [markdown]
+# ## How it went
+# Loss, learning rate and mP@5 per epoch (overall and per source domain), epoch 0 being the
+# training notebook's model; also `history.png` in `out_dir`.
+
 # %%
 if not dry_run:
     print(f"mP@5 {metrics['initial']['map5']:.4f} -> {metrics['final']['map5']:.4f} after fine-tuning")
-    plot_history(f"{out_dir}/history.csv", f"{out_dir}/history.png");
+    history_dir = Path(resolved["outputs"]["out_dir"])
+    plots.history(history_dir / "history.csv", history_dir / "history.png", initial=metrics["initial"])

@@ -77,7 +77,7 @@ else:
     from pathlib import Path
 
     from guie_nb.data.prepare import load_manifest
-    from guie_nb.evaluation import ValidationSet, evaluate_embedder
+    from guie_nb.evaluation import ValidationSet, embed_validation, score
     from guie_nb.export.build import export_submission
     from guie_nb.export.submission import SubmissionEmbedder
     from guie_nb.model.embedding import ModelConfig, build_embedding_model
@@ -104,14 +104,16 @@ if not dry_run:
 
 # %% [markdown]
 # ## Score the submission on the held-out queries
-# One image at a time, Euclidean kNN, modified mP@5, per source domain.
+# One image at a time, Euclidean kNN, modified mP@5, per source domain. The embeddings are kept for
+# the pictures below.
 
 # %%
 if not dry_run:
     val = ValidationSet.from_manifest(resolved["data"]["data_dir"], load_manifest(resolved["data"]["data_dir"]))
     embedder = SubmissionEmbedder(zip_path)
-    scores = evaluate_embedder(embedder, val)
+    embeddings = embed_validation(embedder, val)  # as the scorer runs it: one image at a time
     embedder.close()
+    scores = score(val, *embeddings)
     train_metrics = json.loads((Path(ex["train_dir"]) / "metrics.json").read_text())
     report = {
         "map5_untrained": train_metrics["initial"]["map5"],
@@ -131,3 +133,41 @@ if not dry_run:
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
+
+# %% [markdown]
+# ## What the submission retrieves
+# Two held-out queries per domain (the first in the query file), each with its five nearest index
+# images by the embeddings scored above, nearest first: a green frame is a relevant image (a hit),
+# red a miss, with the Euclidean distance. Saved as `retrieval_examples.png` in `out_dir`.
+
+# %%
+if not dry_run:
+    from guie_nb import plots
+    from guie_nb.evaluation import pick_examples, query_results, read_images, worst_queries
+
+    results = query_results(val, embeddings)
+    examples, worst = pick_examples(results, per_source=2), worst_queries(results, n=6)
+    images = read_images(val.query_files + val.index_files,
+                         {i for r in examples + worst for i in (r.query_id, *r.neighbours)})
+    plots.retrieval_strips(examples, images, out / "retrieval_examples.png",
+                           title="held-out queries and their 5 nearest index images (green: hit, red: miss)")
+
+# %% [markdown]
+# ## mP@5 per domain
+# The submission against the untrained model (the training notebook's score before its first step),
+# overall and per source domain. Saved as `map5_per_domain.png`.
+
+# %%
+if not dry_run:
+    plots.domain_scores(scores, out / "map5_per_domain.png", baseline=train_metrics["initial"],
+                        labels=("untrained", "submission"))
+
+# %% [markdown]
+# ## Where it fails
+# The six lowest-scoring queries (lowest P@5; among equals, the one farthest from its nearest
+# neighbour first), shown the same way. Saved as `retrieval_worst.png`.
+
+# %%
+if not dry_run:
+    plots.retrieval_strips(worst, images, out / "retrieval_worst.png",
+                           title="the lowest-scoring held-out queries (green: hit, red: miss)")

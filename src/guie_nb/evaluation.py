@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from guie_nb.data.prepare import DataDirs, data_path
-from guie_nb.metrics import load_solution, mean_precision_at_k, retrieve
+from guie_nb.metrics import knn, load_solution, mean_precision_at_k, precision_at_k, retrieve
 
 
 @dataclass
@@ -75,14 +76,99 @@ def decode_rgb(jpeg: bytes) -> np.ndarray:
         return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def evaluate_embedder(embed_one: Callable[[np.ndarray], np.ndarray], val: ValidationSet) -> dict:
-    """Score a per-image embedder (an exported model) exactly as the scorer runs it: one image at a time."""
+class ValidationEmbeddings(NamedTuple):
+    """Ids and embeddings of the held-out queries and index: `score(val, *embeddings)` scores them."""
+
+    query_ids: list[str]
+    queries: np.ndarray  # [n_queries, d]
+    index_ids: list[str]
+    index: np.ndarray  # [n_index, d]
+
+
+def embed_validation(embed_one: Callable[[np.ndarray], np.ndarray], val: ValidationSet) -> ValidationEmbeddings:
+    """Embed the queries and the index exactly as the scorer runs a submission: one image at a time,
+    decoded with `decode_rgb` at native size."""
     from guie_nb.data.tfrecords import read_all
 
     def embed(files):
         records = read_all(files)
         return [r["image_id"] for r in records], np.stack([embed_one(decode_rgb(r["image"])) for r in records])
 
-    q_ids, q = embed(val.query_files)
-    i_ids, i = embed(val.index_files)
-    return score(val, q_ids, q, i_ids, i)
+    return ValidationEmbeddings(*embed(val.query_files), *embed(val.index_files))
+
+
+def evaluate_embedder(embed_one: Callable[[np.ndarray], np.ndarray], val: ValidationSet) -> dict:
+    """Score a per-image embedder (an exported model) exactly as the scorer runs it: one image at a time."""
+    return score(val, *embed_validation(embed_one, val))
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """One held-out query's retrieval: its `k` nearest index ids (nearest first), their Euclidean
+    distances, which of them are relevant, and the query's modified P@k (`metrics.precision_at_k`)."""
+
+    query_id: str
+    source: str
+    neighbours: list[str]
+    distances: list[float]
+    hits: list[bool]
+    precision: float
+
+
+def query_results(val: ValidationSet, embeddings: ValidationEmbeddings, k: int = 5) -> list[QueryResult]:
+    """Per-query retrieval, in query order, with the same kNN and metric as `score`."""
+    q_ids, q, i_ids, i = embeddings
+    neighbours, distances = knn(q, i, k=k)
+    out = []
+    for qid, row, dist in zip(q_ids, neighbours, distances):
+        relevant = val.solution.get(qid)
+        if relevant is None:
+            raise ValueError(f"query {qid!r} is not in the validation solution")
+        ids, relevant_set = [i_ids[j] for j in row], set(relevant)
+        out.append(QueryResult(qid, val.query_source.get(qid, "?"), ids, [float(d) for d in dist],
+                               [x in relevant_set for x in ids], precision_at_k(ids, relevant, k)))
+    return out
+
+
+def pick_examples(results: list[QueryResult], per_source: int = 2) -> list[QueryResult]:
+    """The first `per_source` queries of each source domain (query order: reproducible)."""
+    taken: dict[str, int] = {}
+    picked = []
+    for r in results:
+        if taken.get(r.source, 0) < per_source:
+            taken[r.source] = taken.get(r.source, 0) + 1
+            picked.append(r)
+    return picked
+
+
+def worst_queries(results: list[QueryResult], n: int = 6) -> list[QueryResult]:
+    """The `n` lowest-scoring queries (ties: the farther nearest neighbour first, then query id)."""
+    return sorted(results, key=lambda r: (r.precision, -r.distances[0], r.query_id))[:n]
+
+
+def examples(files: Iterable[str | Path]) -> Iterator[dict[str, list]]:
+    """The records of TFRecord `files` in order, as `{feature: [values]}` (`recordio.decode_example`),
+    read without TensorFlow; `guie_nb.data.recordio.RecordError` at a corrupt record."""
+    from guie_nb.data.recordio import decode_example, iter_records
+
+    for path in files:
+        for _, record in iter_records(path):
+            yield decode_example(record)
+
+
+def read_images(files: Iterable[str | Path], ids: Iterable[str]) -> dict[str, np.ndarray]:
+    """The images `ids` from TFRecord `files`, decoded as the scorer does (`decode_rgb`).
+    KeyError naming the ids that are in none of the files."""
+    files, wanted, found = [str(f) for f in files], set(ids), {}
+    if not wanted:
+        return found
+    for ex in examples(files):
+        image_id = ex["image_id"][0].decode()
+        if image_id in wanted:
+            found[image_id] = decode_rgb(ex["image"][0])
+            if len(found) == len(wanted):
+                break
+    missing = wanted - set(found)
+    if missing:
+        raise KeyError(f"{len(missing)} image ids are not in {files}, e.g. {sorted(missing)[0]!r}")
+    return found

@@ -35,19 +35,25 @@ def mean_precision_at_k(
     if unknown:
         raise ValueError(f"{len(unknown)} predicted queries are not in the solution, e.g. {unknown[0]!r}")
 
-    total = 0.0
-    for query, predicted in predictions.items():
-        relevant = set(solution[query])
-        slots = min(len(relevant), k)
-        seen: set[str] = set()
-        hits = 0
-        for index_id in list(predicted)[:slots]:
-            if index_id in seen:
-                continue
-            seen.add(index_id)
-            hits += index_id in relevant
-        total += hits / slots
+    total = sum(precision_at_k(predicted, solution[query], k) for query, predicted in predictions.items())
     return total / len(solution)
+
+
+def precision_at_k(predicted: Sequence[str], relevant: Sequence[str], k: int = 5) -> float:
+    """One query's modified P@k: hits among the first min(n relevant, k) predictions, over that
+    number; a repeated index id scores once (the host's metric, see the module docstring)."""
+    relevant_set = set(relevant)
+    slots = min(len(relevant_set), k)
+    if slots == 0:
+        raise ValueError("a query needs at least one relevant index image")
+    seen: set[str] = set()
+    hits = 0
+    for index_id in list(predicted)[:slots]:
+        if index_id in seen:
+            continue
+        seen.add(index_id)
+        hits += index_id in relevant_set
+    return hits / slots
 
 
 def load_solution(path: str | Path) -> tuple[dict[str, list[str]], dict[str, list[str]]]:

@@ -29,25 +29,7 @@ def use_backend(name: str, cpu_devices: int = 0) -> str:
 
 
 def plot_history(history_csv: str | Path, out_png: str | Path | None = None):
-    """Loss and validation mP@5 per epoch; saved as PNG when `out_png` is given."""
-    import csv
+    """Loss, learning rate and validation mP@5 per epoch (`guie_nb.plots.history`); PNG when `out_png`."""
+    from guie_nb.plots import history
 
-    import matplotlib
-
-    matplotlib.use("Agg") if out_png and "ipykernel" not in sys.modules else None
-    import matplotlib.pyplot as plt
-
-    with open(history_csv) as f:
-        rows = list(csv.DictReader(f))
-    epochs = [int(r["epoch"]) for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
-    ax1.plot(epochs, [float(r["loss"]) for r in rows], marker="o")
-    ax1.set(title="training loss", xlabel="epoch")
-    for key in [k for k in rows[0] if k.startswith("val_map5")] if rows else []:
-        ax2.plot(epochs, [float(r[key]) for r in rows], marker="o", label=key.removeprefix("val_"))
-    ax2.set(title="validation mP@5", xlabel="epoch", ylim=(0, 1))
-    ax2.legend()
-    fig.tight_layout()
-    if out_png:
-        fig.savefig(out_png, dpi=100)
-    return fig
+    return history(history_csv, out_png)

@@ -40,6 +40,7 @@ from guie_nb.model.sharding import make_distribution
 from guie_nb.training import checkpoint, param_groups
 from guie_nb.training.config import TrainConfig
 from guie_nb.training.optim import Optimizer
+from guie_nb.training.progress import EpochProgress
 from guie_nb.training.transfer import TRAINING_WEIGHTS, load_training_weights
 
 EMBEDDING_WEIGHTS = "embedding.weights.h5"
@@ -368,6 +369,7 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
         ds = train_dataset(train_files, size, train_cfg.batch_size, seed=train_cfg.seed, epoch=epoch,
                            steps=steps, skip_steps=in_epoch, steps_per_execution=spe)
         t0 = time.time()
+        progress = EpochProgress(epoch + 1, train_cfg.epochs, steps, train_cfg.batch_size, done=in_epoch)
         for batches in ds.as_numpy_iterator():
             t_call = time.time()
             state, (losses, accs) = train_step(state, frozen, _device_put_batches(batches, distribution))
@@ -388,14 +390,16 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
             partial["loss"] += float(np.sum(losses, dtype=np.float64))
             partial["accuracy"] += float(np.sum(accs, dtype=np.float64))
             partial["steps"] += len(losses)
+            progress.update(step - epoch * steps, partial["loss"] / partial["steps"], float(opt.learning_rate(step - 1)))
             if stop_after_steps is not None and step >= stop_after_steps:
                 break
             if train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0 and step % steps:
                 partial["seconds"] += time.time() - t0
                 sync_model()
-                print(f"checkpoint {save_checkpoint().name}")
+                progress.write(f"checkpoint {save_checkpoint().name}")
                 state, frozen = pull_state(state[2])
                 t0 = time.time()
+        progress.close()
         partial["seconds"] += time.time() - t0
         if step % steps:  # stopped early, mid-epoch
             break
