@@ -13,7 +13,7 @@ import pytest
 from _data_helpers import jpeg, write_gldv2, write_imagenet_tfrecords, write_products10k
 from guie_nb.data.images import BadImage
 from guie_nb.data.prepare import OutputTooLarge, prepare, select
-from guie_nb.data.records import SourceError, SourceImage
+from guie_nb.data.source_images import SourceError, SourceImage
 from guie_nb.data.sources import SourceSpec
 from guie_nb.metrics import load_solution
 
@@ -66,7 +66,7 @@ def _files(out: Path) -> dict[str, bytes]:
 
 
 def test_label_space_validation_split_and_contract(tmp_path):
-    from guie_nb.data.tfrecords import read_all
+    from guie_nb.data.shard_reader import read_all
 
     out = tmp_path / "out"
     m = prepare(_two_sources(tmp_path), out, max_side=32, images_per_shard=9, processes=1, progress=False)
@@ -130,7 +130,7 @@ def test_resume_after_kill(tmp_path):
     assert not (out / "manifest.json").exists()
     done = {p.name: p.stat() for p in out.glob("train-*.tfrec")}
     assert 3 <= len(done) < 12
-    from guie_nb.data.tfrecords import read_all
+    from guie_nb.data.shard_reader import read_all
 
     for name in done:  # every file under a final name is complete
         assert len(read_all([out / name])) > 0
@@ -162,7 +162,7 @@ def test_changed_input_redoes_only_its_shard(tmp_path):
 
 
 def test_imagenet_tfrecord_records_reemitted_without_loss(tmp_path):
-    from guie_nb.data.tfrecords import read_all
+    from guie_nb.data.shard_reader import read_all
 
     root = write_imagenet_tfrecords(tmp_path / "inet", [3, 3, 2], files=2)
     m = prepare([{"kind": "imagenet_tfrecord", "root": str(root)}], tmp_path / "out", max_side=64,

@@ -8,10 +8,10 @@ import pytest
 
 from _data_helpers import (gldv2_id, synset, write_csv_source, write_folder, write_gldv2, write_imagenet,
                            write_imagenet_tfrecords, write_products10k)
-from guie_nb.data import recordio
+from guie_nb.data import tfrecord_format
 from guie_nb.data.prepare import prepare
-from guie_nb.data.records import SourceError
-from guie_nb.data.shards import read_image_bytes
+from guie_nb.data.source_images import SourceError
+from guie_nb.data.shard_writer import read_image_bytes
 from guie_nb.data.sources import SourceSpec
 
 
@@ -135,15 +135,15 @@ def test_recipe_defaults():
         assert SourceSpec.from_dict({"kind": kind, "root": "x"}).images_per_class == 50
 
 
-def test_recordio_matches_tensorflow(tmp_path):
+def test_tfrecord_format_matches_tensorflow(tmp_path):
     import tensorflow as tf
 
-    from guie_nb.data.tfrecords import read_all
+    from guie_nb.data.shard_reader import read_all
 
     path = tmp_path / "x.tfrec"
-    w = recordio.AtomicWriter(path)
-    w.write(recordio.encode_example({"image": b"\x00\xffabc", "label": -1, "source": b"s", "image_id": b"i" * 16}))
-    w.write(recordio.encode_example({"image": b"", "label": 17_690, "source": b"gldv2", "image_id": b"0" * 16}))
+    w = tfrecord_format.AtomicWriter(path)
+    w.write(tfrecord_format.encode_example({"image": b"\x00\xffabc", "label": -1, "source": b"s", "image_id": b"i" * 16}))
+    w.write(tfrecord_format.encode_example({"image": b"", "label": 17_690, "source": b"gldv2", "image_id": b"0" * 16}))
     assert not path.exists()
     w.commit()
     assert [r["label"] for r in read_all([path])] == [-1, 17_690]
@@ -152,5 +152,5 @@ def test_recordio_matches_tensorflow(tmp_path):
     ex = tf.train.Example(features=tf.train.Features(feature={
         "f": tf.train.Feature(float_list=tf.train.FloatList(value=[0.5, 2.0])),
         "i": tf.train.Feature(int64_list=tf.train.Int64List(value=[-3, 2**40]))})).SerializeToString()
-    assert recordio.decode_example(ex) == {"f": [0.5, 2.0], "i": [-3, 2**40]}
-    assert [o for o, _ in recordio.iter_records(path)][0] == 0
+    assert tfrecord_format.decode_example(ex) == {"f": [0.5, 2.0], "i": [-3, 2**40]}
+    assert [o for o, _ in tfrecord_format.iter_records(path)][0] == 0

@@ -77,7 +77,7 @@ def decode_rgb(jpeg: bytes) -> np.ndarray:
 
 def evaluate_embedder(embed_one: Callable[[np.ndarray], np.ndarray], val: ValidationSet) -> dict:
     """Score a per-image embedder (an exported model) exactly as the scorer runs it: one image at a time."""
-    from guie_nb.data.tfrecords import read_all
+    from guie_nb.data.shard_reader import read_all
 
     def embed(files):
         records = read_all(files)

@@ -48,7 +48,7 @@ def _sources(sources) -> list[dict]:
     from guie_nb.data.sources import SourceSpec
 
     if not isinstance(sources, (list, tuple)) or not sources:
-        from guie_nb.data.records import SourceError
+        from guie_nb.data.source_images import SourceError
 
         raise SourceError("sources must be a non-empty list of {'kind': ..., 'root': ...} entries")
     return [{**asdict(spec), "root": absolute(spec.root)} for spec in map(SourceSpec.from_dict, sources)]

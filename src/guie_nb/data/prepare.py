@@ -6,7 +6,7 @@ are held out per source as a validation split: queries, index and a Kaggle-forma
 
 Order of work: read every source (a wrong root or missing column fails here, before anything is
 written), select, plan every output file, estimate the output size (fails above the limit), then
-write the files over all cores (`shards.py`), resuming where an earlier run stopped.
+write the files over all cores (`shard_writer.py`), resuming where an earlier run stopped.
 
 Data that does not fit one Kaggle kernel (20 GB of output, 12 h) is split over N kernels:
 `prepare(..., num_shards=N, shard_index=i)` reads and selects exactly as one kernel would, then
@@ -29,9 +29,9 @@ from importlib import metadata
 from pathlib import Path
 
 from guie_nb.data.images import BadImage, process_bytes
-from guie_nb.data.imagenet import imagenet_tfrecord_files
-from guie_nb.data.records import SourceError, SourceImage
-from guie_nb.data.shards import PARTS, AtomicWriter, ImageSettings, Task, make_pool, read_image_bytes, \
+from guie_nb.data.readers.imagenet import imagenet_tfrecord_files
+from guie_nb.data.source_images import SourceError, SourceImage
+from guie_nb.data.shard_writer import PARTS, AtomicWriter, ImageSettings, Task, make_pool, read_image_bytes, \
     remove_leftovers, run_tasks
 from guie_nb.data.sources import READERS, SourceSpec  # noqa: F401  (SourceSpec: public API)
 from guie_nb.metrics import write_solution
@@ -90,7 +90,7 @@ def select(images: list[SourceImage], spec: SourceSpec, seed: int) -> Selection:
     )
 
 
-def plan(specs: list[SourceSpec], selections: dict[str, Selection], settings: ImageSettings, out: Path,
+def plan_files(specs: list[SourceSpec], selections: dict[str, Selection], settings: ImageSettings, out: Path,
          images_per_shard: int, seed: int) -> tuple[list[Task], list[Task], dict[str, dict[str, int]]]:
     """Training shards (one shuffled stream cut every `images_per_shard`) and validation parts."""
     train, val, label_maps, offset = [], [], {}, 0
@@ -199,7 +199,7 @@ def prepare(
             p = pool(len(imagenet_tfrecord_files(s.root, s.options.get("pattern", "train-*")))) if s.kind == "imagenet_tfrecord" else None
             listings[s.name] = s.read(map_fn=p.imap if p else map)
         selections = {s.name: select(listings[s.name].images, s, seed) for s in specs}
-        all_train, val_tasks, label_maps = plan(specs, selections, settings, out, images_per_shard, seed)
+        all_train, val_tasks, label_maps = plan_files(specs, selections, settings, out, images_per_shard, seed)
         label_space = _label_space(specs, selections, label_maps, all_train + val_tasks, settings,
                                    images_per_shard, seed)
         mine = part_range(len(all_train), num_shards, shard_index)

@@ -6,12 +6,12 @@ import inspect
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
-from guie_nb.data.generic import read_csv, read_folder
-from guie_nb.data.gldv2 import read_gldv2
-from guie_nb.data.imagenet import read_imagenet, read_imagenet_tfrecord
-from guie_nb.data.products10k import read_products10k
+from guie_nb.data.readers.folder_csv import read_csv, read_folder
+from guie_nb.data.readers.landmarks import read_gldv2
+from guie_nb.data.readers.imagenet import read_imagenet, read_imagenet_tfrecord
+from guie_nb.data.readers.products10k import read_products10k
 from guie_nb.data.recipe import RECIPE
-from guie_nb.data.records import Listing, SourceError
+from guie_nb.data.source_images import Listing, SourceError
 
 READERS: dict[str, Callable[..., Listing]] = {
     "products10k": read_products10k,

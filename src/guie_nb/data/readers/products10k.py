@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guie_nb.data.records import Listing, SourceImage, read_csv_columns, require_dir
+from guie_nb.data.source_images import Listing, SourceImage, read_csv_columns, require_dir
 
 
 def read_products10k(root: str | Path, source: str = "products10k", csv_name: str = "train.csv",

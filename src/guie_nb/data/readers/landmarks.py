@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guie_nb.data.records import Listing, SourceImage, read_csv_columns, require_dir
+from guie_nb.data.source_images import Listing, SourceImage, read_csv_columns, require_dir
 
 
 def gldv2_path(image_dir: Path, image_id: str) -> Path:

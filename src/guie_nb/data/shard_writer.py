@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guie_nb.data.images import BadImage, process_bytes, read_file
-from guie_nb.data.recordio import AtomicWriter, RecordError, decode_example, encode_example, read_record
-from guie_nb.data.records import SourceImage
+from guie_nb.data.tfrecord_format import AtomicWriter, RecordError, decode_example, encode_example, read_record
+from guie_nb.data.source_images import SourceImage
 
 KILL_ENV = "GUIE_DATA_PREP_KILL_AFTER_SHARDS"  # tests: SIGKILL the run after N finished tasks
 MARKERS = ".shards"
