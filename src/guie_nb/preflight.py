@@ -88,7 +88,7 @@ def preflight_data_prep(resolved: dict) -> dict:
 
     data = resolved["data"]
     inputs, problems, specs, listings = [], [], [], {}
-    for entry in data["sources"]:
+    for entry in data["sources"] + data.get("val_sources", []):
         spec = SourceSpec.from_dict(entry)
         specs.append(spec)
         if data["demo_data_dir"] and str(spec.root).startswith(str(data["demo_data_dir"])):
@@ -105,6 +105,7 @@ def preflight_data_prep(resolved: dict) -> dict:
     if listings and len(listings) == len(specs):
         try:
             seed = data["seed"]
+            prep.keep_existing(listings)  # as prepare does: rank and sample only files on disk
             selections = {s.name: prep.select(listings[s.name].images, s, seed) for s in specs}
             settings = ImageSettings(data["max_side"], 90)
             train, val, _ = prep.plan_files(specs, selections, settings, Path(data["out_dir"]), data["images_per_shard"], seed)

@@ -1,4 +1,7 @@
-"""Products-10K: `train.csv` (`name,class,group`) with images in `train/<name>`."""
+"""Products-10K (products-10k.github.io; not on Kaggle as a competition: the presets expect it
+uploaded as your own dataset `kaggle://datasets/{owner}/products-10k`, mounted at
+`/kaggle/input/products-10k/`): `train.csv` (`name,class,group`) with images in `train/<name>`.
+Label: `class` (9,691 SKUs)."""
 
 from __future__ import annotations
 
