@@ -81,8 +81,8 @@ from guie_nb.data.prepare import prepare
 from guie_nb.params import resolve_data_prep, write_resolved
 from guie_nb.preflight import preflight
 
-resolved = resolve_data_prep(sources=sources, val_sources=val_sources, out_dir=out_dir, demo_data_dir=demo_data_dir, max_side=max_side,
-                             images_per_shard=images_per_shard, seed=seed, processes=processes,
+resolved = resolve_data_prep(sources=sources, val_sources=val_sources, out_dir=out_dir, demo_data_dir=demo_data_dir,
+                             max_side=max_side, images_per_shard=images_per_shard, seed=seed, processes=processes,
                              max_output_gb=max_output_gb, num_shards=num_shards, shard_index=shard_index,
                              dry_run=dry_run)
 print(json.dumps(resolved["data"], indent=1))

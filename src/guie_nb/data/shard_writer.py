@@ -47,7 +47,8 @@ class Task:
         h = hashlib.sha256(json.dumps([self.name, self.kind, self.settings.max_side, self.settings.quality]).encode())
         for img, *rest in self.items:
             domain = [img.domain] if img.domain else []  # absent when unset: earlier markers stay valid
-            h.update(json.dumps([str(img.path), img.offset, img.label, img.image_id, img.source, *rest, *domain]).encode())
+            h.update(json.dumps([str(img.path), img.offset, img.label, img.image_id, img.source, *rest,
+                                 *domain]).encode())
         return h.hexdigest()
 
     @property

@@ -21,7 +21,8 @@ def read_shopee(root: str | Path, source: str = "shopee", csv_name: str = "train
     listing, seen = Listing([]), set()
     for r in read_csv_columns(root / csv_name, ("posting_id", "image", "label_group")):
         if r["image"] in seen:
-            listing.skipped.append({"path": str(images / r["image"]), "reason": "same image file as an earlier posting"})
+            listing.skipped.append({"path": str(images / r["image"]),
+                                    "reason": "same image file as an earlier posting"})
             continue
         seen.add(r["image"])
         listing.images.append(SourceImage(images / r["image"], r["label_group"], r["posting_id"], source))
