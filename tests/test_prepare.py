@@ -295,3 +295,14 @@ def test_val_only_rules():
     assert [e["reason"] for e in sel.skipped] == ["validation class with no index image after its queries"]
     with pytest.raises(SourceError, match="at least one training source"):
         prepare([{"kind": "folder", "root": "x", "val_only": True}], "unused", processes=1, progress=False)
+
+
+def test_notebook_parameter_val_sources_resolves_to_val_only(tmp_path):
+    from guie_nb.params import resolve_data_prep
+
+    r = resolve_data_prep(sources=[{"kind": "folder", "root": "a"}], val_sources=[{"kind": "gpr1200", "root": "g"}],
+                          out_dir=tmp_path)
+    assert [s["val_only"] for s in r["data"]["sources"]] == [False]
+    (gpr,) = r["data"]["val_sources"]
+    assert gpr["val_only"] and gpr["kind"] == "gpr1200" and gpr["images_per_class"] == 10
+    assert resolve_data_prep(sources=[{"kind": "folder", "root": "a"}], out_dir=tmp_path)["data"]["val_sources"] == []
