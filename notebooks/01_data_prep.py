@@ -55,6 +55,7 @@ sources = [
     {"kind": "products10k", "root": "build/demo/raw/products10k", "val_classes": 30, "queries_per_class": 2},
     {"kind": "gldv2", "root": "build/demo/raw/gldv2", "val_classes": 30, "queries_per_class": 2},
 ]
+val_sources = []  # validation-only sources, e.g. [{"kind": "gpr1200", "root": ...}]: scored per domain
 out_dir = "build/demo/data"
 demo_data_dir = "build/demo/raw"  # None for real data
 max_side = 160  # longest image side kept in the shards
@@ -80,8 +81,8 @@ from guie_nb.data.prepare import prepare
 from guie_nb.params import resolve_data_prep, write_resolved
 from guie_nb.preflight import preflight
 
-resolved = resolve_data_prep(sources=sources, out_dir=out_dir, demo_data_dir=demo_data_dir, max_side=max_side,
-                             images_per_shard=images_per_shard, seed=seed, processes=processes,
+resolved = resolve_data_prep(sources=sources, val_sources=val_sources, out_dir=out_dir, demo_data_dir=demo_data_dir,
+                             max_side=max_side, images_per_shard=images_per_shard, seed=seed, processes=processes,
                              max_output_gb=max_output_gb, num_shards=num_shards, shard_index=shard_index,
                              dry_run=dry_run)
 print(json.dumps(resolved["data"], indent=1))
@@ -123,7 +124,7 @@ if not dry_run:
     manifest = prepare(data["sources"], data["out_dir"], max_side=data["max_side"],
                        images_per_shard=data["images_per_shard"], seed=data["seed"], processes=data["processes"],
                        max_output_gb=data["max_output_gb"], num_shards=data["num_shards"],
-                       shard_index=data["shard_index"])
+                       shard_index=data["shard_index"], val_sources=data["val_sources"])
     print(json.dumps({name: {k: v for k, v in s.items() if k != "class_counts"}
                       for name, s in manifest["sources"].items()}, indent=1))
     print("classes:", manifest["num_classes"], "| training images:", manifest["train_images"],

@@ -171,3 +171,119 @@ def bad_files() -> dict[str, bytes]:
     out["fix_16bit.png"] = buf.getvalue()
     out["fix_exif_rotated.jpg"] = exif_rotated_jpeg()
     return out
+
+
+# --- the winners' extra datasets, each in its published layout ----------------------------------
+
+def _csv(path: Path, header: tuple, rows: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+
+
+def write_shopee(root: Path, counts: dict[int, int], reposted: int = 1) -> Path:
+    """train.csv (posting_id,image,image_phash,title,label_group) + train_images/; the last
+    `reposted` postings reuse the first posting's image file, as the real data does."""
+    rows, n = [], 0
+    for group, k in counts.items():
+        for _ in range(k):
+            name = f"{n:032x}.jpg"
+            (root / "train_images").mkdir(parents=True, exist_ok=True)
+            (root / "train_images" / name).write_bytes(jpeg(110_000 + n))
+            rows.append((f"train_{n}", name, f"{n:016x}", f"title {n}", group))
+            n += 1
+    for j in range(reposted):
+        rows.append((f"train_re{j}", rows[0][1], rows[0][2], "same photo again", rows[0][4]))
+    _csv(root / "train.csv", ("posting_id", "image", "image_phash", "title", "label_group"), rows)
+    return root
+
+
+def write_met(root: Path, counts: dict[int, int], kaggle: bool = False) -> Path:
+    """ground_truth/MET_database.json + MET/<id>/<n>.jpg (Kaggle's copy: MET/MET/<id>/<n>.jpg)."""
+    import json
+
+    base = root / "MET" if kaggle else root
+    entries = []
+    for exhibit, k in counts.items():
+        for n in range(k):
+            path = f"MET/{exhibit}/{n}.jpg"
+            (base / path).parent.mkdir(parents=True, exist_ok=True)
+            (base / path).write_bytes(jpeg(120_000 + exhibit * 10 + n))
+            entries.append({"id": exhibit, "path": path})
+    (root / "ground_truth").mkdir(parents=True, exist_ok=True)
+    (root / "ground_truth" / "MET_database.json").write_text(json.dumps(entries))
+    return root
+
+
+def write_aliproducts(root: Path, counts: dict[str, int]) -> Path:
+    """train.json {"images": [{"image_id", "class_id"}]} + train/<class_id>/<image_id>."""
+    import json
+
+    images = []
+    for cls, k in counts.items():
+        for n in range(k):
+            name = f"{cls}_{n}.jpg"
+            (root / "train" / cls).mkdir(parents=True, exist_ok=True)
+            (root / "train" / cls / name).write_bytes(jpeg(130_000 + len(images)))
+            images.append({"image_id": name, "class_id": cls})
+    (root / "train.json").write_text(json.dumps({"images": images}))
+    return root
+
+
+def write_hm(root: Path, counts: dict[int, int], without_image: int = 1) -> Path:
+    """articles.csv (article_id without its leading zero, product_code, ...) + images/0xx/0<id>.jpg;
+    the last `without_image` articles have no image, as many real ones do not."""
+    rows = []
+    for product, k in counts.items():
+        for colour in range(k):
+            article = product * 1000 + 15 + colour  # e.g. 108775015
+            padded = f"{article:010d}"
+            if len(rows) < sum(counts.values()) - without_image:
+                (root / "images" / padded[:3]).mkdir(parents=True, exist_ok=True)
+                (root / "images" / padded[:3] / f"{padded}.jpg").write_bytes(jpeg(140_000 + len(rows)))
+            rows.append((article, product, f"product {product}", 253, "Vest top"))
+    _csv(root / "articles.csv", ("article_id", "product_code", "prod_name", "product_type_no",
+                                 "product_type_name"), rows)
+    return root
+
+
+def write_deepfashion_inshop(root: Path, items: dict[str, list[str]]) -> Path:
+    """list_eval_partition.txt (count, header, `image_name item_id evaluation_status` rows) + img/..."""
+    lines = []
+    for item, statuses in items.items():
+        for n, status in enumerate(statuses):
+            name = f"img/WOMEN/Dresses/{item}/{n:02d}_{n + 1}_front.jpg"
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(jpeg(150_000 + len(lines)))
+            lines.append(f"{name}    {item}    {status}")
+    (root / "list_eval_partition.txt").write_text(
+        "\n".join([str(len(lines)), "image_name item_id evaluation_status", *lines]) + "\n")
+    return root
+
+
+def write_gpr1200(root: Path, classes: list[int], per_class: int = 10) -> Path:
+    """images/<class>_<name>.jpg, as GPR1200.zip extracts."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for c in classes:
+        for n in range(per_class):
+            (root / "images" / f"{c}_{n:04d}abc.jpg").write_bytes(jpeg(160_000 + c * 20 + n))
+    return root
+
+
+def write_gldv2_full(root: Path, counts: dict[int, int], clean: bool = True) -> Path:
+    """train_clean.csv (landmark_id, space-separated ids) or train.csv (id,url,landmark_id) + train/a/b/c/."""
+    per_landmark, n = {}, 0
+    for landmark, k in counts.items():
+        for _ in range(k):
+            image_id = gldv2_id(10_000 + n)
+            folder = root / "train" / image_id[0] / image_id[1] / image_id[2]
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{image_id}.jpg").write_bytes(jpeg(170_000 + n))
+            per_landmark.setdefault(landmark, []).append(image_id)
+            n += 1
+    if clean:
+        _csv(root / "train_clean.csv", ("landmark_id", "images"), [(lm, " ".join(ids)) for lm, ids in per_landmark.items()])
+    else:
+        _csv(root / "train.csv", ("id", "url", "landmark_id"),
+             [(i, f"https://upload.wikimedia.org/x/{i}.jpg", lm) for lm, ids in per_landmark.items() for i in ids])
+    return root

@@ -8,7 +8,7 @@ import json
 
 from guie_nb.data.demo import DemoSpec, write_demo_sources
 from guie_nb.data.prepare import prepare
-from guie_nb.data.tfrecords import read_all
+from guie_nb.data.shard_reader import read_all
 from guie_nb.metrics import load_solution
 
 SMALL = DemoSpec(products_classes=6, landmark_classes=5, views_per_class=4)

@@ -8,12 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from _data_helpers import jpeg, write_gldv2, write_imagenet_tfrecords, write_products10k
 from guie_nb.data.images import BadImage
 from guie_nb.data.prepare import OutputTooLarge, prepare, select
-from guie_nb.data.records import SourceError, SourceImage
+from guie_nb.data.source_images import SourceError, SourceImage
 from guie_nb.data.sources import SourceSpec
 from guie_nb.metrics import load_solution
 
@@ -66,7 +67,7 @@ def _files(out: Path) -> dict[str, bytes]:
 
 
 def test_label_space_validation_split_and_contract(tmp_path):
-    from guie_nb.data.tfrecords import read_all
+    from guie_nb.data.shard_reader import read_all
 
     out = tmp_path / "out"
     m = prepare(_two_sources(tmp_path), out, max_side=32, images_per_shard=9, processes=1, progress=False)
@@ -130,7 +131,7 @@ def test_resume_after_kill(tmp_path):
     assert not (out / "manifest.json").exists()
     done = {p.name: p.stat() for p in out.glob("train-*.tfrec")}
     assert 3 <= len(done) < 12
-    from guie_nb.data.tfrecords import read_all
+    from guie_nb.data.shard_reader import read_all
 
     for name in done:  # every file under a final name is complete
         assert len(read_all([out / name])) > 0
@@ -162,7 +163,7 @@ def test_changed_input_redoes_only_its_shard(tmp_path):
 
 
 def test_imagenet_tfrecord_records_reemitted_without_loss(tmp_path):
-    from guie_nb.data.tfrecords import read_all
+    from guie_nb.data.shard_reader import read_all
 
     root = write_imagenet_tfrecords(tmp_path / "inet", [3, 3, 2], files=2)
     m = prepare([{"kind": "imagenet_tfrecord", "root": str(root)}], tmp_path / "out", max_side=64,
@@ -171,3 +172,137 @@ def test_imagenet_tfrecord_records_reemitted_without_loss(tmp_path):
     assert m["label_maps"]["imagenet_tfrecord"] == {"1": 0, "2": 1, "3": 2}
     stored = {jpeg(70_000 + c * 100 + j) for c, k in enumerate([3, 3, 2]) for j in range(k)}
     assert {r["image"] for r in read_all([tmp_path / "out" / f for f in m["train_files"]])} == stored
+
+
+# --- files that exist, and validation-only sources ------------------------------------------------
+
+PRESENT = [4, 4, 3, 2, 2, 2, 2, 2, 1, 1]  # files on disk per class of 12 rows: 23 in all
+
+
+def _partly_downloaded_gldv2(root: Path) -> Path:
+    """GLDv2 with 10 classes x 12 rows in train.csv, of which only PRESENT[c] files are on disk (as
+    after extracting only some of the tar parts)."""
+    import csv
+
+    write_gldv2(root, {2000 + c: 12 for c in range(10)})
+    with (root / "train.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    by_class: dict[str, list[str]] = {}
+    for r in rows:
+        by_class.setdefault(r["landmark_id"], []).append(r["id"])
+    for c, ids in enumerate(by_class.values()):
+        for image_id in ids[PRESENT[c]:]:
+            (root / "train" / image_id[0] / image_id[1] / image_id[2] / f"{image_id}.jpg").unlink()
+    return root
+
+
+def test_partly_downloaded_gldv2_writes_every_present_file(tmp_path):
+    """Regression: 8 of the 23 present files were written and 3 classes got a label with no image."""
+    root = _partly_downloaded_gldv2(tmp_path / "gld")
+    m = prepare([{"kind": "gldv2", "root": str(root), "images_per_class": 4, "min_images_per_class": 1}],
+                tmp_path / "out", max_side=32, processes=1, progress=False)
+    g = m["sources"]["gldv2"]
+    assert m["train_images"] == 23 and g["train_classes"] == 10
+    assert sorted(g["class_counts"].values(), reverse=True) == PRESENT  # no empty class
+    assert (g["images_listed"], g["files_missing"], g["images_on_disk"]) == (120, 97, 23)
+    assert m["existence_check"]["files_checked"] == 120 and m["existence_check"]["files_missing"] == 97
+    assert m["skipped_counts"] == {"file not on disk": 97}
+    assert 0 < len([e for e in m["skipped"] if e["reason"] == "file not on disk"]) <= 20  # examples only
+
+
+def test_max_classes_ranks_by_files_that_exist(tmp_path):
+    root = _partly_downloaded_gldv2(tmp_path / "gld")
+    m = prepare([{"kind": "gldv2", "root": str(root), "images_per_class": 4, "max_classes": 3}],
+                tmp_path / "out", max_side=32, processes=1, progress=False)
+    # every class has 12 rows; the three with the most files on disk (4, 4, 3) are kept, whatever the seed
+    assert sorted(m["sources"]["gldv2"]["class_counts"].values()) == [3, 4, 4]
+    assert m["sources"]["gldv2"]["class_counts"].keys() == {"2000", "2001", "2002"}
+
+
+def test_existence_pass_lists_each_folder_once(tmp_path, monkeypatch):
+    import guie_nb.data.prepare as prep
+
+    root = _partly_downloaded_gldv2(tmp_path / "gld")
+    calls = []
+    real = prep._list_folder
+    monkeypatch.setattr(prep, "_list_folder", lambda folder: calls.append(folder) or real(folder))
+    listing = SourceSpec.from_dict({"kind": "gldv2", "root": str(root)}).read()
+    folders = {str(i.path.parent) for i in listing.images}
+    counts = prep.keep_existing({"gldv2": listing})
+    assert len(calls) == len(set(calls)) == counts["folders_listed"] == len(folders)
+    assert counts["files_missing"] == 97 and len(listing.images) == 23 and listing.missing == 97
+
+
+def _winners_sources(tmp_path) -> tuple[list[dict], list[dict]]:
+    from _data_helpers import (write_aliproducts, write_deepfashion_inshop, write_gldv2_full, write_gpr1200,
+                               write_hm, write_met, write_shopee)
+
+    train = [
+        {"kind": "shopee", "root": str(write_shopee(tmp_path / "shopee", {11: 3, 12: 2}))},
+        {"kind": "met", "root": str(write_met(tmp_path / "met", {5: 2, 6: 3}, kaggle=True))},
+        {"kind": "aliproducts", "root": str(write_aliproducts(tmp_path / "ali", {"001": 2, "002": 2}))},
+        {"kind": "hm", "root": str(write_hm(tmp_path / "hm", {108775: 3, 956217: 3}))},
+        {"kind": "deepfashion_inshop", "root": str(write_deepfashion_inshop(
+            tmp_path / "df", {"id_00000001": ["train"] * 2, "id_00000002": ["query", "gallery"]}))},
+        {"kind": "gldv2_full", "root": str(write_gldv2_full(tmp_path / "gldf", {7: 2, 8: 3}))},
+    ]
+    val = [{"kind": "gpr1200", "root": str(write_gpr1200(tmp_path / "gpr", [0, 1, 200, 201, 1000], per_class=3))}]
+    return train, val
+
+
+def test_winners_datasets_and_validation_by_domain(tmp_path):
+    from guie_nb.data.shard_reader import read_all
+    from guie_nb.evaluation import ValidationSet, score
+
+    train, val_sources = _winners_sources(tmp_path)
+    out = tmp_path / "out"
+    m = prepare(train, out, val_sources=val_sources, max_side=32, processes=1, progress=False)
+    for s in train:  # every reader's images reach the shards, each source its own label block
+        assert m["sources"][s["kind"]]["train_images"] >= 4, s["kind"]
+    assert m["num_classes"] == 12
+    gpr = m["sources"]["gpr1200"]
+    assert gpr["val_only"] and gpr["train_classes"] == 0 and gpr["val_classes"] == 5 and m["label_maps"]["gpr1200"] == {}
+    assert gpr["label_offset"] == 12  # no label block: it takes no labels
+    records = read_all([out / f for f in m["train_files"]])
+    assert "gpr1200" not in {r["source"] for r in records}
+    val = ValidationSet.from_manifest(out, m)
+    assert set(val.query_source.values()) == {"gpr1200"}
+    assert sorted(set(val.query_domain.values())) == ["gpr1200_faces", "gpr1200_inat", "gpr1200_landmarks"]
+    # an embedding that finds each query's own class: 1.0 everywhere; one that does not: lower there
+    group = {q: k for k, q in enumerate(sorted(val.solution))}
+    for q, ids in val.solution.items():
+        group.update({i: group[q] for i in ids})
+    ids = sorted(group)
+    emb = np.eye(len(val.solution))[[group[i] for i in ids]]
+    queries = [i for i in ids if i in val.solution]
+    index = [i for i in ids if i not in val.solution]
+    perfect = score(val, queries, emb[[ids.index(q) for q in queries]], index, emb[[ids.index(i) for i in index]])
+    assert perfect == {"map5": 1.0, "map5_gpr1200": 1.0, "map5_gpr1200_faces": 1.0, "map5_gpr1200_inat": 1.0,
+                       "map5_gpr1200_landmarks": 1.0}
+    swapped = emb.copy()
+    faces = [i for i in queries if val.query_domain[i] == "gpr1200_faces"]
+    for q in faces:  # the faces queries look like nothing in the index
+        swapped[ids.index(q)] = -1
+    s = score(val, queries, swapped[[ids.index(q) for q in queries]], index, emb[[ids.index(i) for i in index]])
+    assert s["map5_gpr1200_faces"] < 1.0 and s["map5_gpr1200_landmarks"] == 1.0
+
+
+def test_val_only_rules():
+    with pytest.raises(SourceError, match="val_classes has no meaning"):
+        SourceSpec.from_dict({"kind": "gpr1200", "root": "x", "val_only": True, "val_classes": 3})
+    sel = select(_images({"a": 3, "b": 1, "c": 2}), _spec(val_only=True, min_images_per_class=1), seed=0)
+    assert sel.train == {} and sorted(sel.val) == ["a", "c"]
+    assert [e["reason"] for e in sel.skipped] == ["validation class with no index image after its queries"]
+    with pytest.raises(SourceError, match="at least one training source"):
+        prepare([{"kind": "folder", "root": "x", "val_only": True}], "unused", processes=1, progress=False)
+
+
+def test_notebook_parameter_val_sources_resolves_to_val_only(tmp_path):
+    from guie_nb.params import resolve_data_prep
+
+    r = resolve_data_prep(sources=[{"kind": "folder", "root": "a"}], val_sources=[{"kind": "gpr1200", "root": "g"}],
+                          out_dir=tmp_path)
+    assert [s["val_only"] for s in r["data"]["sources"]] == [False]
+    (gpr,) = r["data"]["val_sources"]
+    assert gpr["val_only"] and gpr["kind"] == "gpr1200" and gpr["images_per_class"] == 10
+    assert resolve_data_prep(sources=[{"kind": "folder", "root": "a"}], out_dir=tmp_path)["data"]["val_sources"] == []

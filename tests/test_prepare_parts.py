@@ -37,7 +37,7 @@ def _files(d: Path) -> dict[str, bytes]:
 
 
 def test_parts_hold_exactly_the_one_run_output(runs):
-    from guie_nb.data.tfrecords import read_all
+    from guie_nb.data.shard_reader import read_all
 
     root, _, _, one, (p0, p1) = runs
     assert len(one["train_files"]) == 7  # 50 training images, 8 per shard

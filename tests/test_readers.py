@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from _data_helpers import (gldv2_id, synset, write_csv_source, write_folder, write_gldv2, write_imagenet,
-                           write_imagenet_tfrecords, write_products10k)
-from guie_nb.data import recordio
+from _data_helpers import (gldv2_id, synset, write_aliproducts, write_csv_source, write_deepfashion_inshop,
+                           write_folder, write_gldv2, write_gldv2_full, write_gpr1200, write_hm, write_imagenet,
+                           write_imagenet_tfrecords, write_met, write_products10k, write_shopee)
+from guie_nb.data import tfrecord_format
 from guie_nb.data.prepare import prepare
-from guie_nb.data.records import SourceError
-from guie_nb.data.shards import read_image_bytes
+from guie_nb.data.source_images import SourceError
+from guie_nb.data.shard_writer import read_image_bytes
 from guie_nb.data.sources import SourceSpec
 
 
@@ -97,7 +98,99 @@ def test_csv_path_label(tmp_path):
         assert all(i.path.is_file() for i in listing.images)
 
 
-@pytest.mark.parametrize("kind", ["products10k", "gldv2", "imagenet", "imagenet_tfrecord", "folder", "csv"])
+def test_gld2020_reads_the_kaggle_2020_layout(tmp_path):
+    write_gldv2(tmp_path, {1000: 2, 1007: 1})
+    listing = _read("gld2020", tmp_path)
+    assert [(i.label, i.source) for i in listing.images] == [("1000", "gld2020"), ("1000", "gld2020"), ("1007", "gld2020")]
+    assert all(i.path.is_file() for i in listing.images)
+
+
+@pytest.mark.parametrize("clean", [True, False])
+def test_gldv2_full_clean_and_full_csv(tmp_path, clean):
+    write_gldv2_full(tmp_path, {5: 3, 77: 2}, clean=clean)
+    listing = _read("gldv2_full", tmp_path)
+    assert sorted((i.label, i.image_id) for i in listing.images) == sorted(
+        [("5", gldv2_id(10_000 + n)) for n in range(3)] + [("77", gldv2_id(10_003 + n)) for n in range(2)])
+    assert all(i.path.is_file() for i in listing.images)
+
+
+def test_gldv2_full_needs_a_csv(tmp_path):
+    (tmp_path / "train").mkdir()
+    with pytest.raises(SourceError, match="train_clean.csv"):
+        _read("gldv2_full", tmp_path)
+
+
+def test_shopee_skips_reposted_files(tmp_path):
+    write_shopee(tmp_path, {249114794: 2, 2937985045: 3}, reposted=1)
+    listing = _read("shopee", tmp_path)
+    assert [(i.label, i.image_id) for i in listing.images] == [
+        ("249114794", "train_0"), ("249114794", "train_1"), ("2937985045", "train_2"), ("2937985045", "train_3"),
+        ("2937985045", "train_4")]
+    assert all(i.path.is_file() and i.path.parent.name == "train_images" for i in listing.images)
+    assert [e["reason"] for e in listing.skipped] == ["same image file as an earlier posting"]
+
+
+@pytest.mark.parametrize("kaggle", [False, True])
+def test_met_ground_truth_json(tmp_path, kaggle):
+    write_met(tmp_path, {770869: 3, 12: 1}, kaggle=kaggle)
+    listing = _read("met", tmp_path)
+    assert [(i.label, i.image_id) for i in listing.images] == [
+        ("770869", "MET/770869/0.jpg"), ("770869", "MET/770869/1.jpg"), ("770869", "MET/770869/2.jpg"),
+        ("12", "MET/12/0.jpg")]
+    assert all(i.path.is_file() for i in listing.images)
+
+
+def test_aliproducts_train_json(tmp_path):
+    write_aliproducts(tmp_path, {"00000": 2, "50029": 1})
+    listing = _read("aliproducts", tmp_path)
+    assert [(i.label, i.image_id, i.path.parent.name) for i in listing.images] == [
+        ("00000", "00000_0.jpg", "00000"), ("00000", "00000_1.jpg", "00000"), ("50029", "50029_0.jpg", "50029")]
+    assert all(i.path.is_file() for i in listing.images)
+
+
+def test_hm_articles_and_zero_padded_folders(tmp_path):
+    write_hm(tmp_path, {108775: 2, 956217: 2}, without_image=1)
+    listing = _read("hm", tmp_path)
+    first = listing.images[0]
+    assert first.image_id == "0108775015" and first.label == "108775"
+    assert first.path == tmp_path / "images" / "010" / "0108775015.jpg"
+    assert [i.path.is_file() for i in listing.images] == [True, True, True, False]  # the last has no image
+    by_article = _read("hm", tmp_path, label_column="article_id")
+    assert len({i.label for i in by_article.images}) == 4
+
+
+def test_deepfashion_inshop_partition(tmp_path):
+    write_deepfashion_inshop(tmp_path, {"id_00000002": ["train", "train"], "id_00000080": ["query", "gallery", "gallery"]})
+    listing = _read("deepfashion_inshop", tmp_path)
+    assert [i.label for i in listing.images] == ["id_00000002"] * 2 + ["id_00000080"] * 3
+    assert all(i.path.is_file() for i in listing.images)
+    only = _read("deepfashion_inshop", tmp_path, splits=["query", "gallery"])
+    assert {i.label for i in only.images} == {"id_00000080"}
+    (tmp_path / "list_eval_partition.txt").write_text("3\nname item status\n")
+    with pytest.raises(SourceError, match="image_name item_id evaluation_status"):
+        _read("deepfashion_inshop", tmp_path)
+
+
+def test_gpr1200_class_from_name_and_domains(tmp_path):
+    write_gpr1200(tmp_path, [0, 199, 200, 1199], per_class=2)
+    (tmp_path / "images" / "readme.txt").write_text("x")
+    listing = _read("gpr1200", tmp_path)
+    assert sorted({(i.label, i.domain) for i in listing.images}, key=lambda t: int(t[0])) == [
+        ("0", "gpr1200_landmarks"), ("199", "gpr1200_landmarks"), ("200", "gpr1200_inat"), ("1199", "gpr1200_faces")]
+    assert [e["reason"] for e in listing.skipped] == ["file name without a <class>_ prefix"]
+
+
+ALL_KINDS = ["products10k", "gldv2", "gld2020", "gldv2_full", "imagenet", "imagenet_tfrecord", "shopee", "met",
+             "aliproducts", "hm", "deepfashion_inshop", "gpr1200", "folder", "csv"]
+
+
+def test_every_kind_is_tested_here():
+    from guie_nb.data.sources import READERS
+
+    assert sorted(READERS) == sorted(ALL_KINDS)
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_wrong_root_fails_before_any_work(tmp_path, kind):
     out = tmp_path / "out"
     with pytest.raises(SourceError, match="not found|no files"):
@@ -135,15 +228,15 @@ def test_recipe_defaults():
         assert SourceSpec.from_dict({"kind": kind, "root": "x"}).images_per_class == 50
 
 
-def test_recordio_matches_tensorflow(tmp_path):
+def test_tfrecord_format_matches_tensorflow(tmp_path):
     import tensorflow as tf
 
-    from guie_nb.data.tfrecords import read_all
+    from guie_nb.data.shard_reader import read_all
 
     path = tmp_path / "x.tfrec"
-    w = recordio.AtomicWriter(path)
-    w.write(recordio.encode_example({"image": b"\x00\xffabc", "label": -1, "source": b"s", "image_id": b"i" * 16}))
-    w.write(recordio.encode_example({"image": b"", "label": 17_690, "source": b"gldv2", "image_id": b"0" * 16}))
+    w = tfrecord_format.AtomicWriter(path)
+    w.write(tfrecord_format.encode_example({"image": b"\x00\xffabc", "label": -1, "source": b"s", "image_id": b"i" * 16}))
+    w.write(tfrecord_format.encode_example({"image": b"", "label": 17_690, "source": b"gldv2", "image_id": b"0" * 16}))
     assert not path.exists()
     w.commit()
     assert [r["label"] for r in read_all([path])] == [-1, 17_690]
@@ -152,5 +245,5 @@ def test_recordio_matches_tensorflow(tmp_path):
     ex = tf.train.Example(features=tf.train.Features(feature={
         "f": tf.train.Feature(float_list=tf.train.FloatList(value=[0.5, 2.0])),
         "i": tf.train.Feature(int64_list=tf.train.Int64List(value=[-3, 2**40]))})).SerializeToString()
-    assert recordio.decode_example(ex) == {"f": [0.5, 2.0], "i": [-3, 2**40]}
-    assert [o for o, _ in recordio.iter_records(path)][0] == 0
+    assert tfrecord_format.decode_example(ex) == {"f": [0.5, 2.0], "i": [-3, 2**40]}
+    assert [o for o, _ in tfrecord_format.iter_records(path)][0] == 0

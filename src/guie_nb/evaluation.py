@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,6 +19,8 @@ class ValidationSet:
     index_files: list[Path]
     solution: dict[str, list[str]]  # public and private together
     query_source: dict[str, str]
+    # finer domains within a source (GPR1200's six); queries not in it are scored by source only
+    query_domain: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_manifest(cls, data_dir: DataDirs, manifest: dict) -> "ValidationSet":
@@ -33,16 +35,19 @@ class ValidationSet:
             raise ValueError(f"{data_dir}: data-prep wrote no validation split (set val_classes in sources)")
         public, private = load_solution(data_path(data_dir, val["solution"]))
         return cls([data_path(data_dir, val["queries"])], [data_path(data_dir, val["index"])],
-                   {**public, **private}, val["query_source"])
+                   {**public, **private}, val["query_source"], val.get("query_domain", {}))
 
 
 def score(val: ValidationSet, query_ids, query_emb, index_ids, index_emb, k: int = 5) -> dict[str, float]:
-    """mP@k overall and per source domain (each domain's queries against the whole index)."""
+    """mP@k overall, per source and per finer domain (`map5_<source>`, `map5_<domain>`): each
+    domain's queries against the whole index (every source's index images, training-source and
+    validation-only alike), as the competition scores its 11 domains against one index."""
     predictions = retrieve(query_ids, query_emb, index_ids, index_emb, k=k)
     result = {"map5": mean_precision_at_k(predictions, val.solution, k)}
-    for source in sorted(set(val.query_source.values())):
-        sol = {q: r for q, r in val.solution.items() if val.query_source.get(q) == source}
-        result[f"map5_{source}"] = mean_precision_at_k({q: predictions[q] for q in sol if q in predictions}, sol, k)
+    for groups in (val.query_source, val.query_domain):
+        for name in sorted(set(groups.values())):
+            sol = {q: r for q, r in val.solution.items() if groups.get(q) == name}
+            result[f"map5_{name}"] = mean_precision_at_k({q: predictions[q] for q in sol if q in predictions}, sol, k)
     return result
 
 
@@ -88,7 +93,7 @@ class ValidationEmbeddings(NamedTuple):
 def embed_validation(embed_one: Callable[[np.ndarray], np.ndarray], val: ValidationSet) -> ValidationEmbeddings:
     """Embed the queries and the index exactly as the scorer runs a submission: one image at a time,
     decoded with `decode_rgb` at native size."""
-    from guie_nb.data.tfrecords import read_all
+    from guie_nb.data.shard_reader import read_all
 
     def embed(files):
         records = read_all(files)
@@ -148,8 +153,8 @@ def worst_queries(results: list[QueryResult], n: int = 6) -> list[QueryResult]:
 
 def examples(files: Iterable[str | Path]) -> Iterator[dict[str, list]]:
     """The records of TFRecord `files` in order, as `{feature: [values]}` (`recordio.decode_example`),
-    read without TensorFlow; `guie_nb.data.recordio.RecordError` at a corrupt record."""
-    from guie_nb.data.recordio import decode_example, iter_records
+    read without TensorFlow; `guie_nb.data.tfrecord_format.RecordError` at a corrupt record."""
+    from guie_nb.data.tfrecord_format import decode_example, iter_records
 
     for path in files:
         for _, record in iter_records(path):

@@ -21,7 +21,8 @@ RESOLVED_CONFIG = "resolved_config.json"
 
 # notebook -> parameter -> dotted key in the resolved config ("model": the whole dict)
 TARGETS: dict[str, dict[str, str]] = {
-    "01_data_prep": {"sources": "data.sources", "out_dir": "data.out_dir", "demo_data_dir": "data.demo_data_dir",
+    "01_data_prep": {"sources": "data.sources", "val_sources": "data.val_sources", "out_dir": "data.out_dir",
+                     "demo_data_dir": "data.demo_data_dir",
                      "max_side": "data.max_side", "images_per_shard": "data.images_per_shard", "seed": "data.seed",
                      "processes": "data.processes", "max_output_gb": "data.max_output_gb",
                      "num_shards": "data.num_shards", "shard_index": "data.shard_index", "dry_run": "run.dry_run"},
@@ -44,25 +45,30 @@ def absolute(path):
     return None if path in (None, "") else os.path.abspath(os.fspath(path))
 
 
-def _sources(sources) -> list[dict]:
+def _sources(sources, val_only: bool = False) -> list[dict]:
+    from guie_nb.data.source_images import SourceError
     from guie_nb.data.sources import SourceSpec
 
-    if not isinstance(sources, (list, tuple)) or not sources:
-        from guie_nb.data.records import SourceError
-
-        raise SourceError("sources must be a non-empty list of {'kind': ..., 'root': ...} entries")
+    if not isinstance(sources, (list, tuple)) or (not sources and not val_only):
+        raise SourceError(f"{'val_sources' if val_only else 'sources'} must be a "
+                          f"{'' if val_only else 'non-empty '}list of {{'kind': ..., 'root': ...}} entries")
+    if val_only:
+        sources = [{**s, "val_only": True} if isinstance(s, dict) else s for s in sources]
     return [{**asdict(spec), "root": absolute(spec.root)} for spec in map(SourceSpec.from_dict, sources)]
 
 
-def resolve_data_prep(*, sources, out_dir, demo_data_dir=None, max_side=512, images_per_shard=1000, seed=0,
-                      processes=None, max_output_gb=20.0, num_shards=1, shard_index=0, dry_run=False) -> dict:
-    """01's parameters -> `{"data": {...}, "run": {...}}`; sources with the recipe's defaults filled in."""
+def resolve_data_prep(*, sources, out_dir, val_sources=(), demo_data_dir=None, max_side=512, images_per_shard=1000,
+                      seed=0, processes=None, max_output_gb=20.0, num_shards=1, shard_index=0,
+                      dry_run=False) -> dict:
+    """01's parameters -> `{"data": {...}, "run": {...}}`; sources with the recipe's defaults filled in,
+    `val_sources` (validation only, e.g. GPR1200) likewise, each marked `val_only`."""
     if max_side < 16 or images_per_shard < 1:
         raise ValueError(f"need max_side >= 16 and images_per_shard >= 1, got {max_side}, {images_per_shard}")
     if not (isinstance(num_shards, int) and num_shards >= 1 and 0 <= shard_index < num_shards):
         raise ValueError(f"need num_shards >= 1 and 0 <= shard_index < num_shards, got {num_shards}, {shard_index}")
     return {"notebook": "01_data_prep",
-            "data": {"sources": _sources(sources), "out_dir": absolute(out_dir), "demo_data_dir": absolute(demo_data_dir),
+            "data": {"sources": _sources(sources), "val_sources": _sources(val_sources or [], val_only=True),
+                     "out_dir": absolute(out_dir), "demo_data_dir": absolute(demo_data_dir),
                      "max_side": max_side, "images_per_shard": images_per_shard, "seed": seed,
                      "processes": processes, "max_output_gb": max_output_gb, "num_shards": num_shards,
                      "shard_index": shard_index},

@@ -69,7 +69,7 @@ def train_samples(data_dir: DataDirs, manifest: Mapping, per_source: int = 8,
 
     The training stream is one shuffled stream over all sources, so the first records hold every
     source; reading stops once each source has its images, or after `max_records` records.
-    Read without TensorFlow (`guie_nb.data.recordio`): the data-prep notebook does not load it.
+    Read without TensorFlow (`guie_nb.data.tfrecord_format`): the data-prep notebook does not load it.
     """
     names = {label: name for labels in manifest["label_maps"].values() for name, label in labels.items()}
     samples: dict[str, list[tuple[np.ndarray, str]]] = {s: [] for s in manifest["sources"]}

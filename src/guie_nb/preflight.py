@@ -82,13 +82,13 @@ def preflight_data_prep(resolved: dict) -> dict:
     """Read every source's listing, select and plan as `prepare` will, and estimate the output
     (bytes and seconds per image from a seeded sample, processed as the workers will)."""
     from guie_nb.data import prepare as prep
-    from guie_nb.data.records import SourceError
-    from guie_nb.data.shards import ImageSettings
+    from guie_nb.data.source_images import SourceError
+    from guie_nb.data.shard_writer import ImageSettings
     from guie_nb.data.sources import SourceSpec
 
     data = resolved["data"]
     inputs, problems, specs, listings = [], [], [], {}
-    for entry in data["sources"]:
+    for entry in data["sources"] + data.get("val_sources", []):
         spec = SourceSpec.from_dict(entry)
         specs.append(spec)
         if data["demo_data_dir"] and str(spec.root).startswith(str(data["demo_data_dir"])):
@@ -106,9 +106,10 @@ def preflight_data_prep(resolved: dict) -> dict:
     if listings and len(listings) == len(specs):
         try:
             seed = data["seed"]
+            prep.keep_existing(listings)  # as prepare does: rank and sample only files on disk
             selections = {s.name: prep.select(listings[s.name].images, s, seed) for s in specs}
             settings = ImageSettings(data["max_side"], 90)
-            train, val, _ = prep.plan(specs, selections, settings, Path(data["out_dir"]), data["images_per_shard"], seed)
+            train, val, _ = prep.plan_files(specs, selections, settings, Path(data["out_dir"]), data["images_per_shard"], seed)
             mine = prep.part_range(len(train), data["num_shards"], data["shard_index"])  # this kernel's part
             tasks = train[mine.start:mine.stop] + (val if data["shard_index"] == 0 else [])
             start = time.perf_counter()

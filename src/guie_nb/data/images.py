@@ -1,6 +1,7 @@
 """Decode, normalise and re-encode one image; any problem becomes a named reason.
 
-Fixed on the way: EXIF rotation (applied), CMYK / grayscale / 16-bit (to 8-bit RGB), palette or
+Fixed on the way: EXIF rotation (applied), every Pillow mode to 8-bit RGB (`to_rgb`: CMYK, YCbCr,
+LAB, HSV, grayscale, 1-bit, 16-bit in both byte orders, 32-bit integer and float scaled), palette or
 alpha transparency (composited on white). Skipped with a reason: missing, empty, non-image,
 truncated or corrupt files, decompression bombs. A JPEG that is already RGB, upright and within
 `max_side` is kept byte for byte (no generation loss, and the fastest path).
@@ -12,6 +13,7 @@ import io
 import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold, made an error, not a warning
@@ -22,17 +24,68 @@ class BadImage(Exception):
     """The file cannot become a training image; `str(exc)` is the reason recorded in the manifest."""
 
 
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
+# Pillow modes that `Image.convert("RGB")` maps correctly as they are (colour spaces, 1-bit, RGBX)
+DIRECT = ("RGB", "L", "1", "P", "CMYK", "YCbCr", "LAB", "HSV", "RGBX")
+
+
+def _scale_to_l(arr: np.ndarray, lo: float, hi: float) -> Image.Image:
+    """Values in [lo, hi] -> 8-bit grayscale, linearly; a constant image maps to mid-grey."""
+    if not hi > lo:
+        return Image.new("L", (arr.shape[1], arr.shape[0]), 128)
+    scaled = (arr.astype(np.float64) - lo) * (255.0 / (hi - lo))
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+
+
+def _integer_to_l(img: Image.Image) -> Image.Image:
+    """16-bit modes (either byte order): the top 8 bits. 32-bit "I": 8-bit values kept, 16-bit values
+    (how most decoders hand over 16-bit PNG/PPM/TIFF) shifted by 8, anything wider scaled by its range."""
+    arr = np.asarray(img)  # Pillow gives I;16B as big-endian uint16, so the byte order is handled here
+    if img.mode in SIXTEEN_BIT:
+        return Image.fromarray((arr.astype(np.uint16) >> 8).astype(np.uint8), "L")
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo >= 0 and hi <= 255:
+        return Image.fromarray(arr.astype(np.uint8), "L")
+    if lo >= 0 and hi <= 65535:
+        return Image.fromarray((arr >> 8).astype(np.uint8), "L")
+    return _scale_to_l(arr, lo, hi)
+
+
+def _float_to_l(img: Image.Image) -> Image.Image:
+    """32-bit float: scaled by its finite range (a float image has no fixed white point)."""
+    arr = np.asarray(img, dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    if not finite.size:
+        raise BadImage("float image without a finite pixel")
+    arr = np.where(np.isfinite(arr), arr, finite.min())
+    return _scale_to_l(arr, float(finite.min()), float(finite.max()))
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB as the scorer sees it; transparency is composited onto white rather than black."""
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode in ("P", "L", "RGB") and "transparency" in img.info):
+    """8-bit RGB as the scorer sees it, from every Pillow mode; raises BadImage (reason naming the
+    mode) for a mode it does not know rather than guessing.
+
+    Transparency (alpha or a palette/colour key) is composited onto white, not black; premultiplied
+    alpha (RGBa, La) is un-multiplied first. 16-bit grayscale in either byte order keeps its top 8
+    bits; 32-bit integer and float are scaled (see `_integer_to_l`, `_float_to_l`). CMYK, YCbCr,
+    LAB, HSV, 1-bit and palette images go through Pillow's own conversions.
+    """
+    mode = img.mode
+    if mode == "La":
+        img, mode = img.convert("LA"), "LA"
+    if mode in ALPHA or (mode in ("P", "L", "RGB") and "transparency" in img.info):
         img = img.convert("RGBA")
         background = Image.new("RGB", img.size, (255, 255, 255))
         background.paste(img, mask=img.getchannel("A"))
         return background
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit grayscale: scale to 8 bits instead of clipping
-        img = img.point(lambda v: v / 256).convert("L")
-    return img if img.mode == "RGB" else img.convert("RGB")
+    if mode in SIXTEEN_BIT or mode == "I":
+        return _integer_to_l(img).convert("RGB")
+    if mode == "F":
+        return _float_to_l(img).convert("RGB")
+    if mode in DIRECT:
+        return img if mode == "RGB" else img.convert("RGB")
+    raise BadImage(f"unsupported image mode {mode!r}")
 
 
 def read_file(path: str | Path) -> bytes:

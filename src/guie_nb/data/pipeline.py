@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from guie_nb.data.tfrecords import parse
+from guie_nb.data.shard_reader import parse
 from guie_nb.model.preprocessing import resize_images
 
 AUTOTUNE = tf.data.AUTOTUNE

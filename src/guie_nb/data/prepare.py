@@ -3,10 +3,14 @@
 One global label space: each source's training classes take the next block of labels (an offset
 per source, as the seed recipe's ImageNet 0-999 / Products-10K 1000-... layout). Whole classes
 are held out per source as a validation split: queries, index and a Kaggle-format solution CSV.
+Validation-only sources (`val_sources`, e.g. GPR1200 as a multi-domain set) add classes to that
+split alone, each source (or GPR1200 domain) scored as its own domain.
 
 Order of work: read every source (a wrong root or missing column fails here, before anything is
-written), select, plan every output file, estimate the output size (fails above the limit), then
-write the files over all cores (`shards.py`), resuming where an earlier run stopped.
+written), drop the listed files that are not on disk (one parallel pass over the folders, counted
+in the manifest: a partly downloaded dataset ranks and samples only what it has), select, plan
+every output file, estimate the output size (fails above the limit), then
+write the files over all cores (`shard_writer.py`), resuming where an earlier run stopped.
 
 Data that does not fit one Kaggle kernel (20 GB of output, 12 h) is split over N kernels:
 `prepare(..., num_shards=N, shard_index=i)` reads and selects exactly as one kernel would, then
@@ -24,14 +28,15 @@ import random
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
 from guie_nb.data.images import BadImage, process_bytes
-from guie_nb.data.imagenet import imagenet_tfrecord_files
-from guie_nb.data.records import SourceError, SourceImage
-from guie_nb.data.shards import PARTS, AtomicWriter, ImageSettings, Task, make_pool, read_image_bytes, \
+from guie_nb.data.readers.imagenet import imagenet_tfrecord_files
+from guie_nb.data.source_images import Listing, SourceError, SourceImage
+from guie_nb.data.shard_writer import PARTS, AtomicWriter, ImageSettings, Task, make_pool, read_image_bytes, \
     remove_leftovers, run_tasks
 from guie_nb.data.sources import READERS, SourceSpec  # noqa: F401  (SourceSpec: public API)
 from guie_nb.metrics import write_solution
@@ -39,10 +44,62 @@ from guie_nb.metrics import write_solution
 KAGGLE_OUTPUT_LIMIT_GB = 20.0
 RECORD_OVERHEAD = 120  # bytes per record besides the JPEG: framing, keys, label, source, id
 FORMAT_VERSION = 2
+EXISTENCE_THREADS = 32  # folder listings run in threads: I/O-bound, and Kaggle's /kaggle/input is a network mount
+NOT_ON_DISK = "file not on disk"
+MISSING_EXAMPLES = 20  # per source: the manifest lists this many missing files, and counts them all
 
 
 class OutputTooLarge(SourceError):
     """The estimated output does not fit the output limit."""
+
+
+def _list_folder(folder: str) -> frozenset[str]:
+    try:
+        with os.scandir(folder) as it:
+            return frozenset(e.name for e in it if e.is_file())
+    except (FileNotFoundError, NotADirectoryError):
+        return frozenset()
+
+
+def keep_existing(listings: dict[str, Listing], threads: int = EXISTENCE_THREADS) -> dict:
+    """Drop listed image files that are not on disk, in place; returns the pass's counts.
+
+    One pass for all sources: every folder that holds a listed file is listed once (`os.scandir`,
+    in `threads` threads), so the cost is one directory read per folder, not one `stat` per file.
+    Images inside TFRecord files (`offset >= 0`) were found by reading them and are kept. Each
+    listing gets `skipped` entries (reason "file not on disk") for its first MISSING_EXAMPLES
+    missing files and `missing` = how many there were. Returns `{"files_checked",
+    "files_missing", "folders_listed", "threads"}` (no timing: a rerun's manifest is identical).
+    """
+    folders = sorted({os.path.dirname(i.path) for lst in listings.values() for i in lst.images if i.offset < 0})
+    with ThreadPoolExecutor(max(1, min(threads, len(folders)))) as ex:
+        present = dict(zip(folders, ex.map(_list_folder, folders)))
+    checked = missing_total = 0
+    for lst in listings.values():
+        kept, missing = [], []
+        for img in lst.images:
+            if img.offset >= 0:
+                kept.append(img)
+                continue
+            checked += 1
+            (kept if os.path.basename(img.path) in present[os.path.dirname(img.path)] else missing).append(img)
+        lst.images = kept
+        lst.missing = len(missing)
+        lst.skipped += [{"path": str(i.path), "reason": NOT_ON_DISK} for i in missing[:MISSING_EXAMPLES]]
+        missing_total += len(missing)
+    return {"files_checked": checked, "files_missing": missing_total, "folders_listed": len(folders),
+            "threads": threads}
+
+
+def read_sources(specs: list["SourceSpec"], map_fn_for=lambda spec: map) -> tuple[dict[str, Listing], dict]:
+    """Every source's listing (read in order, so a bad root fails before anything is written),
+    then the existence pass (`keep_existing`); returns the listings and the pass's counts.
+    `map_fn_for(spec)` gives a reader that takes one (the TFRecord reader) its parallel map."""
+    listings = {}
+    for s in specs:
+        listings[s.name] = s.read(map_fn=map_fn_for(s))
+        listings[s.name].listed = len(listings[s.name].images)
+    return listings, keep_existing(listings)
 
 
 @dataclass
@@ -72,17 +129,26 @@ def select(images: list[SourceImage], spec: SourceSpec, seed: int) -> Selection:
     kept.sort(key=lambda c: -len(by_class[c]))  # stable: keeps the seeded order within ties
     if spec.max_classes is not None:
         kept = kept[: spec.max_classes]
+
+    def sample(c: str) -> list[SourceImage]:
+        imgs = sorted(by_class[c], key=lambda i: (i.image_id, i.offset))
+        return random.Random(f"{seed}:{spec.name}:{c}").sample(imgs, min(len(imgs), spec.images_per_class))
+
+    if spec.val_only:  # every kept class that can give its queries and an index image
+        val = [c for c in kept if min(len(by_class[c]), spec.images_per_class) > spec.queries_per_class]
+        for c in sorted(set(kept) - set(val)):
+            skipped += [{"path": str(i.path), "reason": "validation class with no index image after its queries"}
+                        for i in by_class[c]]
+        if not val:
+            raise SourceError(f"{spec.name}: validation-only source with no class of more than "
+                              f"queries_per_class={spec.queries_per_class} images")
+        return Selection(train={}, val={c: sample(c) for c in sorted(val, key=_natural)}, skipped=skipped)
     # a validation class needs its queries plus at least one index image
     candidates = [c for c in kept if min(len(by_class[c]), spec.images_per_class) > spec.queries_per_class]
     if spec.val_classes > len(candidates) or (spec.val_classes and spec.val_classes >= len(kept)):
         raise SourceError(f"{spec.name}: val_classes={spec.val_classes} is too many: {len(kept)} classes "
                           f"qualify, {len(candidates)} of them with more than queries_per_class images")
     val_set = set(rng.sample(candidates, spec.val_classes))
-
-    def sample(c: str) -> list[SourceImage]:
-        imgs = sorted(by_class[c], key=lambda i: (i.image_id, i.offset))
-        return random.Random(f"{seed}:{spec.name}:{c}").sample(imgs, min(len(imgs), spec.images_per_class))
-
     return Selection(
         train={c: sample(c) for c in sorted(kept, key=_natural) if c not in val_set},
         val={c: sample(c) for c in sorted(val_set, key=_natural)},
@@ -90,7 +156,7 @@ def select(images: list[SourceImage], spec: SourceSpec, seed: int) -> Selection:
     )
 
 
-def plan(specs: list[SourceSpec], selections: dict[str, Selection], settings: ImageSettings, out: Path,
+def plan_files(specs: list[SourceSpec], selections: dict[str, Selection], settings: ImageSettings, out: Path,
          images_per_shard: int, seed: int) -> tuple[list[Task], list[Task], dict[str, dict[str, int]]]:
     """Training shards (one shuffled stream cut every `images_per_shard`) and validation parts."""
     train, val, label_maps, offset = [], [], {}, 0
@@ -156,6 +222,7 @@ def prepare(
     progress: bool = True,
     num_shards: int = 1,
     shard_index: int = 0,
+    val_sources: list[dict] | None = None,
 ) -> dict:
     """Run data-prep; returns the manifest (also written to `out_dir/manifest.json`).
 
@@ -169,11 +236,25 @@ def prepare(
     estimate is checked against `max_output_gb`. The manifest's `part` records
     `{"index", "count", "label_space"}`; `load_manifest(all part dirs)` merges the parts.
     Raises ValueError for `num_shards` < 1 or `shard_index` outside 0..num_shards-1.
+
+    `val_sources`: entries like `sources`' whose data goes to the validation split only (every
+    kept class a validation class, `max_classes` caps them; no label, no training image); an entry
+    of `sources` with `"val_only": True` is the same. Each val-only source is its own domain in the
+    validation scores (`map5_<name>`; GPR1200 also per domain, `map5_gpr1200_landmarks`, ...).
+
+    Listed files that are not on disk are dropped before selection (`keep_existing`): the
+    manifest's `existence_check` has the pass's counts, each source its `files_missing`.
     """
     _check_part(num_shards, shard_index)
     if not isinstance(sources, (list, tuple)) or not sources:
         raise SourceError("sources must be a non-empty list of {'kind': ..., 'root': ...} entries")
-    specs = [SourceSpec.from_dict(s) for s in sources]
+    if val_sources is not None and not isinstance(val_sources, (list, tuple)):
+        raise SourceError("val_sources must be a list of {'kind': ..., 'root': ...} entries (or None)")
+    specs = [SourceSpec.from_dict(s) for s in sources] + \
+        [SourceSpec.from_dict({**s, "val_only": True}) if isinstance(s, dict) else SourceSpec.from_dict(s)
+         for s in val_sources or ()]
+    if all(s.val_only for s in specs):
+        raise SourceError("every source is validation-only: data-prep needs at least one training source")
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise SourceError(f"source names must be unique, got {names}; set 'name' per entry")
@@ -194,12 +275,19 @@ def prepare(
         return pools[0]
 
     try:
-        listings = {}
-        for s in specs:  # every source is read and checked before anything is written
-            p = pool(len(imagenet_tfrecord_files(s.root, s.options.get("pattern", "train-*")))) if s.kind == "imagenet_tfrecord" else None
-            listings[s.name] = s.read(map_fn=p.imap if p else map)
+        def map_fn_for(s: SourceSpec):
+            if s.kind != "imagenet_tfrecord":
+                return map
+            p = pool(len(imagenet_tfrecord_files(s.root, s.options.get("pattern", "train-*"))))
+            return p.imap if p else map
+
+        # every source is read and checked before anything is written; then one existence pass
+        listings, existence = read_sources(specs, map_fn_for)
+        if progress and existence["files_missing"]:
+            print(f"data-prep: {existence['files_missing']} of {existence['files_checked']} listed files are not "
+                  f"on disk; ranking and sampling use the files that are")
         selections = {s.name: select(listings[s.name].images, s, seed) for s in specs}
-        all_train, val_tasks, label_maps = plan(specs, selections, settings, out, images_per_shard, seed)
+        all_train, val_tasks, label_maps = plan_files(specs, selections, settings, out, images_per_shard, seed)
         label_space = _label_space(specs, selections, label_maps, all_train + val_tasks, settings,
                                    images_per_shard, seed)
         mine = part_range(len(all_train), num_shards, shard_index)
@@ -245,7 +333,8 @@ def prepare(
     for s in specs:
         labels, sel = label_maps[s.name], selections[s.name]
         per_source[s.name] = {
-            "kind": s.kind, "root": s.root, "images_listed": len(listings[s.name].images),
+            "kind": s.kind, "root": s.root, "val_only": s.val_only, "images_listed": listings[s.name].listed,
+            "files_missing": listings[s.name].missing, "images_on_disk": len(listings[s.name].images),
             "train_classes": len(labels), "train_images": sum(counts[g] for g in labels.values()),
             "val_classes": len(sel.val), "val_images": val["images_by_source"].get(s.name, 0),
             "label_offset": offset, "class_counts": {c: counts[g] for c, g in labels.items()},
@@ -268,7 +357,8 @@ def prepare(
         "estimated_bytes": estimate,
         "output_bytes": sum(sum(m["sizes"].values()) for m in markers),
         "skipped": skipped,
-        "skipped_counts": _count_reasons(skipped),
+        "skipped_counts": _count_reasons(skipped, per_source),
+        "existence_check": existence,
         "versions": _versions(),
         "part": {"index": shard_index, "count": num_shards, "label_space": label_space},
     }
@@ -280,11 +370,12 @@ def prepare(
 
 def _merge_val(out: Path, tasks: list[Task], markers: list[dict]) -> dict:
     """Concatenate the validation parts (TFRecord files concatenate byte-wise) and write the solution."""
-    solution, query_source, images_by_source = {}, {}, defaultdict(int)
+    solution, query_source, query_domain, images_by_source = {}, {}, {}, defaultdict(int)
     for m in markers:
         for qid, ids in m["solution"]:
             solution[qid] = ids
         query_source.update(m["query_source"])
+        query_domain.update(m.get("query_domain", {}))
         for source, n in m["by_source"].items():
             images_by_source[source] += n
     for f in ("val-queries.tfrec", "val-index.tfrec", "solution.csv"):
@@ -305,13 +396,19 @@ def _merge_val(out: Path, tasks: list[Task], markers: list[dict]) -> dict:
     write_solution(tmp, solution, usage)
     os.replace(tmp, out / "solution.csv")
     return {"queries": "val-queries.tfrec", "index": "val-index.tfrec", "solution": "solution.csv", **counts,
-            "query_source": query_source, "images_by_source": dict(images_by_source)}
+            "query_source": query_source, "query_domain": query_domain, "images_by_source": dict(images_by_source)}
 
 
-def _count_reasons(skipped: list[dict]) -> dict[str, int]:
+def _count_reasons(skipped: list[dict], per_source: dict[str, dict]) -> dict[str, int]:
+    """Skips by reason; files not on disk are counted in full (`skipped` lists only examples)."""
     counts: dict[str, int] = defaultdict(int)
     for e in skipped:
         counts[e["reason"].split(" (")[0]] += 1
+    missing = sum(s.get("files_missing", 0) for s in per_source.values())
+    if missing:
+        counts[NOT_ON_DISK] = missing
+    else:
+        counts.pop(NOT_ON_DISK, None)
     return dict(sorted(counts.items()))
 
 
@@ -466,7 +563,7 @@ def _merged(dirs: list[Path], manifests: list[dict]) -> dict:
         "estimated_bytes": total("estimated_bytes"),
         "output_bytes": total("output_bytes"),
         "skipped": skipped,
-        "skipped_counts": _count_reasons(skipped),
+        "skipped_counts": _count_reasons(skipped, sources),
         "part": {k: v for k, v in first["part"].items() if k != "index"},
         "data_dirs": [str(d) for d in dirs],
         "parts": [{"dir": str(d), "train_files": len(m["train_files"]), "train_images": m["train_images"],

@@ -12,6 +12,15 @@ RECIPE: dict[str, dict] = {
     "imagenet_tfrecord": {"images_per_class": 50},
     "products10k": {"images_per_class": 50},
     "gldv2": {"images_per_class": 50, "max_classes": 7000},
+    "gld2020": {"images_per_class": 50, "max_classes": 7000},
+    "gldv2_full": {"images_per_class": 50, "max_classes": 7000},
+    # kinds outside the seed recipe: the same 50 per class (no published per-dataset figure to follow)
+    "shopee": {"images_per_class": 50},
+    "met": {"images_per_class": 50},
+    "aliproducts": {"images_per_class": 50},
+    "hm": {"images_per_class": 50},
+    "deepfashion_inshop": {"images_per_class": 50},
+    "gpr1200": {"images_per_class": 10},  # 10 images per class
     "folder": {"images_per_class": 50},
     "csv": {"images_per_class": 50},
 }

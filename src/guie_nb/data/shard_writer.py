@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guie_nb.data.images import BadImage, process_bytes, read_file
-from guie_nb.data.recordio import AtomicWriter, RecordError, decode_example, encode_example, read_record
-from guie_nb.data.records import SourceImage
+from guie_nb.data.tfrecord_format import AtomicWriter, RecordError, decode_example, encode_example, read_record
+from guie_nb.data.source_images import SourceImage
 
 KILL_ENV = "GUIE_DATA_PREP_KILL_AFTER_SHARDS"  # tests: SIGKILL the run after N finished tasks
 MARKERS = ".shards"
@@ -46,7 +46,9 @@ class Task:
     def hash(self) -> str:
         h = hashlib.sha256(json.dumps([self.name, self.kind, self.settings.max_side, self.settings.quality]).encode())
         for img, *rest in self.items:
-            h.update(json.dumps([str(img.path), img.offset, img.label, img.image_id, img.source, *rest]).encode())
+            domain = [img.domain] if img.domain else []  # absent when unset: earlier markers stay valid
+            h.update(json.dumps([str(img.path), img.offset, img.label, img.image_id, img.source, *rest,
+                                 *domain]).encode())
         return h.hexdigest()
 
     @property
@@ -112,7 +114,7 @@ def run_task(task: Task) -> dict:
 def _write_val(task: Task, writers: list[AtomicWriter], skipped: list[dict]) -> dict:
     """Per class: the first `queries_per_class` decodable images are queries, the rest its index."""
     queries, index = writers
-    solution, query_source, by_source = [], {}, Counter()
+    solution, query_source, query_domain, by_source = [], {}, {}, Counter()
     by_class: dict[str, list] = {}
     for img, key, q in task.items:
         by_class.setdefault(key, []).append((img, q))
@@ -128,11 +130,13 @@ def _write_val(task: Task, writers: list[AtomicWriter], skipped: list[dict]) -> 
             queries.write(_example(d, -1, img))
             solution.append([img.uid, index_ids])
             query_source[img.uid] = img.source
+            if img.domain:
+                query_domain[img.uid] = img.domain
         for img, d in encoded[q:]:
             index.write(_example(d, -1, img))
         by_source[members[0][0].source] += len(encoded)
     return {"records": sum(by_source.values()), "solution": solution, "query_source": query_source,
-            "by_source": dict(by_source)}
+            "query_domain": query_domain, "by_source": dict(by_source)}
 
 
 def _write_json(path: Path, obj) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guie_nb.data.records import Listing, SourceError, SourceImage, read_csv_columns, require_dir
+from guie_nb.data.source_images import Listing, SourceError, SourceImage, read_csv_columns, require_dir
 
 
 def read_folder(root: str | Path, source: str = "folder") -> Listing:

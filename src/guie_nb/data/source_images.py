@@ -15,6 +15,7 @@ class SourceImage:
     image_id: str  # the source's own id for the image
     source: str  # the source's name in the manifest
     offset: int = -1  # >= 0: the image is the record at this byte offset of the TFRecord `path`
+    domain: str = ""  # a finer validation domain than the source (GPR1200's six); "" = the source
 
     @property
     def uid(self) -> str:
@@ -28,6 +29,8 @@ class Listing:
 
     images: list[SourceImage]
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}
+    listed: int = 0  # images the source listed, before data-prep's existence pass
+    missing: int = 0  # of those, not on disk (data-prep's existence pass)
 
 
 class SourceError(ValueError):
@@ -38,6 +41,14 @@ def require_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
         raise SourceError(f"{what}: directory not found: {path}")
     return path
+
+
+def find_file(root: Path, names: tuple[str, ...], what: str) -> Path:
+    """The first of `names` (relative paths) that exists under `root`; SourceError naming them all."""
+    for name in names:
+        if (root / name).is_file():
+            return root / name
+    raise SourceError(f"{what}: none of {list(names)} found under {root}")
 
 
 def read_csv_columns(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:

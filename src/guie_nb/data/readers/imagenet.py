@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guie_nb.data.recordio import RecordError, decode_example, iter_records
-from guie_nb.data.records import Listing, SourceError, SourceImage, require_dir
+from guie_nb.data.tfrecord_format import RecordError, decode_example, iter_records
+from guie_nb.data.source_images import Listing, SourceError, SourceImage, require_dir
 
 ILSVRC_TRAIN = Path("ILSVRC/Data/CLS-LOC")
 

@@ -1,6 +1,6 @@
 """Reading data-prep's TFRecord shards with TensorFlow: the schema and the parser tf.data uses.
 
-The shards are written without TensorFlow by `guie_nb.data.shards` (through `recordio`).
+The shards are written without TensorFlow by `guie_nb.data.shard_writer` (through `tfrecord_format`).
 """
 
 from __future__ import annotations
