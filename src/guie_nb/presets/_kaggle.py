@@ -18,11 +18,15 @@ PRODUCTS10K_DATASET = "{owner}/products-10k"
 
 
 def raw_roots(products10k_dataset: str = PRODUCTS10K_DATASET) -> dict[str, str]:
-    """kind -> the Kaggle input holding that dataset in the layout its reader expects."""
+    """kind -> the Kaggle input holding that dataset in the layout its reader expects (the
+    datasets that are Kaggle competitions; others are uploaded as your datasets, see the readers)."""
     return {
         "imagenet": competition_uri("imagenet-object-localization-challenge"),  # ILSVRC layout
         "products10k": dataset_uri(products10k_dataset),
         "gldv2": competition_uri("landmark-recognition-2021"),
+        "gld2020": competition_uri("landmark-recognition-2020"),
+        "shopee": competition_uri("shopee-product-matching"),
+        "hm": competition_uri("h-and-m-personalized-fashion-recommendations"),
     }
 
 
