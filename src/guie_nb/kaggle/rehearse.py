@@ -112,8 +112,7 @@ def _kernel_output_fixture(nb: str, folder: Path, resolved: dict[str, dict]) -> 
     model = resolved.get(nb, {}).get("model") or resolved.get("02_train_tpu", {}).get("model")
     sub = "train" if nb == "02_train_tpu" else "finetune"
     if nb == "04_export":
-        folder.mkdir(parents=True)
-        return folder
+        return fixtures.export_output(folder)
     return fixtures.training_output(folder, sub, model)
 
 
