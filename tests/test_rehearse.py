@@ -80,6 +80,7 @@ def test_kaggle_model_fixture_has_the_real_shapes_and_stays_small(tmp_path, monk
 def test_full_presets_rehearse(tmp_path, preset):
     report = _rehearse(tmp_path, preset)
     assert report["ok"], _problems(report)
-    assert [k["notebook"] for k in report["kernels"]] == ["01_data_prep", "02_train_tpu", "03_finetune", "04_export"]
+    assert [k["notebook"] for k in report["kernels"]] == ["01_data_prep", "02_train_tpu", "03_finetune", "04_export",
+                                                           "05_submit"]
     for k in report["kernels"][1:3]:
         assert k["estimates"]["memory_gib_per_device_plan"] <= 16
