@@ -53,3 +53,16 @@ def test_same_size_other_bytes_and_wrong_run_are_refused(tmp_path):
         check_verified(export)
     with pytest.raises(HandoffError, match="from run 'r4', not 'r9'"):
         check_verified(_export(tmp_path / "e2"), expect_run_id="r9")
+
+
+def test_kernel_side_modules_import_no_kaggle_client():
+    """model/, presets/, the environment check and the hand-over use the neutral Kaggle paths only."""
+    import subprocess
+    import sys
+
+    code = ("import sys, guie_nb.presets, guie_nb.model.weights, guie_nb.environment, guie_nb.export.handoff, "
+            "guie_nb.kaggle.paths, guie_nb.kaggle.inputs; "
+            "print(sorted(m for m in sys.modules if m == 'kaggle' or m.startswith(('kaggle.', 'guie_nb.kaggle.client', "
+            "'guie_nb.kaggle.chain', 'guie_nb.kaggle.cli', 'guie_nb.kaggle._call')))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "[]", out
