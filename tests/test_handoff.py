@@ -63,6 +63,6 @@ def test_kernel_side_modules_import_no_kaggle_client():
     code = ("import sys, guie_nb.presets, guie_nb.model.weights, guie_nb.environment, guie_nb.export.handoff, "
             "guie_nb.kaggle.paths, guie_nb.kaggle.inputs; "
             "print(sorted(m for m in sys.modules if m == 'kaggle' or m.startswith(('kaggle.', 'guie_nb.kaggle.client', "
-            "'guie_nb.kaggle.chain', 'guie_nb.kaggle.cli', 'guie_nb.kaggle._call')))))")
+            "'guie_nb.kaggle.chain', 'guie_nb.kaggle.cli', 'guie_nb.kaggle._call'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0] == "[]", out
