@@ -104,6 +104,12 @@ def test_push_then_submit_submits_the_offline_kernel_version_pushed_in_this_run(
     state = json.loads((out / "chain_state.json").read_text())
     assert all(k["status"] == "complete" for k in state["kernels"].values())
 
+    fake.broken[("guie-nb-05-submit", "submission.zip")] = 500  # a broken download: refused, by name
+    broken = kaggle(["submit", "--out", str(out), "--message", "first try"], env)
+    assert broken.returncode == 1 and "broken download from alice/guie-nb-05-submit" in broken.stderr \
+        and "HTTP 500" in broken.stderr, broken.stderr
+    assert not fake.calls("CreateCodeSubmission")
+    fake.broken.clear()
     sub = kaggle(["submit", "--out", str(out), "--message", "first try"], env)
     assert sub.returncode == 0, sub.stderr
     (req,) = [r["body"] for r in fake.calls("CreateCodeSubmission")]
@@ -116,13 +122,14 @@ def test_push_then_submit_submits_the_offline_kernel_version_pushed_in_this_run(
     assert state["submission"]["version"] == 7
     assert state["submission"]["run_id"] == pushed_run_ids(fake)["guie-nb-05-submit"]
     assert "submitted alice/guie-nb-05-submit version 7" in sub.stdout
-    assert_no_key(push.stdout, push.stderr, sub.stdout, sub.stderr, folders=[out])
+    assert_no_key(push.stdout, push.stderr, broken.stdout, broken.stderr, sub.stdout, sub.stderr, folders=[out])
 
     again = kaggle(["submit", "--out", str(out)], env)  # the same version is not submitted twice
     assert again.returncode == 1 and "already submitted" in again.stderr
     assert len(fake.calls("CreateCodeSubmission")) == 1
 
 
+@pytest.mark.slow  # seven refused submissions, each a dozen client processes (about a minute)
 def test_broken_downloads_and_other_runs_refuse_the_submission_by_name(fake, env, tmp_path):
     out = tmp_path / "stage"
     assert kaggle(["push", "--out", str(out), "--poll", "0"], env).returncode == 0

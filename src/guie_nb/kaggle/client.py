@@ -219,12 +219,12 @@ class KaggleClient:
                                file_pattern=file_pattern)
         except KaggleError as err:
             if "download of output file" in str(err):
-                raise BrokenDownload(f"{kernel}: {err}", err.status) from None
+                raise BrokenDownload(f"broken download from {kernel}: {err}", err.status) from None
             raise
         for d in result.get("downloads", []):
             if d["content_length"] is not None and d["bytes"] != d["content_length"]:
-                raise BrokenDownload(f"{kernel}: output file {d['url_name']!r} cut short: {d['bytes']} of "
-                                     f"{d['content_length']} bytes")
+                raise BrokenDownload(f"broken download from {kernel}: output file {d['url_name']!r} cut short: "
+                                     f"{d['bytes']} of {d['content_length']} bytes")
         files = [Path(f) for f in result["files"]]
         for f in files:
             if f.suffix == ".zip":
@@ -232,9 +232,11 @@ class KaggleClient:
                     with zipfile.ZipFile(f) as zf:
                         bad = zf.testzip()
                 except (zipfile.BadZipFile, OSError) as err:
-                    raise BrokenDownload(f"{kernel}: output file {f.name!r} is not a readable zip ({err})") from None
+                    raise BrokenDownload(f"broken download from {kernel}: output file {f.name!r} is not a "
+                                         f"readable zip ({err})") from None
                 if bad is not None:
-                    raise BrokenDownload(f"{kernel}: output file {f.name!r}: member {bad!r} fails its CRC check")
+                    raise BrokenDownload(f"broken download from {kernel}: output file {f.name!r}: member {bad!r} "
+                                         "fails its CRC check")
         self._check_against_report(kernel, dest, files)
         return files
 
@@ -250,7 +252,7 @@ class KaggleClient:
                     if report.get("submission") in names:
                         check_zip_against(dest / report["submission"], report, f"{kernel}'s {report['submission']}")
                 except HandoffError as err:
-                    raise BrokenDownload(f"{kernel}: {err}") from None
+                    raise BrokenDownload(f"broken download from {kernel}: {err}") from None
 
     def run_marker(self, kernel: str, dest: str | Path) -> dict | None:
         """The kernel's `guie_run.json` (the run id its latest output was written by), or None."""
@@ -262,7 +264,7 @@ class KaggleClient:
         try:
             return json.loads((dest / RUN_MARKER).read_text())
         except json.JSONDecodeError as err:
-            raise BrokenDownload(f"{kernel}: {RUN_MARKER} is not JSON ({err})") from None
+            raise BrokenDownload(f"broken download from {kernel}: {RUN_MARKER} is not JSON ({err})") from None
 
     def run_status(self, kernel: str, run_id: str, dest: str | Path) -> dict:
         """The status of the run `run_id` pushed to `kernel`: Kaggle's status, except that a COMPLETE
