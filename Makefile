@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= demo
 ROOT ?= build/$(PROFILE)
 
-.PHONY: venv notebooks demo test test-fast verify clean push rehearse rehearse-all
+.PHONY: venv notebooks demo test test-fast verify clean push submit rehearse rehearse-all
 
 venv: $(VENV)/.installed
 
@@ -24,7 +24,7 @@ notebooks: venv
 demo: venv
 	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(PY) scripts/run_local.py --profile $(PROFILE) --root $(ROOT)
 
-# The tests run the four notebooks (nbmake) at demo scale, baked with the demo preset and an
+# The tests run the five notebooks (nbmake) at demo scale, baked with the demo preset and an
 # absolute output root (nbmake runs each notebook from its own folder), then the unit tests.
 # --overwrite keeps the executed notebooks (their outputs) in $(TEST_NOTEBOOKS) for
 # tests/test_demo_outputs.py, which checks the pictures and progress lines in them.
@@ -40,11 +40,19 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -ra -m "not slow"
 
-# Stage, validate and push the helper dataset and the four kernels to Kaggle (credentials from
-# KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json; see docs/kaggle.md). PUSH_ARGS=--dry-run
-# stages and validates only.
+# Stage, validate and push the chain to Kaggle (credentials from KAGGLE_USERNAME/KAGGLE_KEY or
+# ~/.kaggle/kaggle.json; see docs/kaggle.md): the helper dataset when it changed, then each kernel whose
+# staged content or inputs changed, once the one before it completed (status tied to its run id).
+# The chain state (versions, run ids) is kept in build/kaggle/chain_state.json.
+# PUSH_ARGS=--dry-run stages and validates only; PUSH_ARGS=--no-wait pushes what is ready and exits.
 push: venv
-	$(PY) scripts/kaggle_push.py --preset $(PROFILE) $(PUSH_ARGS)
+	$(PY) -m guie_nb.kaggle push --preset $(PROFILE) $(PUSH_ARGS)
+
+# Submit the submit kernel's (05, internet off) version that `make push` produced, after checking
+# its output (run id, submit report, the zip's sha256 against it and the export's verification).
+#   make submit [PROFILE=demo] [MESSAGE="..."]
+submit: venv
+	$(PY) -m guie_nb.kaggle submit --preset $(PROFILE) $(if $(MESSAGE),--message "$(MESSAGE)") $(SUBMIT_ARGS)
 
 # Verify any submission.zip in the scorer's runtime (TF 2.6.4 / PyTorch 1.11, created once):
 #   make verify ZIP=build/demo/submission.zip [MODEL_DIR=build/demo/finetune] [TTA=1]

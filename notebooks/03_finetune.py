@@ -22,12 +22,15 @@
 # %% [markdown]
 # The helper package `guie_nb`: on Kaggle it comes from the helper dataset attached to this
 # kernel (under `/kaggle/input`), locally from the installed package. Same source in both places.
+# A staged kernel stops here when the attached package is not the one it was staged with, and
+# writes its run id to `guie_run.json`, so the chain can tell this run's output from an older one.
 
 # %%
 import os
 import sys
 from pathlib import Path
 
+STAGED = {}  # baked at staging: run id, helper-package hash (empty for a local run)
 _inputs = Path(os.environ.get("GUIE_KAGGLE_INPUT", "/kaggle/input"))  # tests move it
 _helpers = [*_inputs.glob("guie-nb-helpers/guie_nb"), *_inputs.glob("*/*/guie-nb-helpers/guie_nb")]
 if _helpers:
@@ -36,6 +39,7 @@ import guie_nb  # noqa: E402  (before tensorflow: see guie_nb/__init__.py)
 import guie_nb.environment  # noqa: E402
 
 print("guie_nb", guie_nb.__version__, "from", Path(guie_nb.__file__).parent)
+guie_nb.environment.start_run(STAGED)  # the staged helper package? the run id to the output
 guie_nb.environment.check_environment(required=("keras", "jax", "tensorflow"))  # Kaggle's packages are not our pins
 
 # %% tags=["parameters"]

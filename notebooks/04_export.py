@@ -20,17 +20,22 @@
 # inside the exported model, and the zip is **verified in a local copy of the scorer's runtime**
 # (a Python 3.9 environment with the pinned framework, created once) on images of many sizes and
 # modes before it is handed over. A rejected export raises, naming each failure, and leaves no
-# `submission.zip` behind.
+# `submission.zip` behind. A verified one gets `verification.json` (its sha256 and size, this run's
+# id): creating the scorer runtimes needs internet, so this kernel's output cannot be submitted;
+# the offline submit notebook (05) checks the zip against that report and hands it over.
 
 # %% [markdown]
 # The helper package `guie_nb`: on Kaggle it comes from the helper dataset attached to this
 # kernel (under `/kaggle/input`), locally from the installed package. Same source in both places.
+# A staged kernel stops here when the attached package is not the one it was staged with, and
+# writes its run id to `guie_run.json`, so the chain can tell this run's output from an older one.
 
 # %%
 import os
 import sys
 from pathlib import Path
 
+STAGED = {}  # baked at staging: run id, helper-package hash (empty for a local run)
 _inputs = Path(os.environ.get("GUIE_KAGGLE_INPUT", "/kaggle/input"))  # tests move it
 _helpers = [*_inputs.glob("guie-nb-helpers/guie_nb"), *_inputs.glob("*/*/guie-nb-helpers/guie_nb")]
 if _helpers:
@@ -39,6 +44,7 @@ import guie_nb  # noqa: E402  (before tensorflow: see guie_nb/__init__.py)
 import guie_nb.environment  # noqa: E402
 
 print("guie_nb", guie_nb.__version__, "from", Path(guie_nb.__file__).parent)
+guie_nb.environment.start_run(STAGED)  # the staged helper package? the run id to the output
 guie_nb.environment.check_environment(required=("keras", "tensorflow"))  # Kaggle's packages are not our pins
 
 # %% tags=["parameters"]
@@ -101,6 +107,12 @@ if not dry_run:
     verified = export_submission(model, cfg, ex["format"], out / "submission.zip", flip_tta=ex["flip_tta"])
     zip_path = Path(verified.zip_path)
     print(f"{zip_path}: {zip_path.stat().st_size / 1e6:.1f} MB")
+    # what the submit notebook checks the zip against: its sha256 and size as verified, this run's id
+    from guie_nb.export.handoff import write_verification
+
+    print(write_verification(zip_path, passed=verified.ok, fmt=verified.format, failures=verified.failures,
+                             verified_in=verified.runtime, verified_images=len(verified.per_image),
+                             run_id=STAGED.get("run_id")))
 
 # %% [markdown]
 # ## Score the submission on the held-out queries

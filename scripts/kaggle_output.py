@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Kaggle: output (see docs/kaggle.md and `--help`)."""
+"""Kaggle: `python -m guie_nb.kaggle output` (see docs/kaggle.md and `--help`)."""
 
 import sys
 
 import guie_nb  # noqa: F401  (first: import order, see guie_nb/__init__.py)
-from guie_nb.kaggle.cli import output_main
+from guie_nb.kaggle.cli import main
 
 if __name__ == "__main__":
-    sys.exit(output_main())
+    sys.exit(main(["output", *sys.argv[1:]]))

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Kaggle: push (see docs/kaggle.md and `--help`)."""
+"""Kaggle: `python -m guie_nb.kaggle push` (see docs/kaggle.md and `--help`)."""
 
 import sys
 
 import guie_nb  # noqa: F401  (first: import order, see guie_nb/__init__.py)
-from guie_nb.kaggle.cli import push_main
+from guie_nb.kaggle.cli import main
 
 if __name__ == "__main__":
-    sys.exit(push_main())
+    sys.exit(main(["push", *sys.argv[1:]]))

@@ -1,13 +1,10 @@
 #!/usr/bin/env python
-"""Kaggle: stage and validate the helper dataset and the four kernels; no network, no credentials.
-
-Same as `scripts/kaggle_push.py --dry-run`.
-"""
+"""Kaggle: `python -m guie_nb.kaggle stage` (see docs/kaggle.md and `--help`)."""
 
 import sys
 
-import guie_nb  # noqa: F401
-from guie_nb.kaggle.cli import push_main
+import guie_nb  # noqa: F401  (first: import order, see guie_nb/__init__.py)
+from guie_nb.kaggle.cli import main
 
 if __name__ == "__main__":
-    sys.exit(push_main([*sys.argv[1:], "--dry-run"]))
+    sys.exit(main(["stage", *sys.argv[1:]]))

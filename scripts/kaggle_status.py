@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Kaggle: status (see docs/kaggle.md and `--help`)."""
+"""Kaggle: `python -m guie_nb.kaggle status` (see docs/kaggle.md and `--help`)."""
 
 import sys
 
 import guie_nb  # noqa: F401  (first: import order, see guie_nb/__init__.py)
-from guie_nb.kaggle.cli import status_main
+from guie_nb.kaggle.cli import main
 
 if __name__ == "__main__":
-    sys.exit(status_main())
+    sys.exit(main(["status", *sys.argv[1:]]))

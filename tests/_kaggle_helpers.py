@@ -4,12 +4,21 @@ The real `kaggle` client is pointed at it with KAGGLE_API_ENVIRONMENT=LOCALHOST 
 http://localhost/api/v1/...) and HTTP_PROXY=http://127.0.0.1:PORT: every request reaches this
 server as a proxy request with the absolute URL. It records each request (path, headers, JSON
 body) and answers from per-endpoint scripts of (status, body) responses.
+
+Kernels "run": a pushed kernel's session ends at its next status poll (COMPLETE by default),
+and then its output is what `runner(slug, staged, fake)` returns (`staged`: the STAGED dict baked
+into the pushed notebook). Until then the output is the previous run's. Faults to inject:
+`stale_polls[slug] = n` (the next n polls after a push report COMPLETE while the run has not
+finished: the previous run's status), `broken[(slug, name)] = status | bytes` (an HTTP error or
+other bytes for that output file), `upload_status[name] = status` (a failed blob upload).
 """
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
+import re
 import threading
 from collections import defaultdict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +34,14 @@ class FakeKaggle:
         self.files = {"/files/submission.zip": SUBMISSION_BYTES}
         self.uploads: dict[str, bytes] = {}  # blob uploads, by the name given in StartBlobUpload
         self.datasets: set[str] = set()  # owner/slug of datasets that exist
+        self.outputs: dict[str, dict[str, bytes]] = {}  # kernel slug -> output files of its last finished run
+        self.versions: dict[str, int] = defaultdict(int)  # kernel slug -> pushed versions
+        self.pending: dict[str, dict] = {}  # kernel slug -> STAGED of the pushed, unfinished run
+        self.pushed: dict[str, dict] = {}  # kernel slug -> the last SaveKernel body
+        self.runner = None  # (slug, staged, fake) -> {name: bytes}; default: just guie_run.json
+        self.stale_polls: dict[str, int] = defaultdict(int)
+        self.broken: dict[tuple[str, str], object] = {}
+        self.upload_status: dict[str, int] = {}
         handler = self._handler()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.port = self.server.server_address[1]
@@ -51,13 +68,23 @@ class FakeKaggle:
 
     def default(self, endpoint: str, body: dict) -> tuple[int, dict]:
         if endpoint == "SaveKernel":
+            slug = body["slug"].split("/")[-1]
+            self.versions[slug] += 1
+            self.pending[slug] = staged_of(body)
+            self.pushed[slug] = body
             return 200, {"ref": f"/code/{body['slug']}", "url": f"https://www.kaggle.com/code/{body['slug']}",
-                         "versionNumber": 1 + len(self.calls("SaveKernel")) - 1}
+                         "versionNumber": self.versions[slug]}
         if endpoint == "GetKernelSessionStatus":
             return 200, {"status": "COMPLETE"}
         if endpoint == "ListKernelSessionOutput":
+            slug = body["kernelSlug"]
+            if slug in self.outputs:
+                return 200, {"files": [{"url": f"{self.proxy}/out/{slug}/{name}", "fileName": name}
+                                       for name in self.outputs[slug]], "log": "[]"}
             return 200, {"files": [{"url": f"http://127.0.0.1:{self.port}/files/submission.zip",
                                     "fileName": "submission.zip"}], "log": "[]"}
+        if endpoint == "CreateCodeSubmission":
+            return 200, {"message": "Your submission was successfully saved", "ref": 4242}
         if endpoint == "StartBlobUpload":
             return 200, {"token": f"token-{body['name']}", "createUrl": f"{self.proxy}/upload/{body['name']}"}
         if endpoint == "GetDatasetStatus":
@@ -68,6 +95,21 @@ class FakeKaggle:
             self.datasets.add(ref)
             return 200, {"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}", "status": "ok"}
         return 404, {"code": 404, "message": f"fake Kaggle has no {endpoint}"}
+
+    def status_reply(self, body: dict, scripted: tuple[int, dict] | None) -> tuple[int, dict]:
+        """A status poll: the scripted or default answer; a COMPLETE or ERROR ends the pending run
+        (its output appears), unless a stale poll is injected for the kernel."""
+        status, payload = scripted or self.default("GetKernelSessionStatus", body)
+        slug = body.get("kernelSlug")
+        if status == 200 and slug in self.pending:
+            if self.stale_polls[slug] > 0:
+                self.stale_polls[slug] -= 1
+                return 200, {"status": "COMPLETE"}  # the previous run's status
+            if payload.get("status") in ("COMPLETE", "ERROR"):
+                staged = self.pending.pop(slug)
+                runner = self.runner or (lambda slug, staged, fake: {"guie_run.json": run_marker(staged)})
+                self.outputs[slug] = runner(slug, staged, self)
+        return status, payload
 
     def _handler(self):
         fake = self
@@ -87,7 +129,19 @@ class FakeKaggle:
                 path = urlsplit(self.path).path
                 fake.requests.append({"method": "GET", "path": path, "endpoint": path, "body": None,
                                       "headers": dict(self.headers)})
-                if path in fake.files:
+                parts = path.split("/")
+                if len(parts) == 4 and parts[1] == "out" and parts[2] in fake.outputs:
+                    slug, name = parts[2], parts[3]
+                    fault = fake.broken.get((slug, name))
+                    if isinstance(fault, int):
+                        self._reply(fault, b"<html>error</html>", "text/html")
+                    elif fault is not None:
+                        self._reply(200, fault, "application/octet-stream")
+                    elif name in fake.outputs[slug]:
+                        self._reply(200, fake.outputs[slug][name], "application/octet-stream")
+                    else:
+                        self._reply(404, b"not found", "text/plain")
+                elif path in fake.files:
                     self._reply(200, fake.files[path], "application/octet-stream")
                 else:
                     self._reply(404, b"not found", "text/plain")
@@ -97,7 +151,11 @@ class FakeKaggle:
                 data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 fake.requests.append({"method": "PUT", "path": path, "endpoint": path, "body": None,
                                       "headers": dict(self.headers)})
-                fake.uploads[path.rsplit("/", 1)[-1]] = data
+                name = path.rsplit("/", 1)[-1]
+                if name in fake.upload_status:
+                    self._reply(fake.upload_status[name], b'{"error": "upload failed"}', "application/json")
+                    return
+                fake.uploads[name] = data
                 self._reply(200, b"{}", "application/json")
 
             def do_POST(self):
@@ -108,7 +166,11 @@ class FakeKaggle:
                 fake.requests.append({"method": "POST", "path": path, "endpoint": endpoint, "body": body,
                                       "headers": dict(self.headers)})
                 queue = fake.scripts[endpoint]
-                status, payload = queue.popleft() if queue else fake.default(endpoint, body)
+                scripted = queue.popleft() if queue else None
+                if endpoint == "GetKernelSessionStatus":
+                    status, payload = fake.status_reply(body, scripted)
+                else:
+                    status, payload = scripted or fake.default(endpoint, body)
                 self._reply(status, json.dumps(payload).encode(), "application/json")
 
         return Handler
@@ -123,3 +185,21 @@ def client_env(fake: FakeKaggle, home, username: str, key: str) -> dict:
     return {"KAGGLE_API_ENVIRONMENT": "LOCALHOST", "HTTP_PROXY": fake.proxy, "http_proxy": fake.proxy,
             "NO_PROXY": "", "no_proxy": "", "HOME": str(home), "KAGGLE_USERNAME": username, "KAGGLE_KEY": key,
             "KAGGLE_CONFIG_DIR": str(home / ".kaggle")}
+
+
+_STAGED = re.compile(r"^STAGED = (\{.*\})", re.M)
+
+
+def staged_of(body: dict) -> dict:
+    """The STAGED dict baked into a pushed notebook ({} when there is none)."""
+    try:
+        text = "\n".join(c["source"] if isinstance(c["source"], str) else "".join(c["source"])
+                         for c in json.loads(body.get("text") or "{}").get("cells", []))
+    except json.JSONDecodeError:
+        return {}
+    m = _STAGED.search(text)
+    return ast.literal_eval(m.group(1)) if m else {}
+
+
+def run_marker(staged: dict) -> bytes:
+    return json.dumps({"run_id": staged.get("run_id"), "notebook": staged.get("notebook")}).encode()

@@ -70,7 +70,7 @@ def test_push_all_stages_pushes_dataset_and_chains_kernels(fake, env, tmp_path):
     fake.script("GetDatasetStatus", (404, {"code": 404, "message": "not found"}),
                 (404, {"code": 404, "message": "not found"}), (200, {"status": "BLOBS_RECEIVED"}))
     stage = tmp_path / "stage"
-    proc = run_script("kaggle_push.py", ["--out", str(stage), "--poll", "0"], env)
+    proc = run_script("kaggle_push.py", ["--preset", "seed_recipe", "--out", str(stage), "--poll", "0"], env)
     assert proc.returncode == 0, proc.stderr
     assert_no_key(proc.stdout, proc.stderr, folders=[stage])
 
@@ -87,17 +87,20 @@ def test_push_all_stages_pushes_dataset_and_chains_kernels(fake, env, tmp_path):
 
     saves = [r["body"] for r in fake.calls("SaveKernel")]
     assert [b["slug"] for b in saves] == [f"{USER}/guie-nb-01-data-prep", f"{USER}/guie-nb-02-train-tpu",
-                                          f"{USER}/guie-nb-03-finetune", f"{USER}/guie-nb-04-export"]
-    assert [b["enableInternet"] for b in saves] == [False, False, False, True]  # export installs runtimes
+                                          f"{USER}/guie-nb-03-finetune", f"{USER}/guie-nb-04-export",
+                                          f"{USER}/guie-nb-05-submit"]
+    # the export installs the scorer runtimes; the submitted kernel runs offline
+    assert [b["enableInternet"] for b in saves] == [False, False, False, True, False]
     assert "imagenet-object-localization-challenge" in saves[0]["competitionDataSources"]
     for b in saves:
         assert b["isPrivate"] is True
         assert b["language"] == "python" and b["kernelType"] == "notebook"
-        assert b["competitionDataSources"][0] == "google-universal-image-embedding"
+        if b is not saves[0]:  # data-prep reads only the raw data
+            assert b["competitionDataSources"][0] == "google-universal-image-embedding"
         assert f"{USER}/guie-nb-helpers" in b["datasetDataSources"]
         assert "dockerImage" not in b
         assert "guie-nb-helpers/guie_nb" in notebook_text(b)  # the bootstrap cell
-    first, train, finetune, export = saves
+    first, train, finetune, export, submit = saves
     assert first["newTitle"] == "GUIE nb 01 data prep" and "machineShape" not in first
     assert 'out_dir = "/kaggle/working/data"' in notebook_text(first)
     assert train["machineShape"] == "TpuV5E8" and train["enableTpu"] is True and train["enableGpu"] is False
@@ -109,11 +112,18 @@ def test_push_all_stages_pushes_dataset_and_chains_kernels(fake, env, tmp_path):
     assert 'init_dir = "/kaggle/input/guie-nb-02-train-tpu/train"' in notebook_text(finetune)
     assert export["kernelDataSources"][-1] == f"{USER}/guie-nb-03-finetune" and "machineShape" not in export
     assert 'model_dir = "/kaggle/input/guie-nb-03-finetune/finetune"' in notebook_text(export)
+    assert submit["kernelDataSources"] == [f"{USER}/guie-nb-04-export"] and "machineShape" not in submit
+    assert 'export_dir = "/kaggle/input/guie-nb-04-export"' in notebook_text(submit)
+    assert 'out_dir = "/kaggle/working"' in notebook_text(submit)  # submission.zip at the top of the output
 
-    # each kernel is pushed only after the one before it completed (01 was polled twice)
+    # each kernel is pushed only after the one before it completed (01 was polled twice), and
+    # each COMPLETE was taken only with the pushed run's id in the output (guie_run.json)
     statuses = [r["body"]["kernelSlug"] for r in fake.calls("GetKernelSessionStatus")]
     assert statuses == ["guie-nb-01-data-prep", "guie-nb-01-data-prep", "guie-nb-02-train-tpu",
-                        "guie-nb-03-finetune"]
+                        "guie-nb-03-finetune", "guie-nb-04-export", "guie-nb-05-submit"]
+    listed = [r["body"]["kernelSlug"] for r in fake.calls("ListKernelSessionOutput")]
+    assert listed == statuses[1:]
+    assert "chain complete" in proc.stdout
     posts = [(r["endpoint"], (r["body"] or {}).get("slug") or (r["body"] or {}).get("kernelSlug"))
              for r in fake.requests if r["method"] == "POST" and "Kernel" in r["endpoint"]]
     assert posts.index(("GetKernelSessionStatus", "guie-nb-01-data-prep")) < \
@@ -135,12 +145,13 @@ def test_status_and_output_scripts(fake, env, tmp_path):
     proc = run_script("kaggle_status.py", [], env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [f"{USER}/guie-nb-01-data-prep: RUNNING", f"{USER}/guie-nb-02-train-tpu: COMPLETE",
-                                        f"{USER}/guie-nb-03-finetune: COMPLETE", f"{USER}/guie-nb-04-export: COMPLETE"]
+                                        f"{USER}/guie-nb-03-finetune: COMPLETE", f"{USER}/guie-nb-04-export: COMPLETE",
+                                        f"{USER}/guie-nb-05-submit: COMPLETE"]
     assert [r["body"] for r in fake.calls("GetKernelSessionStatus")][1] == \
         {"userName": USER, "kernelSlug": "guie-nb-02-train-tpu"}
 
     dest = tmp_path / "out"
-    proc = run_script("kaggle_output.py", ["--dest", str(dest)], env)
+    proc = run_script("kaggle_output.py", ["04_export", "--dest", str(dest)], env)
     assert proc.returncode == 0, proc.stderr
     listing = fake.calls("ListKernelSessionOutput")[0]["body"]
     assert listing == {"userName": USER, "kernelSlug": "guie-nb-04-export"}
@@ -149,14 +160,13 @@ def test_status_and_output_scripts(fake, env, tmp_path):
 
     fake.files.clear()
     fake.script("ListKernelSessionOutput", (200, {"files": [], "log": "[]"}))
-    proc = run_script("kaggle_output.py", ["--dest", str(tmp_path / "none")], env)
+    proc = run_script("kaggle_output.py", ["04_export", "--dest", str(tmp_path / "none")], env)
     assert proc.returncode == 1 and "no submission.zip" in proc.stderr
 
 
 def test_401_names_the_credentials_and_never_the_key(fake, env, tmp_path):
     fake.script("SaveKernel", (401, {"code": 401, "message": "Unauthenticated"}))
-    proc = run_script("kaggle_push.py", ["--out", str(tmp_path / "s"), "--only", "01_data_prep",
-                                         "--no-dataset"], env)
+    proc = run_script("kaggle_push.py", ["--out", str(tmp_path / "s"), "--no-dataset"], env)
     assert proc.returncode == 1
     assert "refused the credentials of user 'alice' (HTTP 401" in proc.stderr
     assert "KAGGLE_USERNAME/KAGGLE_KEY" in proc.stderr

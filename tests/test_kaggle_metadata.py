@@ -15,7 +15,7 @@ from guie_nb.notebook_build import NOTEBOOK_ORDER, parameters_cell
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "kernel-metadata"
 SLUGS = {"01_data_prep": "guie-nb-01-data-prep", "02_train_tpu": "guie-nb-02-train-tpu",
-         "03_finetune": "guie-nb-03-finetune", "04_export": "guie-nb-04-export"}
+         "03_finetune": "guie-nb-03-finetune", "04_export": "guie-nb-04-export", "05_submit": "guie-nb-05-submit"}
 
 
 def good_meta(**changes) -> dict:
@@ -29,7 +29,8 @@ def test_templates_describe_the_chain():
     assert [m["id"] for m in metas.values()] == [f"alice/{SLUGS[nb]}" for nb in NOTEBOOK_ORDER]
     for nb, m in metas.items():
         assert md.flag(m, "is_private") is True and m["kernel_type"] == "notebook" and m["language"] == "python"
-        assert m["competition_sources"][0] == "google-universal-image-embedding"
+        if nb != "01_data_prep":  # data-prep reads only raw data, attached by staging from the preset
+            assert m["competition_sources"][0] == "google-universal-image-embedding"
         assert "alice/guie-nb-helpers" in m["dataset_sources"]
         assert "docker_image" not in m
     assert metas["02_train_tpu"]["machine_shape"] == metas["03_finetune"]["machine_shape"] == "TpuV5E8"
@@ -39,9 +40,11 @@ def test_templates_describe_the_chain():
     assert all(m["model_sources"] == [] for m in metas.values())
     assert metas["01_data_prep"]["competition_sources"] == ["google-universal-image-embedding"]
     # only the export kernel goes online: it installs the scorer runtimes (Python 3.9, TF 2.6.4 /
-    # torch 1.11) to verify the submission; the TPU kernels read attached data and models
+    # torch 1.11) to verify the submission; the TPU kernels read attached data and models; the submitted kernel (05) copies the verified zip offline
     assert [nb for nb, m in metas.items() if md.flag(m, "enable_internet")] == ["04_export"]
     assert metas["04_export"]["kernel_sources"][-1] == "alice/guie-nb-03-finetune"
+    assert metas["05_submit"]["kernel_sources"] == ["alice/guie-nb-04-export"]
+    assert md.flag(metas["05_submit"], "enable_internet") is False and "machine_shape" not in metas["05_submit"]
 
 
 @pytest.mark.parametrize("changes, problem", [
@@ -153,11 +156,11 @@ def test_staging_carries_warnings_and_the_cli_prints_them(tmp_path, capsys):
             meta.update(machine_shape="TpuV6E8", enable_tpu="true", enable_gpu="false")
         (tdir / f"{nb}.json").write_text(json.dumps(meta))
     staged = stage_kernels(tmp_path / "out", "alice", "demo", REPO / "notebooks", tdir)
-    assert [len(k.warnings) for k in staged] == [0, 0, 1, 0] and "TpuV6E8" in staged[2].warnings[0]
+    assert [len(k.warnings) for k in staged] == [0, 0, 1, 0, 0] and "TpuV6E8" in staged[2].warnings[0]
     assert push_main(["--owner", "alice", "--out", str(tmp_path / "cli"), "--metadata-dir", str(tdir),
                       "--dry-run"]) == 0
     out, err = capsys.readouterr()
-    assert "alice/guie-nb-03-finetune, TpuV6E8)" in out and "alice/guie-nb-01-data-prep, CPU)" in out
+    assert "alice/guie-nb-03-finetune, TpuV6E8, internet off" in out and "alice/guie-nb-01-data-prep, CPU, internet off" in out
     assert "warning: alice/guie-nb-03-finetune: machine_shape 'TpuV6E8' is not one" in err
 
 
@@ -184,7 +187,9 @@ def test_kaggle_params_place_outputs_and_earlier_kernels():
     assert params["04_export"]["out_dir"] == "/kaggle/working"
     assert deps == {"01_data_prep": set(), "02_train_tpu": {"01_data_prep"},
                     "03_finetune": {"01_data_prep", "02_train_tpu"},
-                    "04_export": {"01_data_prep", "02_train_tpu", "03_finetune"}}
+                    "04_export": {"01_data_prep", "02_train_tpu", "03_finetune"}, "05_submit": {"04_export"}}
+    # the submitted kernel writes submission.zip at the top of its output, where the competition takes it
+    assert params["05_submit"] == {"export_dir": "/kaggle/input/guie-nb-04-export", "out_dir": "/kaggle/working"}
     moved, _, _ = kaggle_params("demo", SLUGS, roots=KaggleRoots("/tmp/in", "/tmp/work", "/tmp/scratch"))
     assert moved["02_train_tpu"]["data_dir"] == "/tmp/in/guie-nb-01-data-prep/data"
 

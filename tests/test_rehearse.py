@@ -91,7 +91,8 @@ def test_full_presets_rehearse(shared_out, preset):
     report = _rehearse(shared_out, preset)
     assert report["ok"], _problems(report)
     notebooks = [k["notebook"] for k in report["kernels"]]
-    assert notebooks[-3:] == ["02_train_tpu", "03_finetune", "04_export"] and set(notebooks[:-3]) == {"01_data_prep"}
+    assert notebooks[-4:] == ["02_train_tpu", "03_finetune", "04_export", "05_submit"]
+    assert set(notebooks[:-4]) == {"01_data_prep"}
     for k in report["kernels"]:
         if k["notebook"] in ("02_train_tpu", "03_finetune"):
             assert k["estimates"]["memory_gib_per_device_plan"] <= 16

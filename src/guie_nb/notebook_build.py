@@ -18,7 +18,7 @@ import nbformat
 from papermill.translators import PythonTranslator, papermill_translators
 
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
-NOTEBOOK_ORDER = ("01_data_prep", "02_train_tpu", "03_finetune", "04_export")
+NOTEBOOK_ORDER = ("01_data_prep", "02_train_tpu", "03_finetune", "04_export", "05_submit")
 
 
 def source_files(notebook_dir: str | Path) -> list[Path]:

@@ -34,8 +34,9 @@ TARGETS: dict[str, dict[str, str]] = {
     "04_export": {"data_dir": "data.data_dir", "model_dir": "export.model_dir", "train_dir": "export.train_dir",
                   "out_dir": "export.out_dir", "export_format": "export.format", "flip_tta": "export.flip_tta",
                   "dry_run": "run.dry_run"},
+    "05_submit": {"export_dir": "submit.export_dir", "out_dir": "submit.out_dir", "dry_run": "run.dry_run"},
 }
-PATH_PARAMS = {"out_dir", "data_dir", "init_dir", "model_dir", "train_dir", "demo_data_dir", "root"}
+PATH_PARAMS = {"out_dir", "data_dir", "init_dir", "model_dir", "train_dir", "demo_data_dir", "root", "export_dir"}
 
 
 def absolute(path):
@@ -139,8 +140,17 @@ def resolve_export(*, data_dir, model_dir, train_dir, out_dir, export_format="sa
     return out
 
 
+def resolve_submit(*, export_dir, out_dir, dry_run=False) -> dict:
+    """05's parameters -> where the verified zip is read (the export's output) and handed over."""
+    if absolute(export_dir) == absolute(out_dir):
+        raise ValueError(f"the submit notebook's out_dir must differ from export_dir ({export_dir}): "
+                         "it copies the export's submission.zip")
+    return {"notebook": "05_submit", "submit": {"export_dir": absolute(export_dir), "out_dir": absolute(out_dir)},
+            "run": {"dry_run": bool(dry_run)}}
+
+
 RESOLVERS = {"01_data_prep": resolve_data_prep, "02_train_tpu": resolve_training, "03_finetune": resolve_finetune,
-             "04_export": resolve_export}
+             "04_export": resolve_export, "05_submit": resolve_submit}
 
 
 def resolve(notebook: str, params: dict, **extra) -> dict:

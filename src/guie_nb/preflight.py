@@ -255,6 +255,31 @@ def preflight_export(resolved: dict) -> dict:
     return _finish("04_export", ex["out_dir"], inputs, estimates, limits, problems, resolved)
 
 
+# ---- 05 submit -------------------------------------------------------------------------------
+
+def preflight_submit(resolved: dict) -> dict:
+    """Inputs (the export's verification report and its submission.zip), the zip checked against
+    the report when both are there (`guie_nb.export.handoff.check_verified`), output size."""
+    from guie_nb.export.handoff import HandoffError, check_verified
+    from guie_nb.kaggle.paths import SUBMISSION, VERIFICATION_REPORT
+
+    sub = resolved["submit"]
+    export_dir = Path(sub["export_dir"])
+    inputs = [_input("the export's verification report", export_dir / VERIFICATION_REPORT),
+              _input("the export's submission.zip", export_dir / SUBMISSION)]
+    estimates = {"output_gb": None, "hours": None, "memory_gib_per_device_xla": None,
+                 "memory_gib_per_device_plan": None}
+    problems = []
+    if all(i["found"] for i in inputs):
+        try:
+            check_verified(export_dir)
+            estimates["output_gb"] = (export_dir / SUBMISSION).stat().st_size / GB
+        except HandoffError as err:
+            problems.append(str(err))
+    limits = [_limit("output_gb", OUTPUT_LIMIT_GB, estimates["output_gb"])]
+    return _finish("05_submit", sub["out_dir"], inputs, estimates, limits, problems, resolved)
+
+
 def preflight(resolved: dict, **kwargs) -> dict:
     """The dry run of `resolved["notebook"]`; returns (and writes) the report."""
     nb = resolved["notebook"]
@@ -263,4 +288,6 @@ def preflight(resolved: dict, **kwargs) -> dict:
     if nb in ("02_train_tpu", "03_finetune"):
         return preflight_training(resolved, xla_memory=kwargs.get("xla_memory",
                                                                    os.environ.get("GUIE_XLA_MEMORY") == "1"))
+    if nb == "05_submit":
+        return preflight_submit(resolved)
     return preflight_export(resolved)

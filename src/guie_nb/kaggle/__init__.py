@@ -1,6 +1,8 @@
-"""Kaggle plumbing: kernel metadata, staging (baked notebooks + metadata), the helper-package
-dataset, and push / status / output through the real `kaggle` client.
+"""Kaggle plumbing: kernel metadata, staging (baked notebooks + metadata + run ids), the
+helper-package dataset, the client (credentials, checked push / status / output / submit through
+the real `kaggle` client), the chain state machine, and `python -m guie_nb.kaggle`.
 
-Nothing here is imported by the notebooks themselves: they only need the bootstrap cell that
-puts the helper dataset on `sys.path` (see `layout.HELPERS_SLUG`).
+The notebooks import only the neutral `paths` and `inputs` (through `guie_nb.environment`,
+`guie_nb.model.weights`, `guie_nb.export.handoff`), never the client: their bootstrap cell puts
+the helper dataset on `sys.path` (see `paths.HELPERS_SLUG`).
 """

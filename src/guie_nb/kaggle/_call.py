@@ -27,9 +27,62 @@ def _status(api, kernel):
     return {"status": r.status.name, "failure_message": r.failure_message}
 
 
+class DownloadError(RuntimeError):
+    """A kernel output file came back with an HTTP error or cut short."""
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status = status
+
+
 def _output(api, kernel, path, file_pattern=None):
-    files, _ = api.kernels_output(kernel, path, file_pattern=file_pattern, force=True, quiet=True)
-    return {"files": files}
+    """kaggle 2.2.1's `kernels_output` saves whatever body a file URL returns (an HTTP error page
+    becomes `submission.zip`): its `requests.get` is wrapped here to refuse any non-200 answer and
+    to record each file's HTTP status, Content-Length and bytes received."""
+    from kaggle.api import kaggle_api_extended as ext
+
+    real_get, seen = ext.requests.get, []
+
+    def checked_get(url, *args, **kwargs):
+        r = real_get(url, *args, **kwargs)
+        name = url.split("?", 1)[0].rsplit("/", 1)[-1]
+        if r.status_code != 200:
+            raise DownloadError(f"download of output file {name!r}: HTTP {r.status_code}", r.status_code)
+        body = r.content
+        length = r.headers.get("Content-Length")
+        seen.append({"url_name": name, "status": r.status_code, "bytes": len(body),
+                     "content_length": int(length) if length and length.isdigit() else None})
+        return r
+
+    ext.requests.get = checked_get
+    try:
+        files, _ = api.kernels_output(kernel, path, file_pattern=file_pattern, force=True, quiet=True)
+    finally:
+        ext.requests.get = real_get
+    return {"files": files, "downloads": seen}
+
+
+def _submit(api, competition, kernel, version, file_name, message):
+    r = api.competition_submit_code(file_name, message, competition, kernel, int(version), quiet=True)
+    return {"ref": r.ref, "message": r.message}
+
+
+class UploadFailed(RuntimeError):
+    pass
+
+
+def _refuse_partial_uploads(api):
+    """kaggle 2.2.1 skips a file whose upload failed and creates the dataset version anyway
+    (`_upload_file` returns None): make a failed upload stop the call before any version exists."""
+    real = api._upload_file
+
+    def upload_file(file_name, full_path, *args, **kwargs):
+        result = real(file_name, full_path, *args, **kwargs)
+        if result is None:
+            raise UploadFailed(f"the upload of {file_name!r} failed; no dataset version was created")
+        return result
+
+    api._upload_file = upload_file
 
 
 def _dataset_exists(api, ref):
@@ -45,6 +98,7 @@ def _dataset_exists(api, ref):
 
 
 def _dataset(api, folder, notes, public=False):
+    _refuse_partial_uploads(api)
     ref = json.load(open(f"{folder}/dataset-metadata.json"))["id"]
     if _dataset_exists(api, ref):
         r = api.dataset_create_version(folder, notes, quiet=True, dir_mode="zip")
@@ -58,7 +112,7 @@ def _dataset_status(api, ref):
 
 
 OPS = {"push": _push, "status": _status, "output": _output, "dataset": _dataset,
-       "dataset_status": _dataset_status}
+       "dataset_status": _dataset_status, "submit": _submit}
 
 
 def main() -> int:
@@ -78,6 +132,8 @@ def main() -> int:
         message = f"{type(e).__name__}: {e}"
         if status is None and "Cannot access kernel" in str(e):
             status = 403  # kernels_status/output turn 401/403 into this ValueError
+        if isinstance(e, DownloadError) and e.status is not None and (e.status == 429 or e.status >= 500):
+            status = e.status  # retried by the parent; other download errors (a signed URL's 403) are not
         out = {"ok": False, "status": status, "message": message}
     out["chatter"] = chatter.getvalue()[-4000:]
     sys.__stdout__.write(MARKER + json.dumps(out) + "\n")

@@ -1,24 +1,103 @@
-"""Push, poll and download through the real `kaggle` client, with retries and clear failures.
+"""The Kaggle client side in one module: credentials, the client, and its checked operations.
 
-Each call runs the client in its own process (`_call.py`) with the credentials in that process's
-environment only, and an empty KAGGLE_CONFIG_DIR so the client reads nothing else. 401/403 raise
-AuthError naming the credentials; 429 and 5xx are retried with exponential backoff, then raise
-KaggleError. Every message passed on has the key scrubbed out.
+Credentials: KAGGLE_USERNAME + KAGGLE_KEY, else kaggle.json (warned about unless mode 600). The key
+is held only to hand it to the `kaggle` client's process environment; it never appears in a repr,
+a message, a log line or a staged file, and `redact` scrubs it from text we pass on.
+
+Each call runs the real `kaggle` client (2.2.x) in its own process (`_call.py`, the child side)
+with the credentials in that process's environment only, and an empty KAGGLE_CONFIG_DIR so the
+client reads nothing else. 401/403 raise AuthError naming the credentials; 429 and 5xx are
+retried with exponential backoff, then raise KaggleError.
+
+Guards against the client's own faults (kaggle 2.2.1):
+- `kernels status` right after a push can report the previous run's COMPLETE: `run_status` takes
+  COMPLETE only when the kernel's output carries the pushed run id (`guie_run.json`, written by
+  the notebook; staging bakes the id), else reports STALE.
+- `kernels output` saves any HTTP body as the file: `output` refuses non-200 answers, short
+  bodies and unreadable zips, and checks `submission.zip` against the kernel's own report.
+- `datasets version` skips a failed upload and creates the version anyway: `_call.py` makes a
+  failed upload stop the call, so no version is created.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
+import stat
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from guie_nb.kaggle.credentials import Credentials
+from guie_nb.kaggle.paths import RUN_MARKER, SUBMIT_REPORT, VERIFICATION_REPORT
+
+class CredentialsError(RuntimeError):
+    """No usable Kaggle credentials (the message says where they were looked for)."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    key: str = field(repr=False)
+    source: str = "environment"
+
+    def redact(self, text: str) -> str:
+        """`text` without the key, raw or inside a Basic auth header."""
+        if not self.key:
+            return text
+        basic = base64.b64encode(f"{self.username}:{self.key}".encode()).decode()
+        return text.replace(basic, "***").replace(self.key, "***")
+
+
+def config_file(env=None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("KAGGLE_CONFIG_DIR"):
+        return Path(env["KAGGLE_CONFIG_DIR"]) / "kaggle.json"
+    return Path(env.get("HOME", str(Path.home()))) / ".kaggle" / "kaggle.json"
+
+
+def load_credentials(env=None, warn=None) -> Credentials:
+    """Credentials from the environment, else from kaggle.json; `warn(msg)` reports a loose mode."""
+    env = os.environ if env is None else env
+    warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    user, key = env.get("KAGGLE_USERNAME"), env.get("KAGGLE_KEY")
+    if user and key:
+        return Credentials(user, key, "environment")
+    path = config_file(env)
+    if not path.is_file():
+        raise CredentialsError("no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY, or put an API "
+                               f"token in {path} (chmod 600); see docs/kaggle.md")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        warn(f"{path} is readable by other users (mode {mode:o}); run: chmod 600 {path}")
+    try:
+        data = json.loads(path.read_text())
+        user, key = data["username"], data["key"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        # never echo the file: it holds the key
+        raise CredentialsError(f"{path} must be JSON with 'username' and 'key'") from None
+    if not user or not key:
+        raise CredentialsError(f"{path} has an empty 'username' or 'key'")
+    return Credentials(str(user), str(key), str(path))
+
+
+def owner_from_environment(env=None) -> str | None:
+    """The Kaggle username, for kernel ids: KAGGLE_USERNAME, else kaggle.json's username."""
+    env = os.environ if env is None else env
+    if env.get("KAGGLE_USERNAME"):
+        return env["KAGGLE_USERNAME"]
+    path = config_file(env)
+    try:
+        return json.loads(path.read_text()).get("username") or None
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
 
 log = logging.getLogger(__name__)
 _CALL = Path(__file__).with_name("_call.py")
@@ -34,6 +113,15 @@ class KaggleError(RuntimeError):
 
 class AuthError(KaggleError):
     """401/403: the credentials are wrong, or they may not access this kernel or dataset."""
+
+
+class BrokenDownload(KaggleError):
+    """A downloaded output file is not what the kernel wrote: HTTP error, cut short, unreadable
+    zip, or a sha256 that differs from the kernel's own report."""
+
+
+class StaleRun(KaggleError):
+    """The status is not yet the pushed run's: the output carries another run id."""
 
 
 def retriable(status: int | None) -> bool:
@@ -120,10 +208,98 @@ class KaggleClient:
         raise KaggleError(f"{kernel} still {st['status']} after {max_polls} polls")
 
     def output(self, kernel: str, dest: str | Path, file_pattern: str | None = None) -> list[Path]:
-        Path(dest).mkdir(parents=True, exist_ok=True)
-        result = self.call("output", f"output of {kernel}", kernel=kernel, path=str(dest),
-                           file_pattern=file_pattern)
-        return [Path(f) for f in result["files"]]
+        """Download the kernel's output files matching `file_pattern` (regex) into `dest`, each
+        checked: HTTP 200 (in the child), as many bytes as announced, a readable zip for `*.zip`,
+        and `submission.zip` against the kernel's own report (`verification.json` /
+        `submit_report.json`) when that report is downloaded with it. Raises BrokenDownload."""
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            result = self.call("output", f"output of {kernel}", kernel=kernel, path=str(dest),
+                               file_pattern=file_pattern)
+        except KaggleError as err:
+            if "download of output file" in str(err):
+                raise BrokenDownload(f"broken download from {kernel}: {err}", err.status) from None
+            raise
+        for d in result.get("downloads", []):
+            if d["content_length"] is not None and d["bytes"] != d["content_length"]:
+                raise BrokenDownload(f"broken download from {kernel}: output file {d['url_name']!r} cut short: "
+                                     f"{d['bytes']} of {d['content_length']} bytes")
+        files = [Path(f) for f in result["files"]]
+        for f in files:
+            if f.suffix == ".zip":
+                try:
+                    with zipfile.ZipFile(f) as zf:
+                        bad = zf.testzip()
+                except (zipfile.BadZipFile, OSError) as err:
+                    raise BrokenDownload(f"broken download from {kernel}: output file {f.name!r} is not a "
+                                         f"readable zip ({err})") from None
+                if bad is not None:
+                    raise BrokenDownload(f"broken download from {kernel}: output file {f.name!r}: member {bad!r} "
+                                         "fails its CRC check")
+        self._check_against_report(kernel, dest, files)
+        return files
+
+    @staticmethod
+    def _check_against_report(kernel: str, dest: Path, files: list[Path]) -> None:
+        from guie_nb.export.handoff import HandoffError, check_zip_against, read_report
+
+        names = {f.name for f in files}
+        for report_name in (SUBMIT_REPORT, VERIFICATION_REPORT):
+            if report_name in names:
+                try:
+                    report = read_report(dest / report_name, f"{kernel}'s {report_name}")
+                    if report.get("submission") in names:
+                        check_zip_against(dest / report["submission"], report, f"{kernel}'s {report['submission']}")
+                except HandoffError as err:
+                    raise BrokenDownload(f"broken download from {kernel}: {err}") from None
+
+    def run_marker(self, kernel: str, dest: str | Path) -> dict | None:
+        """The kernel's `guie_run.json` (the run id its latest output was written by), or None."""
+        dest = Path(dest)
+        (dest / RUN_MARKER).unlink(missing_ok=True)
+        files = self.output(kernel, dest, rf"^{RUN_MARKER.replace('.', '[.]')}$")
+        if not any(f.name == RUN_MARKER for f in files):
+            return None
+        try:
+            return json.loads((dest / RUN_MARKER).read_text())
+        except json.JSONDecodeError as err:
+            raise BrokenDownload(f"broken download from {kernel}: {RUN_MARKER} is not JSON ({err})") from None
+
+    def run_status(self, kernel: str, run_id: str, dest: str | Path) -> dict:
+        """The status of the run `run_id` pushed to `kernel`: Kaggle's status, except that a COMPLETE
+        (or ERROR) whose output carries another run id is reported as STALE (`found_run_id` says
+        which). A COMPLETE with no run marker at all is STALE too: every staged kernel writes one."""
+        st = dict(self.status(kernel))
+        st["run_id"] = run_id
+        if st["status"] in ("COMPLETE", "ERROR"):
+            marker = self.run_marker(kernel, dest)
+            found = marker.get("run_id") if marker else None
+            st["found_run_id"] = found
+            if found != run_id and (st["status"] == "COMPLETE" or found is not None):
+                st["reported"], st["status"] = st["status"], "STALE"
+        return st
+
+    def wait_run(self, kernel: str, run_id: str, dest: str | Path, poll_s: float = 30.0,
+                 max_polls: int = 2000, max_stale: int = 20) -> dict:
+        """Poll `run_status` until the run ends; raises StaleRun after `max_stale` STALE polls in a
+        row (the status never caught up with the push), KaggleError after `max_polls`."""
+        stale = 0
+        for _ in range(max_polls):
+            st = self.run_status(kernel, run_id, dest)
+            if st["status"] in TERMINAL:
+                return st
+            stale = stale + 1 if st["status"] == "STALE" else 0
+            if stale >= max_stale:
+                raise StaleRun(f"{kernel}: Kaggle reports {st['reported']}, but the output is from run "
+                               f"{st['found_run_id']!r}, not the pushed run {run_id!r} ({stale} polls): stale status")
+            self.sleep(poll_s)
+        raise KaggleError(f"{kernel} still {st['status']} after {max_polls} polls")
+
+    def submit(self, competition: str, kernel: str, version: int, file_name: str, message: str) -> dict:
+        """`kaggle competitions submit <competition> -k <kernel> -v <version> -f <file_name> -m <message>`."""
+        return self.call("submit", f"submit {kernel} version {version}", competition=competition, kernel=kernel,
+                         version=int(version), file_name=file_name, message=message)
 
     def push_dataset(self, folder: str | Path, notes: str) -> dict:
         result = self.call("dataset", f"dataset {folder}", folder=str(folder), notes=notes)

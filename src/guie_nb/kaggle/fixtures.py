@@ -232,3 +232,20 @@ def training_output(folder: Path, sub: str, model_config: dict) -> Path:
         _empty_h5(out / name)
     (out / "metrics.json").write_text(json.dumps({"initial": {"map5": 0.0}, "final": {"map5": 0.0}}))
     return folder
+
+
+def export_output(folder: Path, run_id: str | None = None) -> Path:
+    """What the export kernel leaves: a verified submission.zip (a stand-in SavedModel, a few bytes)
+    and its `verification.json`, as the submit kernel mounts them."""
+    import zipfile
+
+    from guie_nb.export.handoff import write_verification
+
+    folder.mkdir(parents=True, exist_ok=True)
+    zip_path = folder / "submission.zip"
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        zf.writestr("saved_model.pb", b"fixture saved model")
+        zf.writestr("variables/variables.index", b"fixture index")
+    write_verification(zip_path, passed=True, fmt="saved_model", verified_in="fixture (rehearsal)",
+                       verified_images=0, run_id=run_id)
+    return folder

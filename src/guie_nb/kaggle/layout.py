@@ -10,34 +10,18 @@ input variable.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 from guie_nb.kaggle.inputs import Attachments, place_inputs
+from guie_nb.kaggle.paths import (  # noqa: F401  (re-exported)
+    HELPERS_SLUG, INPUT_ENV, TEMP_ENV, WORKING_ENV, KaggleRoots)
 from guie_nb.notebook_build import NOTEBOOK_ORDER
 
-INPUT_ENV = "GUIE_KAGGLE_INPUT"
-WORKING_ENV = "GUIE_KAGGLE_WORKING"
-TEMP_ENV = "GUIE_KAGGLE_TEMP"
-HELPERS_SLUG = "guie-nb-helpers"  # the dataset holding src/guie_nb; the bootstrap cell looks for it
-
 # the sub-folder of the local root each notebook writes ("" = the root itself)
-OUTPUT_SUB = {"01_data_prep": "data", "02_train_tpu": "train", "03_finetune": "finetune", "04_export": ""}
+OUTPUT_SUB = {"01_data_prep": "data", "02_train_tpu": "train", "03_finetune": "finetune", "04_export": "",
+              "05_submit": "submit"}
+# kernels whose own sub-folder is the top of /kaggle/working on Kaggle: the competition takes the
+# submitted file by its name at the top of the kernel's output (`-f submission.zip`)
+OUTPUT_AT_TOP = {"05_submit"}
 _SENTINEL = "/@guie-root@"
-
-
-@dataclass(frozen=True)
-class KaggleRoots:
-    input: str = "/kaggle/input"
-    working: str = "/kaggle/working"
-    temp: str = "/kaggle/temp"  # not saved with the output: scratch such as generated demo data
-
-    @classmethod
-    def from_env(cls, env=None) -> "KaggleRoots":
-        env = os.environ if env is None else env
-        d = cls()
-        return cls(env.get(INPUT_ENV) or d.input, env.get(WORKING_ENV) or d.working,
-                   env.get(TEMP_ENV) or d.temp)
 
 
 def _producer(head: str) -> str:
@@ -62,6 +46,8 @@ def _place(path: str, nb: str, params: dict, kernel_slugs: dict[str, str], datas
         return f"{roots.input}/{sub}"
     producer = _producer(head)
     if producer == nb:
+        if nb in OUTPUT_AT_TOP:
+            rest = rest[len(OUTPUT_SUB[nb]):].lstrip("/")
         return f"{roots.working}/{rest}".rstrip("/")
     if NOTEBOOK_ORDER.index(producer) > NOTEBOOK_ORDER.index(nb):
         raise ValueError(f"{nb} reads {rest!r}, which the later notebook {producer} writes")

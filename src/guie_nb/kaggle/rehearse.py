@@ -127,8 +127,7 @@ def _kernel_output_fixture(kernel: StagedKernel, folder: Path, resolved: dict[st
     model = resolved.get(nb, {}).get("model") or resolved.get("02_train_tpu", {}).get("model")
     sub = "train" if nb == "02_train_tpu" else "finetune"
     if nb == "04_export":
-        folder.mkdir(parents=True)
-        return folder
+        return fixtures.export_output(folder)
     return fixtures.training_output(folder, sub, model)
 
 
@@ -268,7 +267,7 @@ def rehearse(preset: str, out_root: str | Path = "build/rehearsal", *, notebook_
         shutil.rmtree(roots.temp, ignore_errors=True)
         Path(roots.working).mkdir(parents=True)
         Path(roots.temp).mkdir(parents=True)
-        executed = root / "executed" / f"{kernel.notebook}.ipynb"
+        executed = root / "executed" / f"{slug}.ipynb"
         executed.parent.mkdir(parents=True, exist_ok=True)
         internet = md.flag(kernel.meta, "enable_internet")
         error = _run_notebook(kernel, roots, executed, None if internet else offline, xla_memory)

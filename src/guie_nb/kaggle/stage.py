@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import secrets
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import nbformat
+
+from guie_nb.environment import package_digest, package_files
 from guie_nb.kaggle import metadata as md
 from guie_nb.kaggle.inputs import Attachments
 from guie_nb.kaggle.layout import HELPERS_SLUG, KaggleRoots, kaggle_params
-from guie_nb.notebook_build import NOTEBOOK_ORDER, build_notebook, source_files, write_notebook
+from guie_nb.kaggle.paths import HELPERS_VERSION_FILE
+from guie_nb.notebook_build import NOTEBOOK_ORDER, build_notebook, python_literal, source_files, write_notebook
 
 KERNEL_METADATA = "kernel-metadata.json"
 DATASET_METADATA = "dataset-metadata.json"
@@ -30,6 +37,8 @@ class StagedKernel:
     folder: Path
     meta: dict
     warnings: tuple[str, ...] = ()  # from metadata validation, for the caller to print
+    run_id: str = ""  # baked into the notebook, written by it to its output (guie_run.json)
+    content_sha256: str = ""  # notebook + metadata without the run id: "did this kernel change?"
     part: tuple[int, int] | None = None  # (shard_index, num_shards) of a data-prep split over kernels
 
     @property
@@ -38,7 +47,7 @@ class StagedKernel:
 
 
 def chain_metadata(metadata_dir: str | Path, owner: str) -> dict[str, dict]:
-    """The four templates with the owner filled in, each validated, and the chain checked."""
+    """The templates of every notebook (NOTEBOOK_ORDER) with the owner filled in, each validated, and the chain checked."""
     metas = {}
     for nb in NOTEBOOK_ORDER:
         path = Path(metadata_dir) / f"{nb}.json"
@@ -57,13 +66,47 @@ def chain_metadata(metadata_dir: str | Path, owner: str) -> dict[str, dict]:
     return metas
 
 
+STAGED_NAME = "STAGED"  # the bootstrap cell's `STAGED = {}`, baked here (guie_nb.environment.start_run)
+_STAGED_LINE = re.compile(rf"^{STAGED_NAME} = .*?(  #.*)?$", re.M)
+
+
+def new_run_tag() -> str:
+    """A tag unique to one staging: UTC time and 6 random hex digits."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def bake_staged(nb, staged: dict, notebook: str) -> None:
+    """Write `staged` into the one `STAGED = ...` line of the notebook's code cells."""
+    hits = [c for c in nb.cells if c.cell_type == "code" and _STAGED_LINE.search(c.source)]
+    if len(hits) != 1 or len(_STAGED_LINE.findall(hits[0].source)) != 1:
+        raise ValueError(f"{notebook}: expected one `{STAGED_NAME} = {{}}` line in the bootstrap cell, "
+                         f"found {sum(len(_STAGED_LINE.findall(c.source)) for c in hits)}")
+    cell = hits[0]
+    cell.source = _STAGED_LINE.sub(lambda m: f"{STAGED_NAME} = {python_literal(staged, STAGED_NAME)}"
+                                   + (m.group(1) or ""), cell.source)
+
+
+def content_digest(nb, meta: dict) -> str:
+    """sha256 of the notebook as staged without its run id, and its metadata."""
+    text = nbformat.writes(nb) + "\n" + json.dumps(meta, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def stage_kernels(out_root: str | Path, owner: str, preset: str, notebook_dir: str | Path,
                   metadata_dir: str | Path, roots: KaggleRoots | None = None,
-                  overrides: dict[str, dict] | None = None) -> list[StagedKernel]:
-    """Stage all four kernels under `out_root/<slug>/`; `overrides` replaces baked values.
+                  overrides: dict[str, dict] | None = None, run_tag: str | None = None,
+                  helpers_sha256: str | None = None) -> list[StagedKernel]:
+    """Stage every kernel under `out_root/<slug>/`; `overrides` replaces baked values.
 
-    Raises MetadataError for invalid metadata; each StagedKernel carries the validation warnings.
+    Each notebook gets `STAGED = {"run_id": "<run_tag>-<notebook>", "notebook", "helpers_sha256"}`
+    baked into its bootstrap cell (`run_tag` default: `new_run_tag()`; `helpers_sha256` default:
+    the digest of the guie_nb package that `build_helper_dataset` stages). Raises MetadataError for
+    invalid metadata; each StagedKernel carries the validation warnings.
     """
+    import guie_nb
+
+    run_tag = run_tag or new_run_tag()
+    helpers_sha256 = helpers_sha256 or package_digest(Path(guie_nb.__file__).parent)
     metas = chain_metadata(metadata_dir, owner)
     slugs = {nb: m["id"].split("/")[1] for nb, m in metas.items()}
     datasets = {nb: {d.split("/")[1] for d in m.get("dataset_sources", [])} for nb, m in metas.items()}
@@ -83,11 +126,16 @@ def stage_kernels(out_root: str | Path, owner: str, preset: str, notebook_dir: s
         folder = Path(out_root) / meta["id"].split("/")[1]
         if folder.exists():
             shutil.rmtree(folder)  # a stale notebook must never be pushed
-        write_notebook(build_notebook(sources[nb], params[key]), folder / meta["code_file"])
+        part = (params[key]["shard_index"], parts) if nb == "01_data_prep" and parts > 1 else None
+        notebook = build_notebook(sources[nb], params[key])
+        bake_staged(notebook, {"run_id": "", "notebook": nb, "helpers_sha256": helpers_sha256}, nb)
+        digest = content_digest(notebook, meta)
+        run_id = f"{run_tag}-{nb}" + (f"-part-{part[0] + 1}-of-{parts}" if part else "")
+        bake_staged(notebook, {"run_id": run_id, "notebook": nb, "helpers_sha256": helpers_sha256}, nb)
+        write_notebook(notebook, folder / meta["code_file"])
         (folder / KERNEL_METADATA).write_text(json.dumps(meta, indent=2) + "\n")
         warnings = md.validate(meta, folder)
-        part = (params[key]["shard_index"], parts) if nb == "01_data_prep" and parts > 1 else None
-        staged.append(StagedKernel(nb, folder, meta, tuple(warnings), part))
+        staged.append(StagedKernel(nb, folder, meta, tuple(warnings), run_id, digest, part))
     return staged
 
 
@@ -153,18 +201,6 @@ def attach(meta: dict, attachments: Attachments) -> dict:
     return meta
 
 
-def package_digest(package_dir: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(_package_files(package_dir)):
-        h.update(str(f.relative_to(package_dir)).encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()
-
-
-def _package_files(package_dir: Path):
-    return [f for f in package_dir.rglob("*") if f.is_file() and "__pycache__" not in f.parts
-            and f.suffix not in (".pyc", ".pyo")]
-
-
 def build_helper_dataset(out_dir: str | Path, owner: str, package_dir: str | Path | None = None) -> Path:
     """Stage `guie_nb` as the helper dataset: `<out>/guie_nb/...`, a version file, its metadata.
 
@@ -179,12 +215,12 @@ def build_helper_dataset(out_dir: str | Path, owner: str, package_dir: str | Pat
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)
-    for f in _package_files(package_dir):
+    for f in package_files(package_dir):
         dest = out / "guie_nb" / f.relative_to(package_dir)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, dest)
     version = {"package": "guie_nb", "version": guie_nb.__version__, "sha256": package_digest(package_dir)}
-    (out / "guie_nb_version.json").write_text(json.dumps(version, indent=2) + "\n")
+    (out / HELPERS_VERSION_FILE).write_text(json.dumps(version, indent=2) + "\n")
     meta = {"title": HELPERS_TITLE, "id": f"{owner}/{HELPERS_SLUG}", "licenses": [{"name": "other"}],
             "subtitle": "The guie_nb helper package the GUIE notebooks import"}
     md.fill_owner(meta, owner)  # checks the owner

@@ -86,7 +86,7 @@ def _load_dir(model: keras.Model, folder: Path) -> keras.Model:
 
 def _kaggle_attached(handle: str) -> Path | None:
     """Where Kaggle mounts an attached model `owner/model/framework/variation/version`."""
-    from guie_nb.kaggle.layout import KaggleRoots  # lazy: only the kaggle: path needs it
+    from guie_nb.kaggle.paths import KaggleRoots  # lazy: only the kaggle: path needs it
 
     inputs = Path(KaggleRoots.from_env().input)
     parts = handle.strip("/").split("/")
@@ -173,7 +173,7 @@ def locate_weights(spec: str | None, backbone: str = "") -> dict:
     mount (`<input>/<model>/<framework>/<variation>/<version>`) whether or not it is there.
     """
     from guie_nb.kaggle.inputs import model_mount
-    from guie_nb.kaggle.layout import KaggleRoots
+    from guie_nb.kaggle.paths import KaggleRoots
 
     spec = (spec or "").strip()
     out = {"spec": spec, "source": "none", "path": None, "found": True}

@@ -1,7 +1,7 @@
-"""Presets: named parameter sets for the four notebooks, each a small module.
+"""Presets: named parameter sets for the notebooks, each a small module.
 
 A preset module defines `notebook_params(root: str) -> dict[str, dict]`, mapping each notebook
-(`01_data_prep`, `02_train_tpu`, `03_finetune`, `04_export`) to the values of its parameters;
+(`01_data_prep`, `02_train_tpu`, `03_finetune`, `04_export`, `05_submit`) to the values of its parameters;
 `root` is where the chain writes its outputs.
 """
 

@@ -1,5 +1,6 @@
 """Shared parts of the full-size presets: where the raw data comes from on Kaggle, and the
-per-notebook parameter layout every preset follows (root/data, root/train, root/finetune, root).
+per-notebook parameter layout every preset follows (root/data, root/train, root/finetune, root,
+root/submit).
 
 Raw data is named by what Kaggle attaches, not by a path: `kaggle://competitions/<slug>` or
 `kaggle://datasets/<owner>/<slug>` (`guie_nb.kaggle.inputs`). Staging attaches each one to the kernel
@@ -46,7 +47,7 @@ def source(kind: str, products10k_dataset: str = PRODUCTS10K_DATASET, **options)
 
 def chain_params(root: str, *, sources: list[dict], max_side: int, model: dict, train: dict,
                  finetune: dict, finetune_extra: dict | None = None, data_prep_kernels: int = 1) -> dict[str, dict]:
-    """The four notebooks' parameters for a full-size run; `train`/`finetune` get LONG_RUN defaults.
+    """The notebooks' parameters for a full-size run; `train`/`finetune` get LONG_RUN defaults.
     `data_prep_kernels` > 1 splits data-prep over that many kernels (each under 20 GB of output)."""
     data = f"{root}/data"
     return {
@@ -58,4 +59,5 @@ def chain_params(root: str, *, sources: list[dict], max_side: int, model: dict, 
                         "keras_backend": "jax", **(finetune_extra or {}), "train": {**LONG_RUN, **finetune}},
         "04_export": {"data_dir": data, "model_dir": f"{root}/finetune", "train_dir": f"{root}/train",
                       "out_dir": root},
+        "05_submit": {"export_dir": root, "out_dir": f"{root}/submit"},
     }

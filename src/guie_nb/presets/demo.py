@@ -41,4 +41,8 @@ def notebook_params(root: str) -> dict[str, dict]:
             "train_dir": f"{root}/train",
             "out_dir": root,
         },
+        "05_submit": {
+            "export_dir": root,
+            "out_dir": f"{root}/submit",
+        },
     }
