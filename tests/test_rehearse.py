@@ -125,3 +125,11 @@ def test_data_prep_split_over_kernels_is_staged_side_by_side_and_mounted_togethe
     assert [Path(d).parent.name for d in data_dirs] == [k["slug"] for k in parts]
     # the two parts' manifests merge into one label space (guie_nb.data.prepare.load_manifest)
     assert any(i["name"].startswith("training shards") and i["found"] for i in train["inputs"])
+
+
+def test_every_kernel_reads_a_split_data_prep(tmp_path):
+    """The export reads the held-out split from the data-prep parts too (data_dir is their list)."""
+    report = _rehearse(tmp_path, "host_baseline", overrides={"01_data_prep": {"num_shards": 2}})
+    assert report["ok"], _problems(report)
+    export = next(k for k in report["kernels"] if k["notebook"] == "04_export")
+    assert len(export["resolved"]["data"]["data_dir"]) == 2

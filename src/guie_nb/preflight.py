@@ -237,11 +237,11 @@ def preflight_export(resolved: dict) -> dict:
     ex = resolved["export"]
     model_dir = Path(ex["model_dir"])
     inputs = [_input(f"model {n}", model_dir / n) for n in ("model_config.json", "embedding.weights.h5")]
-    inputs += [_input("data-prep manifest", Path(resolved["data"]["data_dir"]) / "manifest.json"),
-               _input("training metrics", Path(ex["train_dir"]) / "metrics.json")]
+    limits, problems = [], []
+    _manifest_inputs(resolved["data"]["data_dir"], inputs, problems)  # the held-out queries and index
+    inputs.append(_input("training metrics", Path(ex["train_dir"]) / "metrics.json"))
     estimates = {"output_gb": None, "hours": None, "scoring_hours": None, "memory_gib_per_device_xla": None,
                  "memory_gib_per_device_plan": None}
-    limits, problems = [], []
     if "model" in resolved:
         cfg = ModelConfig.from_dict(resolved["model"])
         tta = 2 if ex["flip_tta"] else 1
