@@ -19,7 +19,7 @@ from guie_nb.model.fidelity import (
 )
 from guie_nb.model.vit import build_vit
 from guie_nb.model.weights import WeightsUnavailable, load_backbone_weights, locate_weights
-from guie_nb.model.weights_check import weights_problems
+from guie_nb.model.weights_check import open_clip_tag_problems, weights_problems
 from test_convert_weights import _keras_hub_clip
 
 TINY = vit_config("demo-tiny")
@@ -48,6 +48,9 @@ def test_open_clip_openai_into_gelu_blocks_is_refused_before_any_download(offlin
     assert any("use backbone 'ViT-B-32-quickgelu'" in p for p in problems), problems
     assert weights_problems(where, vit_config("ViT-B-32-quickgelu")) == [
         "backbone weights 'open_clip:openai' not found"]
+    # what the training preflight adds while the file is not downloaded
+    assert open_clip_tag_problems(where, vit_config("ViT-B-32")) == problems[:1]
+    assert open_clip_tag_problems(where, vit_config("ViT-B-32-quickgelu")) == []
 
 
 @pytest.mark.parametrize("name,tag,backbone,setting,fix", [

@@ -137,8 +137,8 @@ def _load_open_clip(model: keras.Model, spec: str, backbone: str, cfg: VitConfig
 
     name, tag = open_clip_name(spec, backbone)
     check_settings(open_clip_settings(name, tag), cfg)  # open_clip's tables: before any download
-    cfg_ = open_clip.get_pretrained_cfg(name, tag)
-    repo = cfg_.get("hf_hub", "").strip("/")
+    pretrained = open_clip.get_pretrained_cfg(name, tag)
+    repo = pretrained.get("hf_hub", "").strip("/")
     if repo:  # the HF cache first, offline and instantly
         for filename in OPEN_CLIP_FILES:
             try:
@@ -147,7 +147,7 @@ def _load_open_clip(model: keras.Model, spec: str, backbone: str, cfg: VitConfig
                 continue
             return open_clip_to_keras(load_state_dict_file(path), model)
     _require_online("huggingface.co", f"open_clip {name}/{tag}")
-    path = open_clip.pretrained.download_pretrained(cfg_)
+    path = open_clip.pretrained.download_pretrained(pretrained)
     return open_clip_to_keras(load_state_dict_file(path), model)
 
 
