@@ -90,7 +90,7 @@ def test_offline_errors_are_immediate(monkeypatch, tmp_path):
     model = build_vit(CFG)
     for spec, backbone in [
         ("open_clip:laion2b_s32b_b79k", "ViT-H-14"),
-        ("open_clip:ViT-B-32/laion2b_s34b_b79k", ""),
+        ("open_clip:ViT-B-32/laion2b_s34b_b79k", "ViT-B-32"),  # settings agree: the download is reached
         ("kaggle:keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k/3", ""),
         (str(tmp_path / "missing.safetensors"), ""),
         (str(tmp_path / "nothing-here"), ""),

@@ -81,7 +81,7 @@ def _model_section(model_cfg) -> dict:
 
     d = model_cfg.to_dict()
     return {"model": d, "head": d["head"], "backbone": asdict(model_cfg.vit),
-            "weights": locate_weights(model_cfg.backbone_weights)}
+            "weights": locate_weights(model_cfg.backbone_weights, model_cfg.backbone)}
 
 
 def resolve_training(*, data_dir, out_dir, model: dict, train: dict, keras_backend="jax", cpu_devices=0,

@@ -174,8 +174,9 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
     notebook's output) and estimates (memory per chip from the planner and, with `xla_memory`, from
     XLA's ahead-of-time compile for the TPU; hours from the FLOP count at `ASSUMED_MFU`)."""
     from guie_nb.model import memory_plan
+    from guie_nb.model.backbones import vit_config
     from guie_nb.model.embedding import ModelConfig
-    from guie_nb.model.weights_check import weights_problems
+    from guie_nb.model.weights_check import open_clip_tag_problems, weights_problems
     from guie_nb.training.config import TrainConfig
 
     nb = resolved["notebook"]
@@ -190,8 +191,12 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
         w = resolved["weights"]
         if w["source"] != "none":
             inputs.append(_input(f"backbone weights ({w['source']})", w["path"], w["found"]))
+            # the backbone's native config: an image_size override is honoured by resampling positions
+            native = vit_config(model_cfg.backbone)
             if w["found"]:
-                problems += weights_problems(w, model_cfg.vit)
+                problems += weights_problems(w, native)
+            else:  # open_clip's tables ship with open_clip: a tag is checked before its download
+                problems += open_clip_tag_problems(w, native)
     num_classes = manifest["num_classes"] if manifest else None
     estimates = {"output_gb": None, "hours": None, "memory_gib_per_device_xla": None,
                  "memory_gib_per_device_plan": None, "train_images": manifest and manifest["train_images"],

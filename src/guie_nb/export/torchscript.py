@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from guie_nb.model.embedding import ModelConfig
-from guie_nb.model.preprocessing import CLIP_MEAN, CLIP_STD
+from guie_nb.model.preprocessing import CLIP_MEAN, CLIP_STD, center_crop_offset, torchvision_resize_size
 
 
 def _keys_cubic(x: Tensor) -> Tensor:
@@ -66,13 +66,10 @@ class Preprocess(nn.Module):
         x = images.to(torch.float32)
         size = self.size
         if self.crop:
-            h, w = x.shape[2], x.shape[3]
-            scale = float(size) / float(min(h, w))
-            # torch.round and tf.round both round half to even
-            new_h = max(int(torch.round(torch.tensor(h * scale))), size)
-            new_w = max(int(torch.round(torch.tensor(w * scale))), size)
+            # the same integer arithmetic as the SavedModel's resize_images (torchvision's sizes)
+            new_h, new_w = torchvision_resize_size(x.shape[2], x.shape[3], size)
             x = _resize(x, new_h, new_w)
-            top, left = (new_h - size) // 2, (new_w - size) // 2
+            top, left = center_crop_offset(new_h, size), center_crop_offset(new_w, size)
             x = x[:, :, top:top + size, left:left + size]
         else:
             x = _resize(x, size, size)

@@ -12,7 +12,8 @@ import tensorflow as tf
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-# "shortest_side_crop": open_clip's eval transform (shortest side to `size`, bicubic, centre crop).
+# "shortest_side_crop": open_clip's eval transform (shortest side to `size`, bicubic, centre crop),
+# sizes and offsets exactly as torchvision's `Resize(size)` + `CenterCrop(size)`.
 # "squash": resize both sides to `size` directly (keeps the whole image, changes the aspect).
 RESIZE_MODES = ("shortest_side_crop", "squash")
 
@@ -23,6 +24,35 @@ def check_resize_mode(mode: str) -> str:
     return mode
 
 
+def torchvision_resize_size(h: int, w: int, size: int) -> tuple[int, int]:
+    """`(new_h, new_w)` of torchvision's `Resize(size)` (an int: the short side) for an `h x w` image.
+
+    torchvision's `_compute_resized_output_size`: the short side becomes `size`, the long side
+    `int(size * long / short)`, i.e. floored. Integer floor division gives the same value (the
+    exact quotient is at least `1 / short` from the next integer, far above float64 rounding).
+    Plain ints, so TorchScript compiles it (`guie_nb.export.torchscript`).
+    """
+    if h <= w:
+        return size, size * w // h
+    return size * h // w, size
+
+
+def center_crop_offset(length: int, size: int) -> int:
+    """torchvision `center_crop`'s offset `int(round((length - size) / 2))` (round half to even),
+    in integer arithmetic: `k = d // 2`, plus 1 when `d` is odd and `k` is odd. Works on ints, int
+    tensors and in TorchScript."""
+    d = length - size
+    k = d // 2
+    return k + (d % 2) * (k % 2)
+
+
+def _resize_size_tf(h: tf.Tensor, w: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """`torchvision_resize_size` on int32 scalar tensors, without Python branches (graph-safe)."""
+    new_long = size * tf.maximum(h, w) // tf.minimum(h, w)
+    short_is_h = h <= w
+    return tf.where(short_is_h, size, new_long), tf.where(short_is_h, new_long, size)
+
+
 def resize_images(images: tf.Tensor, size: int, mode: str) -> tf.Tensor:
     """uint8 or float `[H, W, 3]` / `[B, H, W, 3]` in 0..255 -> float32 `[..., size, size, 3]` in 0..255."""
     check_resize_mode(mode)
@@ -31,15 +61,9 @@ def resize_images(images: tf.Tensor, size: int, mode: str) -> tf.Tensor:
         out = tf.image.resize(images, (size, size), method="bicubic", antialias=True)
         return tf.clip_by_value(out, 0.0, 255.0)
     shape = tf.shape(images)
-    h = tf.cast(shape[-3], tf.float32)
-    w = tf.cast(shape[-2], tf.float32)
-    scale = float(size) / tf.minimum(h, w)
-    # round like torchvision's Resize(int): the short side becomes exactly `size`
-    new_h = tf.maximum(tf.cast(tf.round(h * scale), tf.int32), size)
-    new_w = tf.maximum(tf.cast(tf.round(w * scale), tf.int32), size)
+    new_h, new_w = _resize_size_tf(shape[-3], shape[-2], size)
     out = tf.image.resize(images, tf.stack([new_h, new_w]), method="bicubic", antialias=True)
-    top = (new_h - size) // 2
-    left = (new_w - size) // 2
+    top, left = center_crop_offset(new_h, size), center_crop_offset(new_w, size)
     out = out[..., top : top + size, left : left + size, :]
     out = tf.clip_by_value(out, 0.0, 255.0)
     static = images.shape[:-3].as_list() + [size, size, 3]

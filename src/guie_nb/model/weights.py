@@ -12,17 +12,24 @@
   KerasHub preset folder (`config.json` + `model.weights.h5`).
 Nothing is retried: without the file and without internet the error comes at once and says
 which alternatives exist.
+
+Before any weight is read (and for `open_clip:` before any download), the settings the source
+states (QuickGELU, image and patch size, width, layers, mean/std) are compared with the configured
+backbone by `guie_nb.model.fidelity`; a difference raises `BackboneMismatch` naming the fix.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from pathlib import Path
 
 import keras
 
-from guie_nb.model.convert import keras_hub_to_keras, open_clip_to_keras
+from guie_nb.model.backbones import VitConfig, vit_config
+from guie_nb.model.convert import _visual_model, keras_hub_to_keras, open_clip_to_keras
+from guie_nb.model.fidelity import BackboneMismatch, check_settings, open_clip_name, open_clip_settings
 
 OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pt")
 TORCH_SUFFIXES = (".bin", ".pt", ".pth")
@@ -71,16 +78,34 @@ def load_state_dict_file(path: str | Path) -> dict:
     raise ValueError(f"unsupported weights file {path.name}: use .safetensors, .bin, .pt or .pth")
 
 
-def _load_dir(model: keras.Model, folder: Path) -> keras.Model:
+def _refuse(problems: list[str], what: str) -> None:
+    if problems:
+        raise BackboneMismatch(f"backbone weights {what} do not fit the configured backbone:\n  "
+                               + "\n  ".join(problems))
+
+
+def _load_file(model: keras.Model, path: Path, cfg: VitConfig) -> keras.Model:
+    from guie_nb.model.weights_check import open_clip_file_problems
+
+    sd = load_state_dict_file(path)
+    shapes = {k: tuple(v.shape) for k, v in sd.get("state_dict", sd).items() if hasattr(v, "shape")}
+    _refuse(open_clip_file_problems(shapes, path, cfg), str(path))
+    return open_clip_to_keras(sd, model)
+
+
+def _load_dir(model: keras.Model, folder: Path, cfg: VitConfig) -> keras.Model:
     # a large preset is saved sharded: model.weights.json + model_*.weights.h5 (keras-hub reads both)
     if (folder / "config.json").is_file() and any((folder / n).is_file() for n in ("model.weights.h5",
                                                                                     "model.weights.json")):
         import keras_hub
 
+        from guie_nb.model.weights_check import keras_hub_folder_problems
+
+        _refuse(keras_hub_folder_problems(folder, cfg), str(folder))
         return keras_hub_to_keras(keras_hub.models.CLIPBackbone.from_preset(str(folder)), model)
     for name in OPEN_CLIP_FILES:
         if (folder / name).is_file():
-            return open_clip_to_keras(load_state_dict_file(folder / name), model)
+            return _load_file(model, folder / name, cfg)
     raise WeightsUnavailable(f"{folder} holds neither a KerasHub preset nor one of {OPEN_CLIP_FILES}. {HINT}")
 
 
@@ -96,27 +121,24 @@ def _kaggle_attached(handle: str) -> Path | None:
     return None
 
 
-def _load_kaggle(model: keras.Model, handle: str) -> keras.Model:
+def _load_kaggle(model: keras.Model, handle: str, cfg: VitConfig) -> keras.Model:
     folder = _kaggle_attached(handle)
     if folder is None:
         _require_online("www.kaggle.com", f"Kaggle Model {handle}")
         import kagglehub
 
         folder = Path(kagglehub.model_download(handle))
-    return _load_dir(model, folder)
+    return _load_dir(model, folder, cfg)
 
 
-def _load_open_clip(model: keras.Model, spec: str, backbone: str) -> keras.Model:
+def _load_open_clip(model: keras.Model, spec: str, backbone: str, cfg: VitConfig) -> keras.Model:
     import open_clip
     from huggingface_hub import hf_hub_download
 
-    name, _, tag = spec.rpartition("/")
-    name = name or backbone.removesuffix("-quickgelu")
-    cfg = open_clip.get_pretrained_cfg(name, tag)
-    if not cfg:
-        tags = open_clip.list_pretrained_tags_by_model(name)
-        raise ValueError(f"open_clip has no pretrained tag {tag!r} for {name}; known: {tags}")
-    repo = cfg.get("hf_hub", "").strip("/")
+    name, tag = open_clip_name(spec, backbone)
+    check_settings(open_clip_settings(name, tag), cfg)  # open_clip's tables: before any download
+    pretrained = open_clip.get_pretrained_cfg(name, tag)
+    repo = pretrained.get("hf_hub", "").strip("/")
     if repo:  # the HF cache first, offline and instantly
         for filename in OPEN_CLIP_FILES:
             try:
@@ -125,27 +147,49 @@ def _load_open_clip(model: keras.Model, spec: str, backbone: str) -> keras.Model
                 continue
             return open_clip_to_keras(load_state_dict_file(path), model)
     _require_online("huggingface.co", f"open_clip {name}/{tag}")
-    path = open_clip.pretrained.download_pretrained(cfg)
+    path = open_clip.pretrained.download_pretrained(pretrained)
     return open_clip_to_keras(load_state_dict_file(path), model)
+
+
+def configured_vit(model: keras.Model, backbone: str = "") -> VitConfig:
+    """The configuration weights are checked against: the named backbone's (native image size), or
+    without a name the shape of `model`'s ViT itself (heads and MLP ratio as built)."""
+    if backbone:
+        return vit_config(backbone)
+    vit = _visual_model(model)
+    patch, _, _, width = vit.get_layer("conv1").kernel.shape
+    rows = vit.get_layer("embeddings").positional_embedding.shape[0]
+    blocks = [layer for layer in vit.layers if layer.name.startswith("resblocks_")]
+    names = {layer.name for layer in vit.layers}
+    return VitConfig(image_size=math.isqrt(rows - 1) * patch, patch_size=patch, width=width, layers=len(blocks),
+                     heads=blocks[0].attn.heads,
+                     mlp_ratio=blocks[0].c_fc.kernel.shape[1] / width,
+                     output_dim=vit.get_layer("proj").kernel.shape[1] if "proj" in names else None,
+                     quick_gelu=bool(blocks[0].quick_gelu))
 
 
 def load_backbone_weights(model: keras.Model, spec: str | None, backbone: str = "") -> keras.Model:
     """Loads `spec` (see the module doc) into `model` (the ViT or an embedding model holding it).
 
-    `backbone`: the configured backbone name, used by `open_clip:<tag>`. Returns `model`.
+    `backbone`: the configured backbone name; used by `open_clip:<tag>`, and its native config
+    (`configured_vit`) is what the weights' settings must match. Returns `model`.
+    Raises BackboneMismatch when the source states a setting the backbone does not have
+    (e.g. open_clip's `openai` weights are QuickGELU: use backbone 'ViT-B-32-quickgelu'),
+    WeightsUnavailable when the weights cannot be found or fetched.
     """
     spec = (spec or "").strip()
     if spec.lower() in ("", "none", "random"):
         return model
+    cfg = configured_vit(model, backbone)
     if spec.startswith("open_clip:"):
-        return _load_open_clip(model, spec[len("open_clip:"):], backbone)
+        return _load_open_clip(model, spec[len("open_clip:"):], backbone, cfg)
     if spec.startswith("kaggle:"):
-        return _load_kaggle(model, spec[len("kaggle:"):])
+        return _load_kaggle(model, spec[len("kaggle:"):], cfg)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return _load_dir(model, path)
+        return _load_dir(model, path, cfg)
     if path.suffix in (".safetensors", *TORCH_SUFFIXES):
-        return open_clip_to_keras(load_state_dict_file(path), model)
+        return _load_file(model, path, cfg)
     raise WeightsUnavailable(f"backbone_weights={spec!r}: no such file or folder, and not open_clip:/kaggle:. {HINT}")
 
 
@@ -155,8 +199,7 @@ def _hf_cached(spec: str, backbone: str) -> str | None:
         from huggingface_hub import hf_hub_download
     except ImportError:
         return None
-    name, _, tag = spec.rpartition("/")
-    cfg = open_clip.get_pretrained_cfg(name or backbone.removesuffix("-quickgelu"), tag) or {}
+    cfg = open_clip.get_pretrained_cfg(*open_clip_name(spec, backbone)) or {}
     for filename in OPEN_CLIP_FILES:
         try:
             return hf_hub_download(cfg.get("hf_hub", "").strip("/"), filename, local_files_only=True)
@@ -169,7 +212,8 @@ def locate_weights(spec: str | None, backbone: str = "") -> dict:
     """Where `backbone_weights` will be read from, without loading anything.
 
     Returns `{"spec", "source": "none" | "kaggle_model" | "open_clip" | "file" | "folder",
-    "path": str | None, "found": bool}`; for a `kaggle:` handle, `path` is the attached model's
+    "path": str | None, "found": bool}`, plus `"open_clip": [name, tag]` for an `open_clip:` spec
+    (`backbone` names the model of a bare tag); for a `kaggle:` handle, `path` is the attached model's
     mount (`<input>/<model>/<framework>/<variation>/<version>`) whether or not it is there.
     """
     from guie_nb.kaggle.inputs import model_mount
@@ -186,6 +230,10 @@ def locate_weights(spec: str | None, backbone: str = "") -> dict:
         return {**out, "source": "kaggle_model", "path": str(path), "found": found is not None}
     if spec.startswith("open_clip:"):
         cached = _hf_cached(spec[len("open_clip:"):], backbone)
-        return {**out, "source": "open_clip", "path": cached, "found": cached is not None}
+        try:
+            name_tag = list(open_clip_name(spec[len("open_clip:"):], backbone))
+        except ImportError:
+            name_tag = None
+        return {**out, "source": "open_clip", "path": cached, "found": cached is not None, "open_clip": name_tag}
     path = Path(spec).expanduser().resolve()
     return {**out, "source": "folder" if path.is_dir() else "file", "path": str(path), "found": path.exists()}

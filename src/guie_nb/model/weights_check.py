@@ -3,17 +3,26 @@
 A ViT-H-14 checkpoint is 2.5-4 GB: the dry run reads only what describes it, a KerasHub preset's
 `config.json` and the HDF5 dataset shapes of `model.weights.h5` (or of the shards listed in
 `model.weights.json`), or an open_clip file's tensor shapes (a `.safetensors` header; a torch file
-through a memory map). Each mismatch is reported by name (`patch_size 16 != 14`).
+through a memory map). Each mismatch is reported by name (`patch_size 16 != 14`). The settings a
+source states (QuickGELU, image and patch size, mean/std) are compared by `guie_nb.model.fidelity`,
+the same comparison the loader makes at training start.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
 from guie_nb.model.backbones import VitConfig
+from guie_nb.model.fidelity import (
+    keras_hub_settings,
+    merge,
+    open_clip_config_settings,
+    open_clip_settings,
+    settings_problems,
+    state_dict_settings,
+)
 from guie_nb.model.weights import OPEN_CLIP_FILES, TORCH_SUFFIXES
 
 VISION = "layers/clip_vision_encoder/layers/"
@@ -24,24 +33,33 @@ def _diff(what: dict[str, tuple]) -> list[str]:
 
 
 def keras_hub_config_problems(config: dict, cfg: VitConfig) -> list[str]:
-    """A KerasHub CLIPBackbone (or CLIPVisionEncoder) `config.json` against `cfg`."""
+    """A KerasHub CLIPBackbone (or CLIPVisionEncoder) `config.json` against `cfg`: the shape
+    settings `guie_nb.model.fidelity` does not cover (heads, MLP width, projection)."""
     body = config.get("config", {})
     vision = body.get("vision_encoder", {}).get("config") if "vision_encoder" in body else body
     if not vision or "hidden_dim" not in vision:
         return [f"config.json is not a KerasHub CLIP config (class {config.get('class_name')!r})"]
-    act = vision.get("intermediate_activation", "gelu")
     checks = {
-        "image_size": (int(vision.get("image_shape", [0])[0]), cfg.image_size),
-        "patch_size": (vision.get("patch_size"), cfg.patch_size),
-        "width": (vision.get("hidden_dim"), cfg.width),
-        "layers": (vision.get("num_layers"), cfg.layers),
         "heads": (vision.get("num_heads"), cfg.heads),
         "mlp_width": (vision.get("intermediate_dim"), cfg.mlp_width),
-        "quick_gelu": (act == "quick_gelu", cfg.quick_gelu),
     }
     if cfg.output_dim is not None and "projection_dim" in body:
         checks["output_dim"] = (body["projection_dim"], cfg.output_dim)
     return _diff(checks)
+
+
+def keras_hub_folder_problems(folder: Path, cfg: VitConfig) -> list[str]:
+    """A KerasHub preset folder's small JSON files against `cfg` (the loader and the dry run)."""
+    config = json.loads((folder / "config.json").read_text())
+    return settings_problems(keras_hub_settings(folder), cfg) + keras_hub_config_problems(config, cfg)
+
+
+def open_clip_file_problems(shapes: dict[str, tuple], path: Path, cfg: VitConfig) -> list[str]:
+    """An open_clip weights file (its tensor shapes, and the `open_clip_config.json` beside it if
+    any) against `cfg` (the loader and the dry run)."""
+    settings = merge(open_clip_config_settings(path.parent / "open_clip_config.json"),
+                     state_dict_settings(shapes, str(path)))
+    return settings_problems(settings, cfg) + open_clip_shape_problems(shapes, cfg)
 
 
 def _h5_shapes(paths: list[Path]) -> dict[str, tuple]:
@@ -119,30 +137,44 @@ def open_clip_shape_problems(shapes: dict[str, tuple], cfg: VitConfig) -> list[s
     if "conv1.weight" not in shapes:
         return ["weights: not an open_clip ViT state dict (no conv1.weight)"]
     blocks = {int(m.group(1)) for k in shapes if (m := re.match(r"transformer\.resblocks\.(\d+)\.", k))}
+    # patch size, width and the position grid are settings (guie_nb.model.fidelity)
     checks = {
-        "conv1.weight": (shapes["conv1.weight"], (cfg.width, 3, cfg.patch_size, cfg.patch_size)),
         "blocks": (len(blocks), cfg.layers),
         "mlp.c_fc.weight": (shapes.get("transformer.resblocks.0.mlp.c_fc.weight"), (cfg.mlp_width, cfg.width)),
     }
-    pos = shapes.get("positional_embedding", (0,))
-    if math.isqrt(pos[0] - 1) ** 2 != pos[0] - 1:
-        checks["positional_embedding"] = (pos, (cfg.grid_size**2 + 1, cfg.width))
     if cfg.output_dim is not None:
         checks["proj"] = (shapes.get("proj"), (cfg.width, cfg.output_dim))
     return [f"weights: {p}" for p in _diff(checks)]
 
 
+def open_clip_tag_problems(location: dict, cfg: VitConfig) -> list[str]:
+    """An `open_clip:` location's tag (open_clip's pretrained tables, offline) against `cfg`;
+    [] for other sources."""
+    if not location.get("open_clip"):
+        return []
+    try:
+        return settings_problems(open_clip_settings(*location["open_clip"]), cfg)
+    except ValueError as err:
+        return [str(err)]
+
+
 def weights_problems(location: dict, cfg: VitConfig) -> list[str]:
-    """Problems with the weights `guie_nb.model.weights.locate_weights` found, for backbone `cfg`."""
+    """Problems with the weights `guie_nb.model.weights.locate_weights` found, for backbone `cfg`
+    (its native image size: an `image_size` override is honoured by resampling positions).
+
+    An `open_clip:` spec is checked against open_clip's pretrained tables even when the file is
+    not downloaded yet (the tables ship with open_clip)."""
     if location["source"] == "none":
         return []
+    problems = open_clip_tag_problems(location, cfg)
     if not location["found"]:
-        return [f"backbone weights {location['spec']!r} not found" + (f" at {location['path']}" if location["path"] else "")]
+        return problems + [f"backbone weights {location['spec']!r} not found"
+                           + (f" at {location['path']}" if location["path"] else "")]
     path = Path(location["path"])
     try:
         if path.is_dir() and (path / "config.json").is_file():
-            problems = keras_hub_config_problems(json.loads((path / "config.json").read_text()), cfg)
-            return problems + keras_hub_shape_problems(_h5_shapes(keras_hub_weight_files(path)), cfg)
+            return (problems + keras_hub_folder_problems(path, cfg)
+                    + keras_hub_shape_problems(_h5_shapes(keras_hub_weight_files(path)), cfg))
         if path.is_dir():
             files = [path / n for n in OPEN_CLIP_FILES if (path / n).is_file()]
             if not files:
@@ -150,6 +182,6 @@ def weights_problems(location: dict, cfg: VitConfig) -> list[str]:
             path = files[0]
         if path.suffix not in (".safetensors", *TORCH_SUFFIXES):
             return [f"unsupported weights file {path.name}: use .safetensors, .bin, .pt or .pth"]
-        return open_clip_shape_problems(open_clip_shapes(path), cfg)
+        return problems + open_clip_file_problems(open_clip_shapes(path), path, cfg)
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
-        return [f"weights at {path} unreadable: {err}"]
+        return problems + [f"weights at {path} unreadable: {err}"]
