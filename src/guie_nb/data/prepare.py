@@ -267,7 +267,7 @@ def prepare(
     pools = []
 
     def pool(n_jobs: int):
-        """Worker processes, started on first use (not at all for one core or one job)."""
+        """Worker processes, started once (not at all for one core or one job)."""
         if processes <= 1 or n_jobs <= 1:
             return None
         if not pools:
@@ -281,6 +281,8 @@ def prepare(
             p = pool(len(imagenet_tfrecord_files(s.root, s.options.get("pattern", "train-*"))))
             return p.imap if p else map
 
+        if processes > 1:  # start the workers now: their start-up (spawn, imports) overlaps the reading below
+            pool(processes)
         # every source is read and checked before anything is written; then one existence pass
         listings, existence = read_sources(specs, map_fn_for)
         if progress and existence["files_missing"]:
