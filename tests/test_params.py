@@ -105,3 +105,10 @@ def test_a_nested_key_nothing_knows_fails_at_staging(tmp_path):
     with pytest.raises(ValueError, match=r"01_data_prep: .*unknown key\(s\) \['max_clases'\]"):
         stage_kernels(tmp_path, "alice", "demo", REPO / "notebooks", REPO / "kernel-metadata",
                       overrides={"01_data_prep": {"sources": [{"kind": "gldv2", "root": "/x", "max_clases": 3}]}})
+
+
+def test_a_top_level_typo_fails_at_staging_listing_the_parameters(tmp_path):
+    with pytest.raises(ValueError, match=r"02_train_tpu: unknown parameter\(s\) \['trian'\]; the notebook takes "
+                                         r"\['data_dir', 'out_dir', .*'train'"):
+        stage_kernels(tmp_path, "alice", "demo", REPO / "notebooks", REPO / "kernel-metadata",
+                      overrides={"02_train_tpu": {"trian": {"epochs": 3}}})

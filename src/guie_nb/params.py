@@ -12,6 +12,7 @@ values through it, so a value that is dropped or overridden on the way is caught
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from dataclasses import asdict, replace
@@ -157,6 +158,10 @@ def resolve(notebook: str, params: dict, **extra) -> dict:
     """The resolved config of `notebook` for these parameter values."""
     if notebook not in RESOLVERS:
         raise ValueError(f"unknown notebook {notebook!r}; notebooks: {sorted(RESOLVERS)}")
+    takes = [name for name in inspect.signature(RESOLVERS[notebook]).parameters if name not in ("model_config",)]
+    unknown = sorted(set(params) - set(takes))
+    if unknown:  # the resolvers' keywords are the notebook's parameters (tests/test_params.py)
+        raise ValueError(f"unknown parameter(s) {unknown}; the notebook takes {takes}")
     return RESOLVERS[notebook](**params, **extra)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -293,8 +294,8 @@ def _write(report: dict, root: Path, log) -> dict:
 
 def format_table(report: dict) -> str:
     rows = [f"rehearsal of {report['preset']}: {'OK' if report['ok'] else 'FAILED'}",
-            f"{'kernel':<14} {'machine':<9} {'net':<4} {'inputs':<7} {'out GB':>8} {'hours':>7} "
-            f"{'GiB/chip plan':>13} {'XLA':>6}  problems"]
+            f"{'kernel':<18} {'machine':<9} {'net':<4} {'inputs':<7} {'out GB':>8} {'hours':>7} "
+            f"{'GiB/chip plan':>13} {'XLA':>6} {'scoring h':>9}  problems"]
 
     def num(v, fmt):
         return "-" if v is None else format(v, fmt)
@@ -302,10 +303,12 @@ def format_table(report: dict) -> str:
     for k in report["kernels"]:
         e = k["estimates"]
         found = sum(i["found"] for i in k["inputs"])
-        rows.append(f"{k['notebook']:<14} {k['machine_shape'] or 'CPU':<9} {'on' if k['internet'] else 'off':<4} "
+        part = re.search(r"part-(\d+)-of-(\d+)$", k["slug"])
+        name = k["notebook"] + (f" {part.group(1)}/{part.group(2)}" if part else "")
+        rows.append(f"{name:<18} {k['machine_shape'] or 'CPU':<9} {'on' if k['internet'] else 'off':<4} "
                     f"{found}/{len(k['inputs']):<5} {num(e['output_gb'], '.3g'):>8} {num(e['hours'], '.3g'):>7} "
-                    f"{num(e['memory_gib_per_device_plan'], '.1f'):>13} {num(e['memory_gib_per_device_xla'], '.1f'):>6}  "
-                    f"{len(k['problems'])}")
+                    f"{num(e['memory_gib_per_device_plan'], '.1f'):>13} {num(e['memory_gib_per_device_xla'], '.1f'):>6} "
+                    f"{num(e.get('scoring_hours'), '.3g'):>9}  {len(k['problems'])}")
     for k in report["kernels"]:
         rows += [f"  {k['notebook']}: {p}" for p in k["problems"]]
     rows += [f"  {p}" for p in report.get("problems", [])]
