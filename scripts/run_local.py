@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Run the notebook chain locally with papermill: data-prep -> training -> fine-tune -> export.
+"""Run the notebook chain locally with papermill: data-prep -> training -> fine-tune -> export -> submit
+(the notebooks the preset gives parameters for: a zero-shot preset has no training).
 
 Parameters come from a preset (`demo` by default); executed notebooks land in <root>/executed/.
 papermill injects them with the serializer Kaggle staging bakes them with, so both runs of one
@@ -41,6 +42,9 @@ def main(argv=None) -> int:
     for nb_path in built:
         name = nb_path.stem
         if args.only and name not in args.only:
+            continue
+        if name not in params:  # a preset without training (zero-shot) omits 02 and 03
+            print(f"== {name}: not in preset {args.preset!r}, skipped", flush=True)
             continue
         check_parameters(nbformat.read(nb_path, as_version=4), params[name], name)
         out = executed / nb_path.name

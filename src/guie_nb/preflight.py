@@ -241,10 +241,16 @@ def preflight_export(resolved: dict) -> dict:
 
     ex = resolved["export"]
     model_dir = Path(ex["model_dir"])
-    inputs = [_input(f"model {n}", model_dir / n) for n in ("model_config.json", "embedding.weights.h5")]
+    if ex.get("zero_shot"):  # no run folder yet: the pretrained backbone is the input
+        w = resolved.get("weights") or {}
+        inputs = [] if w.get("source", "none") == "none" else [_input("backbone weights", w.get("path"), w.get("found"))]
+    else:  # a run folder, or each of the soup's
+        dirs = ex["soup"]["model_dirs"] if ex.get("soup") else [model_dir]
+        inputs = [_input(f"model {n}", Path(d) / n) for d in dirs for n in ("model_config.json", "embedding.weights.h5")]
     limits, problems = [], []
     _manifest_inputs(resolved["data"]["data_dir"], inputs, problems)  # the held-out queries and index
-    inputs.append(_input("training metrics", Path(ex["train_dir"]) / "metrics.json"))
+    if ex.get("train_dir"):
+        inputs.append(_input("training metrics", Path(ex["train_dir"]) / "metrics.json"))
     estimates = {"output_gb": None, "hours": None, "scoring_hours": None, "memory_gib_per_device_xla": None,
                  "memory_gib_per_device_plan": None}
     if "model" in resolved:
