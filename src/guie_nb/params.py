@@ -148,6 +148,9 @@ def _zero_shot(zero_shot: dict, out_dir) -> tuple[dict, dict]:
     if unknown or "model" not in zero_shot:
         raise ValueError(f"zero_shot: unknown key(s) {unknown} or no 'model'; keys: {list(ZERO_SHOT_KEYS)}")
     cfg = ModelConfig.from_dict(zero_shot["model"])
+    if cfg.hidden_dim:
+        raise ValueError(f"zero_shot: hidden_dim {cfg.hidden_dim} would put an untrained layer between the backbone "
+                         "and the fitted projection; leave it None")
     if cfg.embedding_dim > cfg.vit.feature_dim:
         raise ValueError(f"zero_shot: embedding_dim {cfg.embedding_dim} exceeds the {cfg.backbone} feature width "
                          f"{cfg.vit.feature_dim}: PCA cannot add dimensions")

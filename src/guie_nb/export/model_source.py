@@ -59,18 +59,16 @@ def soup_model(settings: dict, data_dir, val) -> ExportModel:
     """Average the runs `settings["model_dirs"]` (uniform or greedy on the held-out mP@5), optionally
     refit `projection` as PCA / whitening of the soup's features, write the run folder."""
     from guie_nb.evaluation import evaluate_keras
+    from guie_nb.model.embedding import ModelConfig
     from guie_nb.model.reduction import fit_model_reduction
-    from guie_nb.model.run_folder import save_run
+    from guie_nb.model.run_folder import MODEL_CONFIG, save_run
     from guie_nb.model.soup import soup_runs
 
-    def score(model) -> float:
-        return evaluate_keras(model, val, model_cfg_size[0], model_cfg_size[1])["map5"]
+    first = ModelConfig.load(Path(settings["model_dirs"][0]) / MODEL_CONFIG)  # soup_runs checks the others
 
-    from guie_nb.model.run_folder import MODEL_CONFIG
-    from guie_nb.model.embedding import ModelConfig
+    def score(model) -> float:  # the greedy soup's criterion: held-out mP@5
+        return evaluate_keras(model, val, first.input_size, first.resize_mode)["map5"]
 
-    first = ModelConfig.load(Path(settings["model_dirs"][0]) / MODEL_CONFIG)
-    model_cfg_size = (first.input_size, first.resize_mode)
     cfg, model, summary = soup_runs(settings["model_dirs"], settings["mode"], score)
     info = {"soup": summary}
     if settings.get("reduction"):
