@@ -41,12 +41,12 @@ def zero_shot_model(settings: dict, data_dir, val, seed: int = 0) -> ExportModel
     from guie_nb.model.embedding import ModelConfig, build_embedding_model
     from guie_nb.model.reduction import fit_model_reduction
     from guie_nb.model.run_folder import save_run
-    from guie_nb.model.weights import load_backbone_weights
+    from guie_nb.model.weights import load_pretrained_backbones
 
     cfg = ModelConfig.from_dict(settings["model"])
     keras.utils.set_random_seed(seed)  # the random projection scored as the baseline is reproducible
     model = build_embedding_model(cfg)
-    load_backbone_weights(model, cfg.backbone_weights, cfg.backbone)
+    load_pretrained_backbones(model, cfg)
     initial = evaluate_keras(model, val, cfg.input_size, cfg.resize_mode)
     reduction = fit_model_reduction(model, cfg, _train_files(data_dir), settings["reduction"],
                                     settings["sample_images"], settings["eps"])

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from guie_nb.model.backbones import VitConfig
 from guie_nb.model.embedding import ModelConfig
 from guie_nb.model.preprocessing import CLIP_MEAN, CLIP_STD, center_crop_offset, torchvision_resize_size
 
@@ -139,14 +140,13 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class EmbeddingModule(nn.Module):
-    """uint8 `[B, 3, H, W]` -> L2-normalised float32 `[B, D]`: the Keras embedding model in torch."""
+class Tower(nn.Module):
+    """open_clip's VisionTransformer: normalised float `[B, 3, S, S]` -> features `[B, feature_dim]`
+    (state-dict names as open_clip's, Linear weights `[in, out]`)."""
 
-    def __init__(self, cfg: ModelConfig, flip_tta: bool = False):
+    def __init__(self, v: VitConfig):
         super().__init__()
-        v = cfg.vit
-        self.flip_tta, self.patch, self.width = flip_tta, v.patch_size, v.width
-        self.preprocess = Preprocess(v.image_size, cfg.resize_mode)
+        self.patch, self.width = v.patch_size, v.width
         self.conv1 = nn.Parameter(torch.zeros(v.width, 3, v.patch_size, v.patch_size))
         self.class_embedding = nn.Parameter(torch.zeros(v.width))
         self.positional_embedding = nn.Parameter(torch.zeros(v.grid_size ** 2 + 1, v.width))
@@ -154,10 +154,8 @@ class EmbeddingModule(nn.Module):
         self.blocks = nn.ModuleList([Block(v.width, v.heads, v.mlp_width, v.quick_gelu, v.layer_norm_eps)
                                      for _ in range(v.layers)])
         self.proj = Linear(v.width, v.output_dim, bias=False) if v.output_dim else None
-        dims = [v.feature_dim] + ([cfg.hidden_dim] if cfg.hidden_dim else []) + [cfg.embedding_dim]
-        self.head = nn.ModuleList([Linear(a, b) for a, b in zip(dims[:-1], dims[1:])])
 
-    def embed(self, x: Tensor) -> Tensor:
+    def features(self, x: Tensor) -> Tensor:
         x = torch.conv2d(x, self.conv1, None, [self.patch, self.patch])
         x = x.flatten(2).transpose(1, 2)  # [B, grid*grid, width], row-major like Keras' Reshape
         cls = self.class_embedding.view(1, 1, self.width).expand(x.shape[0], 1, self.width)
@@ -169,6 +167,30 @@ class EmbeddingModule(nn.Module):
         proj = self.proj
         if proj is not None:
             x = proj(x)
+        return x
+
+
+class EmbeddingModule(Tower):
+    """uint8 `[B, 3, H, W]` -> L2-normalised float32 `[B, D]`: the Keras embedding model in torch.
+
+    The main backbone's weights sit at the top level (`conv1`, `blocks.{i}`, ...), the extra
+    backbones' (`ModelConfig.extra_backbones`) under `extra.{j}.`; their features are concatenated
+    in that order before the neck, as the Keras model's `backbone_concat`.
+    """
+
+    def __init__(self, cfg: ModelConfig, flip_tta: bool = False):
+        super().__init__(cfg.vit)
+        self.flip_tta = flip_tta
+        self.preprocess = Preprocess(cfg.vit.image_size, cfg.resize_mode)
+        self.extra = nn.ModuleList([Tower(v) for v in cfg.extra_vits])
+        dims = [cfg.feature_dim] + ([cfg.hidden_dim] if cfg.hidden_dim else []) + [cfg.embedding_dim]
+        self.head = nn.ModuleList([Linear(a, b) for a, b in zip(dims[:-1], dims[1:])])
+
+    def embed(self, x: Tensor) -> Tensor:
+        feats = [self.features(x)]
+        for tower in self.extra:
+            feats.append(tower.features(x))
+        x = torch.cat(feats, dim=1)
         for layer in self.head:
             x = layer(x)
         return _l2_normalize(x)
@@ -216,6 +238,11 @@ def _keras_weights(embedding_model) -> dict[str, np.ndarray]:
     from guie_nb.model.convert import keras_to_open_clip_state_dict
 
     out = open_clip_to_module_state(keras_to_open_clip_state_dict(embedding_model))
+    extras = sorted((layer.name for layer in embedding_model.layers if re.fullmatch(r"visual_\d+", layer.name)),
+                    key=lambda n: int(n.split("_")[1]))
+    for j, name in enumerate(extras):  # visual_1, visual_2, ... -> extra.0., extra.1., ...
+        tower = open_clip_to_module_state(keras_to_open_clip_state_dict(embedding_model.get_layer(name)))
+        out.update({f"extra.{j}.{k}": v for k, v in tower.items()})
     heads = [n for n in ("hidden", "projection") if any(layer.name == n for layer in embedding_model.layers)]
     for j, name in enumerate(heads):
         dense = embedding_model.get_layer(name)

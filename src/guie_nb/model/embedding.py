@@ -49,6 +49,10 @@ class ModelConfig:
     # pretrained backbone, loaded once when training starts fresh (guie_nb.model.weights):
     # "" random init, "open_clip:<tag>", "kaggle:<handle>", or a local file / folder
     backbone_weights: str = ""
+    # more backbones run on the same (resized, normalised) image, their features concatenated after
+    # the main backbone's before the neck (4th place: ViT-H-14 + ViT-L-14-336 -> PCA 64):
+    # [{"backbone": name, "backbone_weights": spec}], each at this model's input size
+    extra_backbones: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
         if isinstance(self.head, dict):
@@ -61,6 +65,20 @@ class ModelConfig:
             raise ValueError(f"embedding_dim must be in 1..{MAX_EMBEDDING_DIM}, got {self.embedding_dim}")
         check_resize_mode(self.resize_mode)
         vit_config(self.backbone)  # fails early on an unknown name
+        self.extra_backbones = [self._extra(e) for e in self.extra_backbones]
+        for extra, v in zip(self.extra_backbones, self.extra_vits):
+            if v.image_size % v.patch_size:
+                raise ValueError(f"extra backbone {extra['backbone']}: the model's input size {v.image_size} is not a "
+                                 f"multiple of its patch size {v.patch_size}")
+
+    @staticmethod
+    def _extra(entry) -> dict:
+        if isinstance(entry, str):
+            entry = {"backbone": entry}
+        if not isinstance(entry, dict) or "backbone" not in entry or set(entry) - {"backbone", "backbone_weights"}:
+            raise ValueError(f"extra_backbones entries are {{'backbone': name, 'backbone_weights': spec}}, got {entry!r}")
+        vit_config(entry["backbone"])
+        return {"backbone": entry["backbone"], "backbone_weights": entry.get("backbone_weights", "")}
 
     @property
     def vit(self):
@@ -70,6 +88,16 @@ class ModelConfig:
     @property
     def input_size(self) -> int:
         return self.vit.image_size
+
+    @property
+    def extra_vits(self) -> list:
+        """The extra backbones' configs, at the main backbone's input size."""
+        return [vit_config(e["backbone"], image_size=self.input_size) for e in self.extra_backbones]
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the features that enter the neck: every backbone's, concatenated."""
+        return self.vit.feature_dim + sum(v.feature_dim for v in self.extra_vits)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -101,6 +129,9 @@ class L2Normalize(layers.Layer):
 def build_embedding_model(cfg: ModelConfig, remat: bool = False) -> keras.Model:
     """float32 RGB `[B, S, S, 3]` in 0..255 -> L2-normalised embedding `[B, embedding_dim]`.
 
+    The ViT is the layer `visual`; `cfg.extra_backbones` add `visual_1`, `visual_2`, ... on the same
+    normalised pixels, their features concatenated after `visual`'s (`backbone_concat`).
+
     `remat`: rematerialise each ViT block in the backward pass (`guie_nb.model.vit.build_vit`); a
     training-time memory saving that changes neither the weights nor the outputs.
     """
@@ -109,7 +140,9 @@ def build_embedding_model(cfg: ModelConfig, remat: bool = False) -> keras.Model:
     mean = [255.0 * m for m in CLIP_MEAN]
     var = [(255.0 * s) ** 2 for s in CLIP_STD]
     x = layers.Normalization(mean=mean, variance=var, name="clip_normalize")(pixels)
-    x = build_vit(cfg.vit, name="visual", remat=remat)(x)
+    features = [build_vit(cfg.vit, name="visual", remat=remat)(x)]
+    features += [build_vit(v, name=f"visual_{i}", remat=remat)(x) for i, v in enumerate(cfg.extra_vits, 1)]
+    x = features[0] if len(features) == 1 else layers.Concatenate(name="backbone_concat")(features)
     x = layers.Dropout(cfg.dropout, name="dropout")(x)
     if cfg.hidden_dim:
         x = layers.Dense(cfg.hidden_dim, name="hidden")(x)

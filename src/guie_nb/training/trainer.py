@@ -34,7 +34,7 @@ from guie_nb.data.pipeline import class_counts, train_dataset
 from guie_nb.data.prepare import DataDirs, load_manifest, train_paths
 from guie_nb.evaluation import ValidationSet, evaluate_keras
 from guie_nb.model.embedding import ModelConfig, build_embedding_model, build_training_model
-from guie_nb.model.weights import load_backbone_weights
+from guie_nb.model.weights import load_pretrained_backbones
 from guie_nb.model.margin_heads import margins_for_epoch
 from guie_nb.model.sharding import make_distribution
 from guie_nb.training import checkpoint, param_groups
@@ -286,8 +286,8 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
     trained, opt, train_step = setup.trained, setup.optimizer, setup.step
     if init_dir is not None:
         load_training_weights(training_model, init_dir, num_classes)
-    elif model_cfg.backbone_weights:  # pretrained backbone for a fresh run (a resume overwrites it)
-        load_backbone_weights(embedding_model, model_cfg.backbone_weights, model_cfg.backbone)
+    elif model_cfg.backbone_weights or model_cfg.extra_backbones:  # pretrained backbones for a fresh run
+        load_pretrained_backbones(embedding_model, model_cfg)  # (a resume overwrites them)
 
     size, mode = model_cfg.input_size, model_cfg.resize_mode
     val = ValidationSet.from_manifest(data_dir, manifest)
