@@ -117,7 +117,7 @@ if not dry_run:
     val = ValidationSet.from_manifest(data, load_manifest(data))
     source = export_model(ex, data, val)
     model, cfg = source.model, source.cfg
-    print(f"{cfg.backbone} -> {cfg.embedding_dim}-d, exported from {ex['model_dir']}")
+    print(f"{cfg.backbone} -> {cfg.embedding_dim}-d, exported from {ex['run_dir']}")
     if source.info:
         print(json.dumps(source.info, indent=1))
 

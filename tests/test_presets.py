@@ -18,7 +18,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from _training_helpers import make_small_data  # noqa: E402
 
-ALL = ["demo", "first_place", "host_baseline", "seed_recipe"]
+ALL = ["demo", "first_place", "fourth_place", "host_baseline", "seed_recipe"]
 ONE_STEP = {"batch_size": 16, "epochs": 1, "steps_per_epoch": 1, "steps_per_execution": 1, "checkpoint_every": 0}
 
 

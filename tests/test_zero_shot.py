@@ -35,7 +35,7 @@ def test_zero_shot_presets_have_no_training_and_resolve(name):
     zs = resolved["export"]["zero_shot"]
     assert zs["reduction"] in ("pca", "whiten") and zs["sample_images"] > 64
     assert resolved["model"]["embedding_dim"] == 64 and resolved["model"]["hidden_dim"] is None
-    assert resolved["export"]["model_dir"] == str(Path("build/x/zero_shot").resolve())
+    assert resolved["export"]["run_dir"] == str(Path("build/x/zero_shot").resolve())
     for nb_name in NO_TRAINING:  # every kernel of the chain is a CPU kernel
         meta = json.loads((REPO / "kernel-metadata" / f"{nb_name}.json").read_text())
         assert not meta.get("enable_gpu") and not meta.get("enable_tpu") and "machine_shape" not in meta

@@ -203,14 +203,16 @@ def resolve_export(*, data_dir, out_dir, model_dir=None, train_dir=None, export_
     given = [name for name, v in (("model_dir", model_dir), ("zero_shot", zero_shot), ("soup", soup)) if v]
     if len(given) != 1:
         raise ValueError(f"give exactly one of model_dir, zero_shot, soup (the model to export); got {given or 'none'}")
+    # run_dir: the run folder exported (model_dir, or where the zero-shot model / the soup is written)
     export = {"model_dir": absolute(model_dir), "train_dir": absolute(train_dir), "out_dir": absolute(out_dir),
-              "format": export_format, "flip_tta": bool(flip_tta), "zero_shot": None, "soup": None}
+              "format": export_format, "flip_tta": bool(flip_tta), "zero_shot": None, "soup": None,
+              "run_dir": absolute(model_dir)}
     if zero_shot:
         export["zero_shot"], model_config = _zero_shot(zero_shot, out_dir)
-        export["model_dir"] = export["zero_shot"]["run_dir"]
+        export["run_dir"] = export["zero_shot"]["run_dir"]
     elif soup:
         export["soup"] = _soup(soup, out_dir)
-        export["model_dir"] = export["soup"]["run_dir"]
+        export["run_dir"] = export["soup"]["run_dir"]
         path = Path(export["soup"]["model_dirs"][0]) / "model_config.json"
         if model_config is None and path.is_file():
             model_config = json.loads(path.read_text())

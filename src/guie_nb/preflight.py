@@ -240,7 +240,7 @@ def preflight_export(resolved: dict) -> dict:
     from guie_nb.model.memory_plan import vit_params
 
     ex = resolved["export"]
-    model_dir = Path(ex["model_dir"])
+    model_dir = Path(ex["run_dir"])
     if ex.get("zero_shot"):  # no run folder yet: the pretrained backbone is the input
         w = resolved.get("weights") or {}
         inputs = [] if w.get("source", "none") == "none" else [_input("backbone weights", w.get("path"), w.get("found"))]
