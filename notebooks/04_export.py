@@ -54,8 +54,9 @@ train_dir = "build/demo/train"  # for the untrained score in the report
 out_dir = "build/demo"
 export_format = "saved_model"  # "saved_model" (TF 2.6.4) or "torchscript" (PyTorch 1.11.0)
 flip_tta = False  # add the mirrored image's embedding inside the model (2x the scoring time)
-zero_shot = None  # instead of model_dir: {"model": {...}, "reduction": "pca" | "whiten", "sample_images": 2000}
-soup = None  # instead of model_dir: {"model_dirs": [...], "mode": "uniform" | "greedy", "reduction": None}
+# instead of model_dir (then set model_dir = None; see "The model to export" below):
+zero_shot = None  # {"model": {...}, "reduction": "pca" | "whiten", "sample_images": 2000}: no training
+soup = None  # {"model_dirs": [...], "mode": "uniform" | "greedy", "reduction": None}: runs' weights averaged
 dry_run = False  # True: check the model to export, estimate zip size and scoring time, stop
 
 # %%
