@@ -129,3 +129,24 @@ def test_soup_source_of_the_export(data_dir, tmp_path):
     for x, y in zip(reloaded.get_weights(), source.model.get_weights()):
         np.testing.assert_array_equal(x, y)
     assert evaluate_keras(reloaded, val, 64, "squash")["map5"] >= 0.0
+
+
+def test_dry_run_of_a_zero_shot_and_a_soup_export(data_dir, tmp_path):
+    """The export's dry run: a zero-shot export needs no run folder, a soup names each missing
+    run, and a second backbone adds its forward pass to the scoring-time estimate."""
+    from guie_nb.preflight import preflight
+
+    zs = {"model": {"backbone": "demo-tiny", "dropout": 0.0}, "reduction": "pca", "sample_images": 100}
+    one = preflight(resolve_export(data_dir=data_dir, out_dir=tmp_path / "a", zero_shot=zs, dry_run=True))
+    assert one["ok"], one["problems"]
+    assert not any(i["name"].startswith("model ") for i in one["inputs"])
+    two_towers = {**zs, "model": {**zs["model"], "extra_backbones": [{"backbone": "demo-tiny"}]}}
+    two = preflight(resolve_export(data_dir=data_dir, out_dir=tmp_path / "b", zero_shot=two_towers, dry_run=True))
+    assert two["estimates"]["scoring_hours"] == pytest.approx(2 * one["estimates"]["scoring_hours"])
+
+    soup = {"model_dirs": [str(tmp_path / "run1"), str(tmp_path / "run2")], "mode": "uniform"}
+    report = preflight(resolve_export(data_dir=data_dir, out_dir=tmp_path / "c", soup=soup, train_dir=None,
+                                      dry_run=True))
+    assert not report["ok"]
+    missing = [p for p in report["problems"] if p.startswith("input missing: model model_config.json")]
+    assert [m.split("(")[1] for m in missing] == [f"{tmp_path / r / 'model_config.json'})" for r in ("run1", "run2")]

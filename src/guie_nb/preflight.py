@@ -256,8 +256,10 @@ def preflight_export(resolved: dict) -> dict:
     if "model" in resolved:
         cfg = ModelConfig.from_dict(resolved["model"])
         tta = 2 if ex["flip_tta"] else 1
-        estimates["scoring_hours"] = tta * vit_forward_flops(cfg.vit) * SCORER_IMAGES / ASSUMED_SCORER_FLOPS / 3600
-        estimates["output_gb"] = 4 * vit_params(cfg.vit) / GB
+        vits = [cfg.vit, *cfg.extra_vits]  # concatenated backbones each run on every image
+        estimates["scoring_hours"] = (tta * sum(vit_forward_flops(v) for v in vits) * SCORER_IMAGES
+                                      / ASSUMED_SCORER_FLOPS / 3600)
+        estimates["output_gb"] = 4 * sum(vit_params(v) for v in vits) / GB
         limits += [_limit("scoring_hours", SCORING_LIMIT_H, estimates["scoring_hours"]),
                    _limit("embedding_dim", MAX_EMBEDDING_DIM, cfg.embedding_dim)]
     else:
