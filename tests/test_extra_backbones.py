@@ -100,3 +100,25 @@ def test_pca_over_the_concatenated_features():
     y = (feats - feats.mean(axis=0)) @ red.kernel.astype(np.float64)
     np.testing.assert_allclose(np.asarray(model.predict_on_batch(pixels)),
                                y / np.linalg.norm(y, axis=1, keepdims=True), atol=2e-5)
+
+
+def test_two_tower_model_trains_a_step(tmp_path):
+    """Training with an extra backbone: the step compiles and runs, and the run folder reloads to
+    the two-tower model (the Keras variable paths of the two towers repeat; checkpoints and
+    parameter groups go by variable order, not by path)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _training_helpers import make_small_data
+    from guie_nb.model.run_folder import load_run
+    from guie_nb.training.config import TrainConfig
+    from guie_nb.training.trainer import train
+
+    data = make_small_data(tmp_path / "data")
+    cfg = ModelConfig(backbone="demo-tiny", extra_backbones=EXTRA, dropout=0.0)
+    metrics = train(data, tmp_path / "run", cfg, TrainConfig.from_dict(
+        {"batch_size": 16, "epochs": 1, "steps_per_epoch": 1, "steps_per_execution": 1, "checkpoint_every": 0}))
+    assert metrics["step"] == 1
+    loaded_cfg, model = load_run(tmp_path / "run")
+    assert loaded_cfg.extra_backbones == EXTRA and model.get_layer("visual_1") is not None
