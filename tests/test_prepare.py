@@ -233,6 +233,32 @@ def test_existence_pass_lists_each_folder_once(tmp_path, monkeypatch):
     assert counts["files_missing"] == 97 and len(listing.images) == 23 and listing.missing == 97
 
 
+@pytest.mark.parametrize("num_shards, shard_index", [(1, 0), (2, 1)])
+def test_dry_run_plans_what_prepare_writes(tmp_path, num_shards, shard_index):
+    """The dry run (notebook 01's preflight) and prepare share one plan (`plan_data_prep`): on a
+    partly downloaded GLDv2 its planned counts are what prepare then writes, also for a part."""
+    from guie_nb.params import resolve_data_prep
+    from guie_nb.preflight import preflight_data_prep
+
+    root = _partly_downloaded_gldv2(tmp_path / "gld")
+    sources = [{"kind": "gldv2", "root": str(root), "images_per_class": 4, "min_images_per_class": 1,
+                "val_classes": 2, "queries_per_class": 1}]
+    resolved = resolve_data_prep(sources=sources, out_dir=tmp_path / "out", max_side=32, images_per_shard=4,
+                                 processes=1, num_shards=num_shards, shard_index=shard_index, dry_run=True)
+    report = preflight_data_prep(resolved)
+    assert report["ok"], report["problems"]
+    data = resolved["data"]
+    m = prepare(data["sources"], data["out_dir"], max_side=data["max_side"], images_per_shard=data["images_per_shard"],
+                seed=data["seed"], processes=1, num_shards=num_shards, shard_index=shard_index,
+                val_sources=data["val_sources"], progress=False)
+    est = report["estimates"]
+    assert est["files_missing"] == m["existence_check"]["files_missing"] == 97
+    assert est["train_images_planned"] == m["train_images"] > 0
+    assert est["images_planned"] == m["images_written"]
+    val_images = m["val"].get("num_queries", 0) + m["val"].get("num_index", 0)
+    assert (val_images > 0) == (shard_index == 0)  # the validation split is part 0's
+
+
 def _winners_sources(tmp_path) -> tuple[list[dict], list[dict]]:
     from _data_helpers import (write_aliproducts, write_deepfashion_inshop, write_gldv2_full, write_gpr1200,
                                write_hm, write_met, write_shopee)
