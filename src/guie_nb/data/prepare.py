@@ -9,8 +9,9 @@ split alone, each source (or GPR1200 domain) scored as its own domain.
 Order of work: read every source (a wrong root or missing column fails here, before anything is
 written), drop the listed files that are not on disk (one parallel pass over the folders, counted
 in the manifest: a partly downloaded dataset ranks and samples only what it has), select, plan
-every output file, estimate the output size (fails above the limit), then
-write the files over all cores (`shard_writer.py`), resuming where an earlier run stopped.
+every output file, estimate the output size (all of it `plan_data_prep`, which notebook 01's dry
+run calls too), check the estimate against the limit, then write the files over all cores
+(`shard_writer.py`), resuming where an earlier run stopped.
 
 Data that does not fit one Kaggle kernel (20 GB of output, 12 h) is split over N kernels:
 `prepare(..., num_shards=N, shard_index=i)` reads and selects exactly as one kernel would, then
