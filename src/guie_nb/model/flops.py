@@ -166,8 +166,9 @@ def flops_per_image(model_cfg, num_classes: int | None = None, *, freeze_backbon
     return FlopCount(c.forward, c.backward, remat_flops, c.parts)
 
 
-def train_flops_per_image(model_cfg, train_cfg, num_classes: int) -> FlopCount:
-    """`flops_per_image` of one training step as `train_cfg` (a `TrainConfig`) sets it up."""
+def train_flops_per_image(model_cfg, train_cfg, num_classes: int | None) -> FlopCount:
+    """`flops_per_image` of one training step as `train_cfg` (a `TrainConfig`) sets it up
+    (`num_classes` None: without the margin head)."""
     return flops_per_image(model_cfg, num_classes, freeze_backbone=train_cfg.freeze_backbone,
                            frozen_blocks=train_cfg.frozen_blocks, freeze_head=train_cfg.freeze_head,
                            remat=train_cfg.remat)
