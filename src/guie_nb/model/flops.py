@@ -18,11 +18,15 @@ counted per operation so that frozen parts and non-square shapes come out exactl
 - rematerialisation (`TrainConfig.remat`) recomputes, in the backward pass, the forward of each
   block that has one, less its last product (`c_proj`, whose output the backward does not read;
   XLA drops it as dead code). PaLM's MFU leaves recomputation out (its "hardware FLOPs" include
-  it): `FlopCount.model` and `FlopCount.hardware` give both.
+  it): `FlopCount.model` and `FlopCount.hardware` give both. Not modelled: with remat above frozen
+  blocks, XLA (CPU) was seen to run the first trained block's `in_proj` once instead of twice
+  (2% of a demo-size step).
 
 XLA's cost analysis of a compiled step counts the same products the same way (2 FLOPs per
-multiply-add) and also every elementwise operation and reduction, one FLOP per value
-(`tests/test_flops.py` checks the two agree within the share those take).
+multiply-add) and also every elementwise operation and reduction, one FLOP per value.
+`tests/test_flops.py` checks XLA's dots and convolutions (`hlo_matmul_flops`) against this count
+exactly, its whole count within the share the elementwise work takes, and the forward against
+open_clip's published profile (`docs/model_profile.csv`).
 """
 
 from __future__ import annotations
