@@ -24,6 +24,7 @@ with the default sizes half the images favour data-prep.
 
     PYTHONPATH=src python benchmarks/data_prep.py [--images 2000] [--sizes 1024x768,800x600]
         [--max-side 512] [--processes 2] [--images-per-shard 125] [--repeats 2]
+    PYTHONPATH=src python benchmarks/data_prep.py --quick     # seconds: checks the script runs
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ import resource
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import guie_nb  # noqa: F401  (import order: before anything that may load TensorFlow)
 import numpy as np
@@ -86,8 +87,7 @@ def write_dataset(root: Path, n: int, sizes: list[tuple[int, int]], per_class: i
     return paths
 
 
-@dataclass
-class Run:
+class Run(NamedTuple):
     """One timed run: wall seconds and the CPU of this process plus its finished child processes."""
     wall: float
     user: float
@@ -143,7 +143,7 @@ def row(name: str, runs: list[Run], n: int, cores_used: int) -> str:
             f" {cpu.minor_faults / n:7.0f}")
 
 
-def main() -> None:
+def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--sizes", default="1024x768,800x600", help="WxH of the source JPEGs, cycled")
@@ -153,7 +153,10 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--images-per-shard", type=int, default=125,
                     help="the same for every run; several shards per worker, as in a real-size run")
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs, in seconds")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.images, args.sizes, args.max_side, args.repeats, args.images_per_shard = 48, "320x240,256x192", 96, 1, 12
     if args.processes < 2:
         ap.error("--processes must be at least 2 (it is compared with 1 process)")
     sizes = [tuple(map(int, s.split("x"))) for s in args.sizes.split(",")]
@@ -176,6 +179,14 @@ def main() -> None:
     one, many = (min(r.wall for r in runs[p]) for p in runs)
     plain_wall = min(r.wall for r in plain)
     cpu = {p: min(r.cpu for r in rs) / n for p, rs in [(0, plain), *runs.items()]}
+    result = {
+        "images": n, "processes": args.processes,
+        "cpu_ms_per_image": {"plain_pil": 1e3 * cpu[0], "data_prep_1": 1e3 * cpu[1],
+                             f"data_prep_{args.processes}": 1e3 * cpu[args.processes]},
+        "ratio_per_core_wall": plain_wall / one, "ratio_per_core_cpu": cpu[0] / cpu[1],
+        "speed_up_wall": one / many, "cpu_per_image_n_over_1": cpu[args.processes] / cpu[1],
+        "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
+    }
     print(f"images: {n} JPEGs {args.sizes} -> max side {args.max_side}, quality {args.quality}, "
           f"{args.images_per_shard} per shard; cores: {os.cpu_count()}; best of {args.repeats}")
     print(f"{'':24s} {'wall s':>7s} {'images/s':>8s} {'per core':>9s}   {'CPU ms/image (all processes)':30s}"
@@ -183,13 +194,14 @@ def main() -> None:
     print(row("plain PIL", plain, n, 1))
     print(row("data-prep, 1 process", runs[1], n, 1))
     print(row(f"data-prep, {args.processes} processes", runs[args.processes], n, args.processes))
-    print(f"ratio data-prep (1 process) / plain PIL, per core: {plain_wall / one:.2f} wall, "
-          f"{cpu[0] / cpu[1]:.2f} CPU   (goal >= 0.9)")
-    print(f"speed-up 1 -> {args.processes} processes: {one / many:.2f}x wall   (goal >= 1.7 for 2); "
-          f"CPU per image {args.processes} / 1 processes: {cpu[args.processes] / cpu[1]:.2f} "
+    print(f"ratio data-prep (1 process) / plain PIL, per core: {result['ratio_per_core_wall']:.2f} wall, "
+          f"{result['ratio_per_core_cpu']:.2f} CPU   (goal >= 0.9)")
+    print(f"speed-up 1 -> {args.processes} processes: {result['speed_up_wall']:.2f}x wall   (goal >= 1.7 for 2); "
+          f"CPU per image {args.processes} / 1 processes: {result['cpu_per_image_n_over_1']:.2f} "
           f"(worker start-up included)")
-    print(f"load average (1 min): {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on "
+    print(f"load average (1 min): {load_before:.1f} before, {result['load_average_after']:.1f} after, on "
           f"{os.cpu_count()} cores (wall figures are only meaningful on an idle machine)")
+    return result
 
 
 if __name__ == "__main__":
