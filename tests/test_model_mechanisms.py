@@ -130,7 +130,7 @@ def test_one_branch_keeps_todays_names_and_branches_average():
     assert sorted(weights) == sorted(f"{n}_{i}/{w}" for n in ("hidden", "projection") for i in range(3)
                                      for w in ("kernel", "bias"))
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
-    features = np.asarray(keras.Model(model.input, model.get_layer("visual").output)(images), np.float64)
+    features = np.asarray(model.get_layer("visual")(model.get_layer("clip_normalize")(images)), np.float64)
     branches = [(features @ weights[f"hidden_{i}/kernel"] + weights[f"hidden_{i}/bias"])
                 @ weights[f"projection_{i}/kernel"] + weights[f"projection_{i}/bias"] for i in range(3)]
     mean = np.mean(branches, axis=0)
