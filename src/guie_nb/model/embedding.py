@@ -225,13 +225,14 @@ def build_embedding_model(cfg: ModelConfig, remat: bool = False) -> keras.Model:
     if cfg.size_features:
         original_size = keras.Input((2,), name=ORIGINAL_SIZE)
         inputs.append(original_size)
-        sizes = SizeFeatures(name="size_features")(original_size)
+        # float32 layers: under mixed_bfloat16 a bf16 input would round a 3000 px side to 3008
+        sizes = SizeFeatures(name="size_features", dtype="float32")(original_size)
         if cfg.flip_tta:
             sizes = MirrorBatch(mirror=False, name="flip_tta_sizes")(sizes)
         x = layers.Concatenate(name="with_size_features")([x, sizes])  # the neck sees [feature, h, w, aspect]
     x = L2Normalize(name="l2_normalize")(_neck(x, cfg))
     if cfg.flip_tta:
-        x = MirrorMean(name="flip_tta_mean")(x)
+        x = MirrorMean(name="flip_tta_mean", dtype="float32")(x)  # float32 out, like L2Normalize
     return keras.Model(inputs if len(inputs) > 1 else pixels, x, name="embedding_model")
 
 
