@@ -199,7 +199,8 @@ class EmbeddingModule(nn.Module):
             x = proj(x)
         if self.with_size:
             x = torch.cat([x, sizes], dim=1)
-        total = torch.zeros(0)
+        # the mean of the branches, summed in order then divided, as Keras' Average layer does
+        total = torch.zeros(0)  # TorchScript wants the variable typed before the loop
         n = 0
         for branch in self.branches:
             y = branch(x)
