@@ -240,7 +240,7 @@ def preflight_export(resolved: dict) -> dict:
                  "memory_gib_per_device_plan": None}
     if "model" in resolved:
         cfg = ModelConfig.from_dict(resolved["model"])
-        tta = 2 if ex["flip_tta"] else 1
+        tta = 2 if ex["flip_tta"] or cfg.flip_tta else 1  # either way the scorer runs the ViT twice
         estimates["scoring_hours"] = tta * vit_forward_flops(cfg.vit) * SCORER_IMAGES / ASSUMED_SCORER_FLOPS / 3600
         estimates["output_gb"] = 4 * vit_params(cfg.vit) / GB
         limits += [_limit("scoring_hours", SCORING_LIMIT_H, estimates["scoring_hours"]),

@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from guie_nb.data.images import BadImage, process_bytes, read_file
+from guie_nb.data.images import BadImage, process_bytes_sized, read_file
 from guie_nb.data.tfrecord_format import AtomicWriter, RecordError, decode_example, encode_example, read_record
 from guie_nb.data.source_images import SourceImage
 
@@ -79,14 +79,16 @@ def read_image_bytes(img: SourceImage) -> bytes:
     return encoded[0]
 
 
-def _example(data: bytes, label: int, img: SourceImage) -> bytes:
+def _example(encoded: tuple[bytes, tuple[int, int]], label: int, img: SourceImage) -> bytes:
+    data, (height, width) = encoded
+    # the source image's size before max_side (ModelConfig.size_features); readers default it to 0
     return encode_example({"image": data, "label": label, "source": img.source.encode(),
-                           "image_id": img.uid.encode()})
+                           "image_id": img.uid.encode(), "original_height": height, "original_width": width})
 
 
-def _encode(img: SourceImage, settings: ImageSettings, skipped: list[dict]) -> bytes | None:
+def _encode(img: SourceImage, settings: ImageSettings, skipped: list[dict]) -> tuple[bytes, tuple[int, int]] | None:
     try:
-        return process_bytes(read_image_bytes(img), settings.max_side, settings.quality)
+        return process_bytes_sized(read_image_bytes(img), settings.max_side, settings.quality)
     except BadImage as e:
         where = f"{img.path}@{img.offset}" if img.offset >= 0 else str(img.path)
         skipped.append({"path": where, "reason": str(e)})
