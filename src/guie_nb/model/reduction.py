@@ -143,6 +143,9 @@ def fit_model_reduction(embedding_model, cfg, files, kind: str, sample_images: i
 
     `cfg`: the model's `ModelConfig` (input size, resize mode, `embedding_dim` = components).
     """
+    if getattr(cfg, "size_features", False):
+        raise ValueError("a reduction cannot be fitted on a size_features model: its features include the raw "
+                         "image sizes, which the resized training sample does not carry")
     feats = sample_features(embedding_model, cfg.input_size, cfg.resize_mode, files, sample_images, batch_size)
     if len(feats) < sample_images:
         print(f"note: the training shards hold {len(feats)} images, fewer than sample_images={sample_images}")
