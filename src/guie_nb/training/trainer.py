@@ -13,6 +13,10 @@ with the same weights as an uninterrupted run.
 Outputs in `out_dir`: `model_config.json`, `train_config.json`, `training_model.weights.h5`
 (embedding + head, for fine-tuning), `embedding.weights.h5` (for export), `history.csv`,
 `metrics.json` and `checkpoints/`.
+
+Multi-host (a TPU pod slice, one process per host): the hooks marked "multi-host" use
+`guie_nb.training.distributed`: each process feeds its rows of every global batch, evaluation is
+gathered to every process, and only process 0 writes outputs and `.npz` checkpoints.
 """
 
 from __future__ import annotations
@@ -32,12 +36,12 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from guie_nb.data.pipeline import class_counts, train_dataset
 from guie_nb.data.prepare import DataDirs, load_manifest, train_paths
-from guie_nb.evaluation import ValidationSet, evaluate_keras
+from guie_nb.evaluation import ValidationSet
 from guie_nb.model.embedding import ModelConfig, build_embedding_model, build_training_model
 from guie_nb.model.weights import load_backbone_weights
 from guie_nb.model.margin_heads import margins_for_epoch
 from guie_nb.model.sharding import make_distribution
-from guie_nb.training import checkpoint, param_groups
+from guie_nb.training import checkpoint, distributed, param_groups
 from guie_nb.training.config import TrainConfig
 from guie_nb.training.optim import Optimizer
 from guie_nb.training.progress import EpochProgress
@@ -226,8 +230,9 @@ class TrainStep:
 
 
 def _device_put_batches(batches, distribution):
-    """Shard `[steps, batch, ...]` arrays over the devices along the batch axis."""
-    return jax.device_put(batches, batch_sharding(distribution))
+    """Shard `[steps, batch, ...]` arrays over the devices along the batch axis (multi-host: this
+    process's rows, `distributed.process_rows`, assembled into the global batch)."""
+    return distributed.global_batch(batches, batch_sharding(distribution))
 
 
 @dataclass
@@ -300,7 +305,9 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
 
     margin_index = [v.path for v in training_model.non_trainable_variables].index("margin_head/margin")
     head = model_cfg.head
-    counts = class_counts(train_files, num_classes) if head.margin_schedule == "dynamic" else None
+    counts = None
+    if head.margin_schedule == "dynamic":  # multi-host: each process counts its files' labels, summed
+        counts = distributed.sum_over_processes(class_counts(distributed.process_files(train_files), num_classes))
 
     def margins(epoch):
         return margins_for_epoch(head.margin_schedule, epoch, num_classes, head.margin, head.margin_max,
@@ -322,7 +329,7 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
         print(f"resuming from step {step} of {total_steps} ({checkpoint.list_checkpoints(out_dir)[-1].name})")
     else:
         step, history, partial = 0, [], {"loss": 0.0, "accuracy": 0.0, "steps": 0, "seconds": 0.0}
-        initial = evaluate_keras(embedding_model, val, size, mode)
+        initial = distributed.evaluate_keras(embedding_model, val, size, mode, distribution)  # multi-host: gathered
         print("before training: " + ", ".join(f"{k} {v:.4f}" for k, v in initial.items()))
     resumed_from = step
 
@@ -355,10 +362,14 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
 
     def save_checkpoint():
         meta = {"fingerprint": fingerprint, "history": history, "initial": initial, "partial": partial}
-        arrays = {"variables": [keras.ops.convert_to_numpy(v.value) for v in training_model.variables],
-                  "optimizer": [np.asarray(x) for x in state[2]]}
+        # multi-host: every process gathers (a collective), process 0 alone writes
+        arrays = {"variables": [distributed.to_host(v.value) for v in training_model.variables],
+                  "optimizer": [distributed.to_host(x) for x in state[2]]}
+        if not distributed.is_writer():
+            return checkpoint.checkpoint_dir(out_dir) / f"ckpt-{step:09d}.npz"  # the file process 0 writes
         return checkpoint.save(out_dir, step, arrays, meta, keep=train_cfg.keep_checkpoints)
 
+    rows = distributed.process_rows(batch_sharding(distribution), (spe, train_cfg.batch_size), axis=1)  # multi-host
     started = time.time()
     images, first_call_seconds, steady_seconds = 0, None, 0.0  # the first call compiles; it is left out of images/s
     while step < total_steps and (stop_after_steps is None or step < stop_after_steps):
@@ -367,7 +378,7 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
         nt[margin_index] = jax.device_put(margins(epoch), nt[margin_index].sharding)
         state = (state[0], nt, state[2])
         ds = train_dataset(train_files, size, train_cfg.batch_size, seed=train_cfg.seed, epoch=epoch,
-                           steps=steps, skip_steps=in_epoch, steps_per_execution=spe)
+                           steps=steps, skip_steps=in_epoch, steps_per_execution=spe, rows=rows)
         t0 = time.time()
         progress = EpochProgress(epoch + 1, train_cfg.epochs, steps, train_cfg.batch_size, done=in_epoch)
         for batches in ds.as_numpy_iterator():
@@ -404,7 +415,7 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
         if step % steps:  # stopped early, mid-epoch
             break
         sync_model()
-        scores = evaluate_keras(embedding_model, val, size, mode)
+        scores = distributed.evaluate_keras(embedding_model, val, size, mode, distribution)  # multi-host: gathered
         row = {"epoch": epoch + 1, "step": step, "loss": partial["loss"] / partial["steps"],
                "accuracy": partial["accuracy"] / partial["steps"],
                "learning_rate": float(opt.learning_rate(step - 1)), "margin": float(np.mean(margins(epoch))),
@@ -424,11 +435,6 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
         print(f"stopped at step {step} of {total_steps}; rerun to resume")
         return {"step": step, "total_steps": total_steps, "train_step_compilations": train_step.compilations}
 
-    model_cfg.save(out_dir / "model_config.json")
-    (out_dir / "train_config.json").write_text(json.dumps(train_cfg.to_dict(), indent=2))
-    training_model.save_weights(out_dir / TRAINING_WEIGHTS)
-    embedding_model.save_weights(out_dir / EMBEDDING_WEIGHTS)
-    write_history(out_dir / "history.csv", history)
     final = {k.removeprefix("val_"): v for k, v in history[-1].items() if k.startswith("val_")}
     metrics = {
         "initial": initial, "final": final, "epochs": train_cfg.epochs, "steps_per_epoch": steps,
@@ -437,12 +443,18 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
         "images_per_second": images / steady_seconds if images else None,
         "train_step_compilations": train_step.compilations,
         "train_step_executables": train_step.executables, "backend": keras.backend.backend(),
-        "devices": len(jax.devices()), "device_kind": jax.devices()[0].device_kind,
+        "devices": len(jax.devices()), "processes": jax.process_count(), "device_kind": jax.devices()[0].device_kind,
         "layout": train_cfg.layout, "mesh": dict(zip(distribution.device_mesh.axis_names, distribution.device_mesh.shape)),
         "precision": train_cfg.precision, "num_classes": num_classes,
         "remat": train_cfg.remat, "grad_accum_steps": train_cfg.grad_accum_steps,
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if distributed.is_writer():  # multi-host: process 0 alone writes the outputs
+        model_cfg.save(out_dir / "model_config.json")
+        (out_dir / "train_config.json").write_text(json.dumps(train_cfg.to_dict(), indent=2))
+        training_model.save_weights(out_dir / TRAINING_WEIGHTS)
+        embedding_model.save_weights(out_dir / EMBEDDING_WEIGHTS)
+        write_history(out_dir / "history.csv", history)
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
