@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import sys
 
-# a small run of every multi-host hook: dropout (RNG over the global batch), a growing margin,
-# a mid-epoch checkpoint, evaluation before and after, the outputs
+# a small run of every multi-host hook: dropout (RNG over the global batch), per-class margins
+# (label counts summed over the processes' shares of the files), mid-epoch checkpoints,
+# evaluation before and after training, the outputs
 MODEL = {"backbone": "demo-tiny", "dropout": 0.1,
-         "head": {"kind": "arcface", "scale": 16.0, "margin": 0.1, "margin_schedule": "linear",
-                  "margin_growth": 0.05}}
+         "head": {"kind": "arcface", "scale": 16.0, "margin_schedule": "dynamic", "margin_min": 0.1,
+                  "margin_max": 0.3}}
 TRAIN = {"epochs": 2, "batch_size": 16, "optimizer": "sgd", "learning_rate": 0.05, "steps_per_epoch": 2,
          "steps_per_execution": 1, "checkpoint_every": 1, "keep_checkpoints": 10}
 

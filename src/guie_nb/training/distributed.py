@@ -95,26 +95,35 @@ def initialize(env: Mapping[str, str] | None = None) -> bool:
 
     Call it before anything touches a JAX device (`jax.devices()`, building a Keras model): JAX
     fixes the device set when its backend starts. Returns True when the distributed runtime is
-    running (now or from an earlier call), False for a single-process run. RuntimeError when
-    the backend already started; ValueError for inconsistent variables (`initialize_args`).
+    running (now or from an earlier call), False for a single-process run. RuntimeError (JAX's)
+    when the backend already started: restart the kernel and call this first. ValueError for
+    inconsistent variables (`initialize_args`).
     """
     args = initialize_args(env)
     if args is None:
         return False
     if jax.distributed.is_initialized():
         return True
-    from jax._src import xla_bridge  # no public "has the backend started?"; JAX's own error is vaguer
-
-    if xla_bridge.backends_are_initialized():
-        raise RuntimeError("guie_nb.training.distributed.initialize() must run before JAX starts its devices "
-                           "(before jax.devices() or building a model); restart the kernel and call it first")
-    jax.distributed.initialize(**args)
+    jax.distributed.initialize(**args)  # RuntimeError when a JAX backend already started
     return True
 
 
 def is_writer() -> bool:
     """True in the one process that writes the run's outputs (process 0; always, single-process)."""
     return jax.process_index() == 0
+
+
+def check_layout(layout: str) -> None:
+    """ValueError for a layout that a multi-process run cannot finish with.
+
+    "model_parallel" shards the weights over the mesh's batch axis, which spans the hosts; the
+    checkpoints gather them (`to_host`), but Keras writes `.h5` weights by reading every variable
+    on process 0, which holds only its hosts' shards. "data_parallel" keeps a whole replica on
+    every chip and works on any number of processes.
+    """
+    if jax.process_count() > 1 and layout == "model_parallel":
+        raise ValueError(f"layout='model_parallel' is not supported over {jax.process_count()} processes (the "
+                         "final Keras .h5 weights need every weight on process 0); use layout='data_parallel'")
 
 
 def process_files(files: Sequence[T]) -> list[T]:

@@ -55,6 +55,7 @@ def distribution_for(cfg: TrainConfig, devices=None):
 
     `devices`: the mesh's devices (default: all local ones; `xla_memory` passes a TPU topology's).
     """
+    distributed.check_layout(cfg.layout)  # multi-host
     dist = make_distribution(cfg.layout, devices=devices, model_parallel=cfg.model_parallel)
     replicas = dist.device_mesh.shape[dist.device_mesh.axis_names.index(dist.batch_dim_name)]
     if cfg.batch_size % replicas:
