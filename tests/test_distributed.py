@@ -22,6 +22,11 @@ from _training_helpers import make_small_data  # noqa: E402
 TIMEOUT_S = 600
 
 
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_small_data(tmp_path_factory.mktemp("distributed"))
+
+
 def test_environment_selects_the_run():
     assert distributed.initialize_args({}) is None
     assert distributed.initialize_args({"GUIE_DISTRIBUTED": "auto"}) == {}
@@ -64,13 +69,12 @@ def test_single_process_is_the_plain_run():
     assert np.array_equal(out, batch[0, :5, None] * 2)
 
 
-def test_rows_of_the_global_batch(tmp_path):
+def test_rows_of_the_global_batch(data_dir):
     """Each process's rows, decoded alone, are the rows of the one-process batches (augmentations included)."""
     from guie_nb.data.pipeline import train_dataset
     from guie_nb.data.prepare import load_manifest, train_paths
 
-    data = make_small_data(tmp_path)
-    files = train_paths(data, load_manifest(data))
+    files = train_paths(data_dir, load_manifest(data_dir))
     kwargs = dict(size=32, batch_size=8, seed=3, epoch=1, steps=4, skip_steps=1, steps_per_execution=2)
     whole = [b[0]["image"] for b in train_dataset(files, **kwargs).as_numpy_iterator()]
     parts = [[b[0]["image"] for b in train_dataset(files, **kwargs, rows=rows).as_numpy_iterator()]
@@ -119,7 +123,7 @@ def _launch(data_dir: Path, out_dir: Path, processes: int, local_devices: int) -
     return outs
 
 
-def test_two_processes_train_as_one(tmp_path):
+def test_two_processes_train_as_one(data_dir, tmp_path):
     """2 processes x 4 devices end with the weights, optimizer state, losses and scores of 1 x 8.
 
     Tolerance rtol 1e-5 / atol 1e-6 (as the resume test): the two runs execute the same SPMD
@@ -132,10 +136,9 @@ def test_two_processes_train_as_one(tmp_path):
     to every key's score) becomes an lr-sized step whose sign is the rounding's; that makes
     AdamW weights differ by ~1e-3 between any two reduction orders, one process or two.
     """
-    data = make_small_data(tmp_path)
     outs = {}
     for processes, local in ((1, 8), (2, 4)):
-        outs[processes] = _launch(data, tmp_path / f"p{processes}", processes, local)
+        outs[processes] = _launch(data_dir, tmp_path / f"p{processes}", processes, local)
     assert "process 1 of 2: 4 of 8 devices" in outs[2][1]
     one, two = tmp_path / "p1", tmp_path / "p2"
     m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
