@@ -58,37 +58,30 @@ def main(argv=None) -> dict:
     import jax
     import numpy as np
 
-    from guie_nb.model.embedding import ModelConfig, build_embedding_model, build_training_model
-    from guie_nb.training import param_groups
+    from guie_nb.model.embedding import ModelConfig
     from guie_nb.training.config import TrainConfig
-    from guie_nb.training.trainer import TrainStep, build_optimizer, distribution_for, dtype_policy
+    from guie_nb.training.trainer import build_step
 
     spe = args.steps_per_execution
     model_cfg = ModelConfig(backbone=args.backbone, image_size=args.image_size)
     cfg = TrainConfig(batch_size=args.batch, steps_per_execution=spe, precision=args.precision)
-    dist = distribution_for(cfg)
-    with dtype_policy(cfg.precision), dist.scope():
-        model = build_training_model(build_embedding_model(model_cfg), args.classes, model_cfg.head)
-    trained, mults, decay = param_groups.plan([v.path for v in model.trainable_variables], cfg, model_cfg.vit.layers)
-    opt = build_optimizer(cfg, 1000, mults, decay)
-    step = TrainStep(model, opt, trained, 0.0, dist)
-    params = [v.value for v in model.trainable_variables]
-    state = (params, [v.value for v in model.non_trainable_variables], opt.init(params))
+    setup = build_step(model_cfg, cfg, args.classes, steps=1000)
+    step, state = setup.step, setup.initial_state()
     s = model_cfg.input_size
     rng = np.random.default_rng(0)
     labels = rng.integers(0, args.classes, (spe, args.batch)).astype("int32")
     batches = ({"image": jax.numpy.asarray(rng.uniform(0, 255, (spe, args.batch, s, s, 3)).astype("float32")),
                 "label": jax.numpy.asarray(labels)}, jax.numpy.asarray(labels))
-    flops_per_call = step.flops(state, [], batches)
+    flops_per_call = step.flops(state, batches)
 
     t = time.perf_counter()
-    state, (loss, _) = step(state, [], batches)
+    state, (loss, _) = step(state, batches)
     np.asarray(loss)
     compile_s = time.perf_counter() - t
     times = []
     for _ in range(args.calls):
         t = time.perf_counter()
-        state, (loss, _) = step(state, [], batches)
+        state, (loss, _) = step(state, batches)
         np.asarray(loss)
         times.append(time.perf_counter() - t)
     per_call = float(np.median(times))

@@ -46,7 +46,8 @@ import guie_nb.environment  # noqa: E402
 
 print("guie_nb", guie_nb.__version__, "from", Path(guie_nb.__file__).parent)
 guie_nb.environment.start_run(STAGED)  # the staged helper package? the run id to the output
-guie_nb.environment.check_environment(required=("keras", "jax", "tensorflow"))  # Kaggle's packages are not our pins
+guie_nb.environment.check_environment(  # Kaggle's packages are not our pins
+    required=("keras", "jax", "tensorflow", "optax", "orbax-checkpoint"))
 
 # %% tags=["parameters"]
 data_dir = "build/demo/data"

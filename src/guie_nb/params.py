@@ -18,6 +18,8 @@ import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from guie_nb import run_dir
+
 RESOLVED_CONFIG = "resolved_config.json"
 
 # notebook -> parameter -> dotted key in the resolved config ("model": the whole dict)
@@ -106,7 +108,7 @@ def resolve_finetune(*, data_dir, init_dir, out_dir, train: dict, image_size=Non
 
     train_cfg = TrainConfig.from_dict(train)
     if model_config is None:
-        path = Path(init_dir) / "model_config.json"
+        path = Path(init_dir) / run_dir.MODEL_CONFIG
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: init_dir must hold the training notebook's output")
         model_config = json.loads(path.read_text())
@@ -129,7 +131,7 @@ def resolve_export(*, data_dir, model_dir, train_dir, out_dir, export_format="sa
 
     if export_format not in FORMATS:
         raise ValueError(f"unknown export_format {export_format!r}; choose one of {FORMATS}")
-    path = Path(model_dir) / "model_config.json"
+    path = Path(model_dir) / run_dir.MODEL_CONFIG
     if model_config is None and path.is_file():
         model_config = json.loads(path.read_text())
     out = {"notebook": "04_export", "data": {"data_dir": absolute(data_dir)},

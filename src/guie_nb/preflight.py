@@ -22,6 +22,7 @@ import os
 import time
 from pathlib import Path
 
+from guie_nb import run_dir
 from guie_nb.params import write_resolved
 
 PREFLIGHT = "preflight.json"
@@ -185,7 +186,7 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
     manifest = _manifest_inputs(resolved["data"]["data_dir"], inputs, problems)
     if nb == "03_finetune":
         init = Path(resolved["init"]["init_dir"])
-        for name in ("model_config.json", "training_model.weights.h5", "embedding.weights.h5"):
+        for name in run_dir.MODEL_FILES:
             inputs.append(_input(f"training output {name}", init / name))
     else:
         w = resolved["weights"]
@@ -215,11 +216,13 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
         flops = train_flops_per_image(model_cfg, train_cfg) * manifest["train_images"] * train_cfg.epochs
         estimates["hours"] = flops / (n_dev * TPU_V5E_PEAK_FLOPS * ASSUMED_MFU) / 3600
         estimates["assumed_mfu"] = ASSUMED_MFU
-        # float32: the two final weight files, and `keep_checkpoints` checkpoints of every variable
-        # plus the optimizer's slots for what is trained
+        # float32 (guie_nb.training.checkpoint): a checkpoint holds every variable plus the optimizer's
+        # slots for what is trained. The peak: while a checkpoint is written the oldest kept one is
+        # still there (keep + 1 of them); at the end, `keep_checkpoints` of them and the two weight files
         slots = memory_plan.OPTIMIZER_SLOTS[train_cfg.optimizer]
         checkpoint = mem.params_total + slots * mem.params_trainable
-        estimates["output_gb"] = 4 * (2 * mem.params_total + train_cfg.keep_checkpoints * checkpoint) / GB
+        keep = train_cfg.keep_checkpoints
+        estimates["output_gb"] = 4 * max((keep + 1) * checkpoint, keep * checkpoint + 2 * mem.params_total) / GB
     else:
         capacity = memory_plan.DEVICES[device][1] / GIB
     worst = max([v for v in (estimates["memory_gib_per_device_plan"], estimates["memory_gib_per_device_xla"])
@@ -241,10 +244,10 @@ def preflight_export(resolved: dict) -> dict:
 
     ex = resolved["export"]
     model_dir = Path(ex["model_dir"])
-    inputs = [_input(f"model {n}", model_dir / n) for n in ("model_config.json", "embedding.weights.h5")]
+    inputs = [_input(f"model {n}", model_dir / n) for n in (run_dir.MODEL_CONFIG, run_dir.EMBEDDING_WEIGHTS)]
     limits, problems = [], []
     _manifest_inputs(resolved["data"]["data_dir"], inputs, problems)  # the held-out queries and index
-    inputs.append(_input("training metrics", Path(ex["train_dir"]) / "metrics.json"))
+    inputs.append(_input("training metrics", Path(ex["train_dir"]) / run_dir.METRICS))
     estimates = {"output_gb": None, "hours": None, "scoring_hours": None, "memory_gib_per_device_xla": None,
                  "memory_gib_per_device_plan": None}
     if "model" in resolved:

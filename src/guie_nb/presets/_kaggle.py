@@ -34,8 +34,9 @@ def raw_roots(products10k_dataset: str = PRODUCTS10K_DATASET) -> dict[str, str]:
 # OpenCLIP ViT-H-14 LAION-2B as KerasHub's Kaggle Model (staging attaches it as a model source)
 H14_LAION2B = "kaggle:keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k/3"
 VAL = {"val_classes": 200, "queries_per_class": 1}
-# keep_checkpoints 1: a ViT-H-14 checkpoint with AdamW's slots is 7.6 GB; two of them and the final
-# weights pass Kaggle's 20 GB of output (the rehearsal's output_gb estimate). Saves are atomic.
+# keep_checkpoints 1: a ViT-H-14 checkpoint with AdamW's slots is 7.6 GB; two kept ones, a third being
+# written and the final weights pass Kaggle's 20 GB of output (the rehearsal's output_gb estimate).
+# Saves are atomic: the previous checkpoint is removed only once the next one is complete.
 LONG_RUN = {"precision": "mixed_bfloat16", "steps_per_execution": 8, "checkpoint_every": 400, "keep_checkpoints": 1}
 
 
