@@ -43,6 +43,7 @@ class Checkpoints:
     def __init__(self, out_dir: str | Path, keep: int = 2):
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
+        self.run_dir = Path(out_dir)
         self.directory = checkpoint_dir(out_dir).absolute()
         self._manager = ocp.CheckpointManager(self.directory, options=_options(keep))
 

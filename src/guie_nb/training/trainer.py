@@ -24,6 +24,7 @@ Orbax checkpoints are written by every process (each its shards) and need no hoo
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import dataclasses
 import hashlib
@@ -396,6 +397,12 @@ class RunLog:
         self.partial["accuracy"] += float(np.sum(accuracies, dtype=np.float64))
         self.partial["steps"] += len(losses)
 
+    def meta(self, fingerprint: dict) -> dict:
+        """A checkpoint's JSON metadata: this log and the run's configuration fingerprint."""
+        # a copy: the JSON is written in the background while the log moves on
+        return copy.deepcopy({"fingerprint": fingerprint, "history": self.history, "initial": self.initial,
+                              "partial": self.partial})
+
     def mean_loss(self) -> float:
         return self.partial["loss"] / self.partial["steps"]
 
@@ -490,17 +497,10 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
         rows = distributed.process_rows(batch_sharding(run.distribution),  # multi-host: this process's rows
                                         (train_cfg.steps_per_execution, train_cfg.batch_size), axis=1)
 
-        def save(state: TrainState) -> Path:
-            meta = {"fingerprint": fingerprint, "history": log.history, "initial": log.initial,
-                    "partial": log.partial}
-            return checkpoints.save(step, state, meta)
-
         # -- the epoch loop
         while step < total_steps and (stop_after_steps is None or step < stop_after_steps):
             epoch, in_epoch = divmod(step, steps)
-            margins = jax.device_put(data.margins(epoch), state.non_trainable[margin_index].sharding)
-            state = dataclasses.replace(state, non_trainable=[margins if i == margin_index else x
-                                                              for i, x in enumerate(state.non_trainable)])
+            state = _with_margins(state, margin_index, data.margins(epoch))
             ds = train_dataset(data.files, model_cfg.input_size, train_cfg.batch_size, seed=train_cfg.seed,
                                epoch=epoch, steps=steps, skip_steps=in_epoch,
                                steps_per_execution=train_cfg.steps_per_execution, rows=rows)
@@ -511,14 +511,7 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
                 state, (losses, accs) = run.step(state, put_batches(batches, run.distribution))
                 losses, accs = np.asarray(losses), np.asarray(accs)
                 speed.add(len(losses) * train_cfg.batch_size, time.time() - t_call)
-                if not np.all(np.isfinite(losses)):
-                    checkpoints.wait()  # the last good checkpoint is complete before it is named
-                    bad = step + int(np.argmin(np.isfinite(losses)))
-                    last = checkpoint.list_checkpoints(out_dir)
-                    raise FloatingPointError(
-                        f"training loss became non-finite at step {bad} (epoch {epoch + 1}): {losses.tolist()}. "
-                        f"Stopped; the last good checkpoint is kept ({last[-1] if last else 'none written yet'}). "
-                        "Lower learning_rate, set grad_clip_norm, or check the data.")
+                _stop_if_not_finite(losses, step, epoch, checkpoints)
                 step += len(losses)
                 log.add(losses, accs)
                 progress.update(step - epoch * steps, log.mean_loss(), float(run.learning_rate(step - 1)))
@@ -527,7 +520,8 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
                 if train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0 and step % steps:
                     log.partial["seconds"] += time.time() - t0
                     t0 = time.time()
-                    progress.write(f"checkpoint {save(state).name}")  # returns once copied to the host
+                    saved = checkpoints.save(step, state, log.meta(fingerprint))  # returns once copied to the host
+                    progress.write(f"checkpoint {saved.name}")
             progress.close()
             log.partial["seconds"] += time.time() - t0
             if step % steps:  # stopped early, mid-epoch
@@ -539,12 +533,12 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
                                 float(np.mean(data.margins(epoch))), scores)
             print(f"epoch {epoch + 1}/{train_cfg.epochs}: loss {row['loss']:.4f} accuracy {row['accuracy']:.3f} "
                   + " ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({row['seconds']:.1f} s)")
-            save(state)
+            checkpoints.save(step, state, log.meta(fingerprint))
         seconds = time.time() - started
         run.write_to_model(state)
         if step < total_steps:
             if step % steps:
-                save(state)
+                checkpoints.save(step, state, log.meta(fingerprint))
             print(f"stopped at step {step} of {total_steps}; rerun to resume")
             return {"step": step, "total_steps": total_steps, "train_step_compilations": run.step.compilations}
 
@@ -564,6 +558,26 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
     if distributed.is_writer():  # multi-host: process 0 alone writes the outputs
         write_outputs(out_dir, run, model_cfg, train_cfg, log.history, metrics)
     return metrics
+
+
+def _with_margins(state: TrainState, index: int, margins: np.ndarray) -> TrainState:
+    """`state` with the margin head's per-class margins (non-trainable variable `index`) replaced."""
+    placed = jax.device_put(margins, state.non_trainable[index].sharding)
+    return dataclasses.replace(state, non_trainable=[placed if i == index else x
+                                                     for i, x in enumerate(state.non_trainable)])
+
+
+def _stop_if_not_finite(losses: np.ndarray, step: int, epoch: int, checkpoints: checkpoint.Checkpoints) -> None:
+    """Raise FloatingPointError naming the first bad step and the last good (complete) checkpoint."""
+    if np.all(np.isfinite(losses)):
+        return
+    checkpoints.wait()  # the last good checkpoint is complete before it is named
+    bad = step + int(np.argmin(np.isfinite(losses)))
+    last = checkpoint.list_checkpoints(checkpoints.run_dir)
+    raise FloatingPointError(
+        f"training loss became non-finite at step {bad} (epoch {epoch + 1}): {losses.tolist()}. "
+        f"Stopped; the last good checkpoint is kept ({last[-1] if last else 'none written yet'}). "
+        "Lower learning_rate, set grad_clip_norm, or check the data.")
 
 
 def write_outputs(out_dir: Path, run: StepSetup, model_cfg: ModelConfig, train_cfg: TrainConfig,
