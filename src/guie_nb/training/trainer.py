@@ -355,7 +355,8 @@ class TrainingData:
     @classmethod
     def load(cls, data_dir: DataDirs, model_cfg: ModelConfig) -> "TrainingData":
         """`data_dir`: data-prep's output directory, or the list of a split data-prep's part directories.
-        The training files are chosen here (all of them; a multi-host run reads its share)."""
+        The training files are chosen here: all of them, in every process of a multi-host run too
+        (each decodes only its rows of every batch); the label counts are split by file."""
         manifest = load_manifest(data_dir)
         files = train_paths(data_dir, manifest)
         head, n = model_cfg.head, manifest["num_classes"]
@@ -550,7 +551,8 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
         "resumed_from_step": resumed_from, "train_seconds": seconds, "first_call_seconds": speed.first_call_seconds,
         "images_per_second": speed.images_per_second, "train_step_compilations": run.step.compilations,
         "train_step_executables": run.step.executables, "backend": keras.backend.backend(),
-        "devices": len(jax.devices()), "processes": jax.process_count(), "device_kind": jax.devices()[0].device_kind, "layout": train_cfg.layout,
+        "devices": len(jax.devices()), "processes": jax.process_count(),
+        "device_kind": jax.devices()[0].device_kind, "layout": train_cfg.layout,
         "mesh": dict(zip(run.distribution.device_mesh.axis_names, run.distribution.device_mesh.shape)),
         "precision": train_cfg.precision, "num_classes": data.num_classes, "remat": train_cfg.remat,
         "grad_accum_steps": train_cfg.grad_accum_steps,
