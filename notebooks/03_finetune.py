@@ -70,6 +70,9 @@ from guie_nb.params import resolve_finetune, write_resolved
 from guie_nb.preflight import preflight
 
 use_backend(keras_backend, cpu_devices)  # before keras is imported
+from guie_nb.training import distributed  # noqa: E402
+
+distributed.initialize()  # on a pod slice (GUIE_DISTRIBUTED=auto): joins the hosts' processes; else nothing
 resolved = resolve_finetune(data_dir=data_dir, init_dir=init_dir, out_dir=out_dir, train=train, image_size=image_size,
                             patch_stride=patch_stride, keras_backend=keras_backend, cpu_devices=cpu_devices,
                             dry_run=dry_run)
@@ -90,7 +93,7 @@ train_cfg = TrainConfig.from_dict(resolved["train"])
 # %%
 if dry_run:
     report = preflight(resolved)
-else:
+elif distributed.is_writer():  # on a pod slice, process 0 writes the outputs
     write_resolved(resolved, out_dir)
 
 # %% [markdown]
@@ -113,4 +116,5 @@ if not dry_run:
 if not dry_run:
     print(f"mP@5 {metrics['initial']['map5']:.4f} -> {metrics['final']['map5']:.4f} after fine-tuning")
     history_dir = Path(resolved["outputs"]["out_dir"])
-    plots.history(history_dir / "history.csv", history_dir / "history.png", initial=metrics["initial"])
+    if distributed.is_writer():
+        plots.history(history_dir / "history.csv", history_dir / "history.png", initial=metrics["initial"])

@@ -51,7 +51,8 @@ def augment(image: tf.Tensor, size: int, seed: tf.Tensor, jitter: float = 0.1) -
 
 def train_dataset(files: list[str | Path], size: int, batch_size: int, seed: int = 0, epoch: int = 0,
                   steps: int | None = None, skip_steps: int = 0, steps_per_execution: int = 1,
-                  shuffle_buffer: int = 4096, jitter: float = 0.1, original_size: bool = False) -> tf.data.Dataset:
+                  shuffle_buffer: int = 4096, jitter: float = 0.1, original_size: bool = False,
+                  rows: slice | None = None) -> tf.data.Dataset:
     """One epoch of `({"image", "label"}, label)` batches for the margin-head training model.
 
     `steps` batches (None: one pass, remainder dropped), starting after `skip_steps` batches;
@@ -59,10 +60,19 @@ def train_dataset(files: list[str | Path], size: int, batch_size: int, seed: int
     Records are skipped before decoding, so resuming mid-epoch costs only reading.
     `original_size`: add `"original_size"`, float32 `[2]` per image, the source image's height and
     width before data-prep's resize (`shard_reader.original_size`), for a `size_features` model.
+
+    `rows`: only rows `rows.start:rows.stop` of every batch (a multi-host process's part of the
+    global batch, `guie_nb.training.distributed.process_rows`): batches are then
+    `[steps_per_execution, stop - start, ...]`. Every process reads the same records in the same
+    order and drops the others' rows before decoding, so the global batches, augmentations
+    included, are the same whatever the process count. ValueError for rows outside the batch.
     """
     files = [str(f) for f in files]
     if not files:
         raise ValueError("no training TFRecord files")
+    start, stop = (0, batch_size) if rows is None else (rows.start or 0, batch_size if rows.stop is None else rows.stop)
+    if not 0 <= start < stop <= batch_size or (rows is not None and rows.step not in (None, 1)):
+        raise ValueError(f"rows {rows} is not a block of rows of a batch of {batch_size}")
     epoch_seed = int(np.random.default_rng([seed, epoch]).integers(2**31))
     order = np.random.default_rng([seed, epoch, 1]).permutation(len(files))
     ds = tf.data.Dataset.from_tensor_slices([files[i] for i in order])
@@ -72,6 +82,8 @@ def train_dataset(files: list[str | Path], size: int, batch_size: int, seed: int
     if steps is not None:
         ds = ds.repeat().take(steps * batch_size)
     ds = ds.enumerate().skip(skip_steps * batch_size)
+    if (start, stop) != (0, batch_size):
+        ds = ds.filter(lambda index, raw: tf.logical_and(index % batch_size >= start, index % batch_size < stop))
 
     def prepare(index, raw):
         ex = parse(raw)
@@ -84,7 +96,7 @@ def train_dataset(files: list[str | Path], size: int, batch_size: int, seed: int
         return inputs, label
 
     ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=True).batch(steps_per_execution, drop_remainder=True)
+    ds = ds.batch(stop - start, drop_remainder=True).batch(steps_per_execution, drop_remainder=True)
     return ds.prefetch(AUTOTUNE)
 
 

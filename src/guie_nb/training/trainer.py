@@ -14,9 +14,11 @@ of (seed, epoch, position), ends with the same weights as an uninterrupted run.
 Outputs in `out_dir`: the files `guie_nb.run_dir` names (configs, weights, history, metrics, checkpoints).
 
 `train` reads top to bottom: set-up, restore (or score the starting point), the epoch loop,
-outputs. Where multi-host training hooks in: the training files are chosen in `TrainingData`,
-numpy batches become device arrays in `put_batches`, evaluation runs in `evaluate`, and outputs
-are written in `write_outputs`.
+outputs. Multi-host (a TPU pod slice, one process per host) hooks in through
+`guie_nb.training.distributed`, at the places marked "multi-host": the label counts in
+`TrainingData`, each process's rows of the global batch (`train_dataset(rows=...)`,
+`put_batches`), the gathered evaluation in `evaluate`, and `write_outputs` on process 0 only.
+Orbax checkpoints are written by every process (each its shards) and need no hook.
 """
 
 from __future__ import annotations
@@ -42,12 +44,12 @@ from jax.sharding import NamedSharding, PartitionSpec
 from guie_nb import run_dir
 from guie_nb.data.pipeline import class_counts, train_dataset
 from guie_nb.data.prepare import DataDirs, load_manifest, train_paths
-from guie_nb.evaluation import ValidationSet, evaluate_keras
+from guie_nb.evaluation import ValidationSet
 from guie_nb.model.embedding import ModelConfig, build_embedding_model, build_training_model
 from guie_nb.model.margin_heads import margins_for_epoch
 from guie_nb.model.sharding import make_distribution
 from guie_nb.model.weights import load_backbone_weights
-from guie_nb.training import checkpoint, param_groups
+from guie_nb.training import checkpoint, distributed, param_groups
 from guie_nb.training.config import TrainConfig
 from guie_nb.training.optim import optimizer_for, schedule_for
 from guie_nb.training.progress import EpochProgress
@@ -63,6 +65,7 @@ def distribution_for(cfg: TrainConfig, devices=None):
 
     `devices`: the mesh's devices (default: all local ones; `xla_memory` passes a TPU topology's).
     """
+    distributed.check_layout(cfg.layout)  # multi-host
     dist = make_distribution(cfg.layout, devices=devices, model_parallel=cfg.model_parallel)
     replicas = dist.device_mesh.shape[dist.device_mesh.axis_names.index(dist.batch_dim_name)]
     if cfg.batch_size % replicas:
@@ -88,8 +91,9 @@ def batch_sharding(distribution) -> NamedSharding:
 
 def put_batches(batches, distribution):
     """numpy `[steps, batch, ...]` arrays (from `train_dataset`) -> device arrays sharded along the
-    batch axis. The one place host batches become device arrays."""
-    return jax.device_put(batches, batch_sharding(distribution))
+    batch axis. The one place host batches become device arrays (multi-host: this process's rows,
+    `distributed.process_rows`, assembled into the global batch)."""
+    return distributed.global_batch(batches, batch_sharding(distribution))
 
 
 @contextlib.contextmanager
@@ -351,11 +355,14 @@ class TrainingData:
     @classmethod
     def load(cls, data_dir: DataDirs, model_cfg: ModelConfig) -> "TrainingData":
         """`data_dir`: data-prep's output directory, or the list of a split data-prep's part directories.
-        The training files are chosen here (all of them; a multi-host run reads its share)."""
+        The training files are chosen here: all of them, in every process of a multi-host run too
+        (each decodes only its rows of every batch); the label counts are split by file."""
         manifest = load_manifest(data_dir)
         files = train_paths(data_dir, manifest)
         head, n = model_cfg.head, manifest["num_classes"]
-        counts = class_counts(files, n) if head.margin_schedule == "dynamic" else None
+        counts = None
+        if head.margin_schedule == "dynamic":  # multi-host: each process counts its files' labels, summed
+            counts = distributed.sum_over_processes(class_counts(distributed.process_files(files), n))
         return cls(files, ValidationSet.from_manifest(data_dir, manifest), n, manifest["train_images"], manifest,
                    model_cfg, counts)
 
@@ -369,7 +376,8 @@ class TrainingData:
 def evaluate(run: StepSetup, data: TrainingData) -> dict[str, float]:
     """Validation scores (mP@5, ...) of the embedding model's current Keras weights."""
     cfg = data.model_cfg
-    return evaluate_keras(run.embedding_model, data.val, cfg.input_size, cfg.resize_mode)
+    # multi-host: each process embeds its rows, gathered to every process
+    return distributed.evaluate_keras(run.embedding_model, data.val, cfg.input_size, cfg.resize_mode, run.distribution)
 
 
 def _zero_partial() -> dict:
@@ -487,6 +495,8 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
             state = run.initial_state()  # after evaluating: Keras' predict step donates the variables' buffers
             print("before training: " + ", ".join(f"{k} {v:.4f}" for k, v in log.initial.items()))
         resumed_from, started, speed = step, time.time(), Throughput()
+        rows = distributed.process_rows(batch_sharding(run.distribution),  # multi-host: this process's rows
+                                        (train_cfg.steps_per_execution, train_cfg.batch_size), axis=1)
 
         # -- the epoch loop
         while step < total_steps and (stop_after_steps is None or step < stop_after_steps):
@@ -495,7 +505,7 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
             ds = train_dataset(data.files, model_cfg.input_size, train_cfg.batch_size, seed=train_cfg.seed,
                                epoch=epoch, steps=steps, skip_steps=in_epoch,
                                steps_per_execution=train_cfg.steps_per_execution,
-                               original_size=model_cfg.size_features)
+                               original_size=model_cfg.size_features, rows=rows)
             t0 = time.time()
             progress = EpochProgress(epoch + 1, train_cfg.epochs, steps, train_cfg.batch_size, done=in_epoch)
             for batches in ds.as_numpy_iterator():
@@ -542,12 +552,14 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
         "resumed_from_step": resumed_from, "train_seconds": seconds, "first_call_seconds": speed.first_call_seconds,
         "images_per_second": speed.images_per_second, "train_step_compilations": run.step.compilations,
         "train_step_executables": run.step.executables, "backend": keras.backend.backend(),
-        "devices": len(jax.devices()), "device_kind": jax.devices()[0].device_kind, "layout": train_cfg.layout,
+        "devices": len(jax.devices()), "processes": jax.process_count(),
+        "device_kind": jax.devices()[0].device_kind, "layout": train_cfg.layout,
         "mesh": dict(zip(run.distribution.device_mesh.axis_names, run.distribution.device_mesh.shape)),
         "precision": train_cfg.precision, "num_classes": data.num_classes, "remat": train_cfg.remat,
         "grad_accum_steps": train_cfg.grad_accum_steps,
     }
-    write_outputs(out_dir, run, model_cfg, train_cfg, log.history, metrics)
+    if distributed.is_writer():  # multi-host: process 0 alone writes the outputs
+        write_outputs(out_dir, run, model_cfg, train_cfg, log.history, metrics)
     return metrics
 
 
