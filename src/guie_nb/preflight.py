@@ -212,7 +212,16 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
             xla = compiled_memory(model_cfg, train_cfg, num_classes)
             estimates["memory_gib_per_device_xla"] = None if xla is None else xla.peak_gib
         n_dev = memory_plan.DEVICES[device][0]
-        flops = train_flops_per_image(model_cfg, train_cfg) * manifest["train_images"] * train_cfg.epochs
+        images = manifest["train_images"]
+        if train_cfg.train_sources:  # an epoch is one pass over the named sources' images
+            from guie_nb.data.prepare import source_labels
+
+            try:
+                images = source_labels(manifest, train_cfg.train_sources)[1]
+            except ValueError as err:
+                problems.append(str(err))
+        estimates["train_images"] = images
+        flops = train_flops_per_image(model_cfg, train_cfg) * images * train_cfg.epochs
         estimates["hours"] = flops / (n_dev * TPU_V5E_PEAK_FLOPS * ASSUMED_MFU) / 3600
         estimates["assumed_mfu"] = ASSUMED_MFU
         # float32: the two final weight files, and `keep_checkpoints` checkpoints of every variable

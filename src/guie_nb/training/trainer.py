@@ -31,7 +31,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from guie_nb.data.pipeline import class_counts, train_dataset
-from guie_nb.data.prepare import DataDirs, load_manifest, train_paths
+from guie_nb.data.prepare import DataDirs, load_manifest, source_labels, train_paths
 from guie_nb.evaluation import ValidationSet, evaluate_keras
 from guie_nb.model.embedding import ModelConfig, build_embedding_model, build_training_model
 from guie_nb.model.weights import load_backbone_weights
@@ -280,7 +280,10 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
     out_dir.mkdir(parents=True, exist_ok=True)
     num_classes = manifest["num_classes"]
     keras.utils.set_random_seed(train_cfg.seed)
-    steps = steps_per_epoch(train_cfg, manifest["train_images"])
+    # train_sources: the named sources' label ranges; an epoch is one pass over their images
+    label_ranges, train_images = (source_labels(manifest, train_cfg.train_sources) if train_cfg.train_sources
+                                  else (None, manifest["train_images"]))
+    steps = steps_per_epoch(train_cfg, train_images)
     setup = build_step(model_cfg, train_cfg, num_classes, steps)
     distribution, embedding_model, training_model = setup.distribution, setup.embedding_model, setup.training_model
     trained, opt, train_step = setup.trained, setup.optimizer, setup.step
@@ -367,7 +370,7 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
         nt[margin_index] = jax.device_put(margins(epoch), nt[margin_index].sharding)
         state = (state[0], nt, state[2])
         ds = train_dataset(train_files, size, train_cfg.batch_size, seed=train_cfg.seed, epoch=epoch,
-                           steps=steps, skip_steps=in_epoch, steps_per_execution=spe)
+                           steps=steps, skip_steps=in_epoch, steps_per_execution=spe, label_ranges=label_ranges)
         t0 = time.time()
         progress = EpochProgress(epoch + 1, train_cfg.epochs, steps, train_cfg.batch_size, done=in_epoch)
         for batches in ds.as_numpy_iterator():
