@@ -220,7 +220,7 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
                 images = source_labels(manifest, train_cfg.train_sources)[1]
             except ValueError as err:
                 problems.append(str(err))
-        estimates["train_images"] = images
+        estimates.update(train_images=images, data_train_images=manifest["train_images"])
         flops = train_flops_per_image(model_cfg, train_cfg) * images * train_cfg.epochs
         estimates["hours"] = flops / (n_dev * TPU_V5E_PEAK_FLOPS * ASSUMED_MFU) / 3600
         estimates["assumed_mfu"] = ASSUMED_MFU

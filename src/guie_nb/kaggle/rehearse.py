@@ -206,7 +206,8 @@ def _scale_training_hours(entry: dict, planned_train_images: int | None) -> None
     """A training kernel reads the fixture data-prep output; its hours are scaled to the number of
     training images the data-prep kernels' dry runs planned from the (published-size) listings."""
     e = entry["estimates"]
-    fixture_images = e.get("train_images")
+    # the whole data-prep output: a stage on a subset of its sources (train_sources) scales alike
+    fixture_images = e.get("data_train_images") or e.get("train_images")
     if entry["notebook"] not in ("02_train_tpu", "03_finetune") or not planned_train_images or not fixture_images \
             or e.get("hours") is None:
         return
