@@ -37,7 +37,7 @@ from guie_nb.kaggle.layout import HELPERS_SLUG, INPUT_ENV, TEMP_ENV, WORKING_ENV
 from guie_nb.kaggle.stage import StagedKernel, build_helper_dataset, stage_kernels
 from guie_nb.notebook_build import NOTEBOOK_ORDER
 from guie_nb.params import RESOLVED_CONFIG
-from guie_nb.preflight import PREFLIGHT, SESSION_HOURS
+from guie_nb.preflight import PREFLIGHT, SESSION_HOURS, format_scoring
 
 OWNER = "rehearsal"
 OFFLINE_SITE = '''"""Loaded by the rehearsal into kernels whose metadata has internet off: any connection or
@@ -282,8 +282,22 @@ def rehearse(preset: str, out_root: str | Path = "build/rehearsal", *, notebook_
         resolved[kernel.key] = entry["resolved"]
         shutil.copytree(roots.working, root / "dry-run" / slug, symlinks=True)
         report["kernels"].append(entry)
-    report["ok"] = bool(report["kernels"]) and all(not k["problems"] for k in report["kernels"])
+    report["scoring"] = _scoring(preset)
+    if report["scoring"] and not report["scoring"]["fits"]:
+        report["problems"].append(f"over the limit: {format_scoring(report['scoring'])}")
+    report["ok"] = bool(report["kernels"]) and all(not k["problems"] for k in report["kernels"]) \
+        and not report["problems"]
     return _write(report, root, log)
+
+
+def _scoring(preset: str) -> dict | None:
+    """The scoring-time estimate of the model the preset exports, from the preset's own data (its
+    final stage's resolution and patch stride, flip TTA), `guie_nb.preflight.scoring_estimate`."""
+    from guie_nb import presets
+    from guie_nb.preflight import scoring_estimate
+
+    model, flip = presets.final_model(preset)
+    return None if model is None else scoring_estimate(model, flip)
 
 
 def _write(report: dict, root: Path, log) -> dict:
@@ -315,6 +329,9 @@ def format_table(report: dict) -> str:
     for k in report["kernels"]:
         rows += [f"  {k.get('kernel', k['notebook'])}: {p}" for p in k["problems"]]
     rows += [f"  {p}" for p in report.get("problems", [])]
+    if report.get("scoring"):
+        rows.append(format_scoring(report["scoring"]))
+        rows.append(f"  ({report['scoring']['assumption']})")
     return "\n".join(rows)
 
 

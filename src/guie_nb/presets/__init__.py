@@ -30,3 +30,35 @@ def notebook_params(name: str, root: str | None = None) -> dict[str, dict]:
     except ValueError as err:
         raise ValueError(f"preset {name!r}: {err}") from None
     return params
+
+
+def final_model(name: str) -> tuple[dict | None, bool]:
+    """The model the preset's export exports, as a dict, and whether it exports with flip TTA.
+
+    A staged preset (a module with `MODEL` and `STAGES`) gives its stages' data, every key as stated
+    (also keys ModelConfig does not know yet, which `_kaggle.known_model_keys` leaves out of the
+    notebooks' parameters); otherwise the last training kernel's model with each fine-tune's
+    `model_changes` / `image_size` applied, or the export's own `model` parameter when the preset
+    trains nothing. None when the preset names no model."""
+    from guie_nb.presets import _kaggle
+    from guie_nb.stages import notebook_of
+
+    module = importlib.import_module(f"{__name__}.{name}")
+    params = notebook_params(name)
+    export = params["04_export"]
+    model = None
+    if hasattr(module, "STAGES") and hasattr(module, "MODEL"):
+        model = _kaggle.final_model(module.MODEL, module.STAGES)
+    else:
+        for key, values in params.items():
+            nb = notebook_of(key)
+            if nb == "02_train_tpu":
+                model = dict(values["model"])
+            elif nb == "03_finetune" and model is not None:
+                model = _kaggle.apply_changes(model, values.get("model_changes") or {})
+                if values.get("image_size"):
+                    model["image_size"] = values["image_size"]
+        if model is None and isinstance(export.get("model"), dict):
+            model = dict(export["model"])
+    flip = bool(export.get("flip_tta")) or bool(model and model.get("flip_tta"))
+    return model, flip
