@@ -137,7 +137,7 @@ def patch_grid(image_size: int, patch_size: int, patch_stride: int | None = None
     a stride below the patch size overlaps the patches (the 1st place's 290 px stage: stride 12 for
     patch 14 gives 24 x 24 patches, 2.24x the tokens of 224 px). ValueError for a stride outside
     1..patch_size or an image smaller than a patch."""
-    stride = patch_stride or patch_size
+    stride = patch_size if patch_stride is None else patch_stride
     if not 1 <= stride <= patch_size or image_size < patch_size:
         raise ValueError(f"need 1 <= patch_stride <= patch_size ({patch_size}) and image_size >= patch_size, "
                          f"got stride {patch_stride}, image_size {image_size}")
