@@ -132,18 +132,6 @@ def preflight_data_prep(resolved: dict) -> dict:
 
 # ---- 02 / 03 training ------------------------------------------------------------------------
 
-def patch_grid(image_size: int, patch_size: int, patch_stride: int | None = None) -> int:
-    """Patches per side of the patch conv (no padding): `(image_size - patch_size) // stride + 1`;
-    a stride below the patch size overlaps the patches (the 1st place's 290 px stage: stride 12 for
-    patch 14 gives 24 x 24 patches, 2.24x the tokens of 224 px). ValueError for a stride outside
-    1..patch_size or an image smaller than a patch."""
-    stride = patch_size if patch_stride is None else patch_stride
-    if not 1 <= stride <= patch_size or image_size < patch_size:
-        raise ValueError(f"need 1 <= patch_stride <= patch_size ({patch_size}) and image_size >= patch_size, "
-                         f"got stride {patch_stride}, image_size {image_size}")
-    return (image_size - patch_size) // stride + 1
-
-
 def model_patch_stride(model) -> int | None:
     """The patch conv's stride of a model config (a dict or `ModelConfig`); None: the patch size.
     `getattr` because ModelConfig.patch_stride arrives with wt-arch's overlapping patches."""
@@ -153,7 +141,11 @@ def model_patch_stride(model) -> int | None:
 
 
 def vision_tokens(vit, patch_stride: int | None = None) -> int:
-    """Tokens through the transformer for one image: the patches (`patch_grid`) + the class token."""
+    """Tokens through the transformer for one image: the patches + the class token, the patch grid
+    from `guie_nb.model.flops.patch_grid` (a stride below the patch size overlaps the patches: the
+    1st place's 290 px stage, stride 12 for patch 14, has 24 x 24 patches, 2.24x the tokens of 224 px)."""
+    from guie_nb.model.flops import patch_grid
+
     return patch_grid(vit.image_size, vit.patch_size, patch_stride) ** 2 + 1
 
 
@@ -200,13 +192,12 @@ def format_scoring(est: dict) -> str:
             f"({'fits' if est['fits'] else 'OVER'} the {est['limit_hours']:g} h limit)")
 
 
-def train_flops_per_image(model_cfg, train_cfg) -> float:
-    """Forward + backward (2x forward) through what is trained; a frozen backbone runs forward only;
-    remat recomputes the forward once more."""
-    fwd = vit_forward_flops(model_cfg.vit)
-    if train_cfg.freeze_backbone:
-        return fwd
-    return fwd * (3 + (1 if getattr(train_cfg, "remat", False) else 0))
+def train_flops_per_image(model_cfg, train_cfg, num_classes: int | None = None) -> float:
+    """What the device executes per training image (`guie_nb.model.flops`: forward, the backward
+    of what trains and what lies above it, and the forward that remat recomputes)."""
+    from guie_nb.model.flops import train_flops_per_image as analytic
+
+    return analytic(model_cfg, train_cfg, num_classes).hardware
 
 
 def _manifest_inputs(data_dir, inputs: list, problems: list) -> dict | None:
@@ -283,7 +274,7 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
             except ValueError as err:
                 problems.append(str(err))
         estimates.update(train_images=images, data_train_images=manifest["train_images"])
-        flops = train_flops_per_image(model_cfg, train_cfg) * images * train_cfg.epochs
+        flops = train_flops_per_image(model_cfg, train_cfg, num_classes) * images * train_cfg.epochs
         estimates["hours"] = flops / (n_dev * TPU_V5E_PEAK_FLOPS * ASSUMED_MFU) / 3600
         estimates["assumed_mfu"] = ASSUMED_MFU
         # float32: the two final weight files, and `keep_checkpoints` checkpoints of every variable

@@ -296,7 +296,8 @@ def plan_for(model_cfg, train_cfg, num_classes: int, device: str = "v5e-8", choo
     A frozen head (`freeze_head`) is still counted as trained: its gradients and slots are
     `num_classes * embedding_dim` floats, a few MB.
     """
-    from guie_nb.preflight import model_patch_stride, patch_grid
+    from guie_nb.model.flops import patch_grid
+    from guie_nb.preflight import model_patch_stride
 
     vit = model_cfg.vit
     # overlapping patches (a stride below the patch size): as many tokens as this size at the patch size
