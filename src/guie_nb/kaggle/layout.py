@@ -86,14 +86,17 @@ def _rewrite(value, place):
 
 
 def sentinel_params(preset: str, overrides: dict[str, dict] | None = None) -> dict[str, dict]:
-    """The preset's parameters under the root `_SENTINEL`, `overrides` (kernel key -> values) applied."""
+    """The preset's parameters under the root `_SENTINEL`, `overrides` applied: kernel key -> values,
+    or notebook -> values for each kernel of that notebook (each of its stages)."""
     from guie_nb import presets
 
     local = presets.notebook_params(preset, _SENTINEL)
-    for key, values in (overrides or {}).items():
-        if key not in local:
-            raise ValueError(f"overrides for unknown kernel {key!r}; the preset's kernels: {list(local)}")
-        local[key] = {**local[key], **values}
+    for name, values in (overrides or {}).items():
+        keys = [name] if name in local else [k for k in local if notebook_of(k) == name]
+        if not keys:
+            raise ValueError(f"overrides for unknown kernel {name!r}; the preset's kernels: {list(local)}")
+        for key in keys:
+            local[key] = {**local[key], **values}
     return local
 
 
