@@ -242,7 +242,8 @@ def test_staged_kernel_sources_are_what_each_kernel_reads(tmp_path):
     (tdir / "04_export.json").write_text(json.dumps(meta))
     staged = {k.key: k for k in stage_kernels(tmp_path / "out", "alice", "demo", REPO / "notebooks", tdir)}
     assert staged["04_export"].meta["kernel_sources"] == [
-        "alice/guie-nb-01-data-prep", "alice/guie-nb-02-train-tpu", "alice/guie-nb-03-finetune", "bob/some-other-kernel"]
+        "alice/guie-nb-01-data-prep", "alice/guie-nb-02-train-tpu", "alice/guie-nb-03-finetune",
+        "bob/some-other-kernel"]
     assert staged["05_submit"].meta["kernel_sources"] == ["alice/guie-nb-04-export"]
     meta["kernel_sources"] = []
     (tdir / "04_export.json").write_text(json.dumps(meta))

@@ -147,7 +147,8 @@ def advance(client: KaggleClient, staged: list[StagedKernel], state: dict, *, st
             continue
         if cur["status"] == "failed":
             raise ChainFailed(f"{k.key} (version {cur['version']}) failed: {cur['failure']}; dispatch again to retry")
-        st = client.run_status(k.ref, cur["run_id"], Path(work_dir) / "status" / k.key.replace(":", "-").replace("#", "-"))
+        folder = Path(work_dir) / "status" / k.key.replace(":", "-").replace("#", "-")
+        st = client.run_status(k.ref, cur["run_id"], folder)
         if st["status"] == "COMPLETE":
             cur["status"] = "complete"
             _note(state, log, f"{k.ref} version {cur['version']}: COMPLETE (run {cur['run_id']})")

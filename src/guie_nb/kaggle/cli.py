@@ -159,7 +159,8 @@ def status_main(argv=None) -> int:
                                 description="Print the status of the kernels' latest sessions.")
     _common(p)
     p.add_argument("notebooks", nargs="*", metavar="KERNEL",
-                   help=f"some of {list(NOTEBOOK_ORDER)}, or a stage's kernel (03_finetune:<stage>) (default: the five)")
+                   help=f"some of {list(NOTEBOOK_ORDER)}, or a stage's kernel (03_finetune:<stage>) "
+                        "(default: the five)")
     p.add_argument("--wait", action="store_true", help="poll until each session ends")
     p.add_argument("--poll", type=float, default=60.0)
     args = p.parse_args(argv)

@@ -1,7 +1,8 @@
 """Where things live on Kaggle, and the preset's paths rewritten for a chain of kernels.
 
 Locally one root holds everything (`root/raw`, `root/data`, `root/train`, `root/finetune`,
-`root` = export; a preset's training stages `root/<stage name>`). On Kaggle each notebook is its own kernel: it writes under /kaggle/working
+`root` = export; a preset's training stages `root/<stage name>`).
+On Kaggle each notebook is its own kernel: it writes under /kaggle/working
 (saved as the kernel's output) and reads an earlier kernel's output where Kaggle mounts it,
 /kaggle/input/<kernel-slug>/. Environment variables move these roots (tests simulate the
 Kaggle layout in a temporary folder with them); the notebooks' bootstrap cell honours the same
@@ -13,7 +14,7 @@ from __future__ import annotations
 from guie_nb.kaggle.inputs import Attachments, place_inputs
 from guie_nb.kaggle.paths import (  # noqa: F401  (re-exported)
     HELPERS_SLUG, INPUT_ENV, TEMP_ENV, WORKING_ENV, KaggleRoots)
-from guie_nb.stages import NOTEBOOK_ORDER, check_chain, notebook_of
+from guie_nb.stages import check_chain, notebook_of
 
 # the sub-folder of the local root each notebook writes in the plain chain ("" = the root itself);
 # a preset's own `out_dir`s decide (`output_subs`): a stage writes `root/<stage name>`

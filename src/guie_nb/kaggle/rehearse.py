@@ -183,7 +183,8 @@ def _run_notebook(kernel: StagedKernel, roots: KaggleRoots, executed: Path, offl
 
 def _kernel_report(kernel: StagedKernel, attached: list[str], working: Path, error: str | None) -> dict:
     meta = kernel.meta
-    entry = {"notebook": kernel.notebook, "kernel": kernel.key, "stage": kernel.stage, "slug": meta["id"].split("/")[1], "machine_shape": meta.get("machine_shape"),
+    entry = {"notebook": kernel.notebook, "kernel": kernel.key, "stage": kernel.stage,
+             "slug": meta["id"].split("/")[1], "machine_shape": meta.get("machine_shape"),
              "internet": md.flag(meta, "enable_internet"),
              "attached": attached, "inputs": [], "resolved": {}, "limits": [], "problems": [],
              "estimates": {"output_gb": None, "hours": None, "memory_gib_per_device_xla": None,
