@@ -16,10 +16,8 @@ from guie_nb.kaggle.paths import (  # noqa: F401  (re-exported)
     HELPERS_SLUG, INPUT_ENV, TEMP_ENV, WORKING_ENV, KaggleRoots)
 from guie_nb.stages import check_chain, notebook_of
 
-# the sub-folder of the local root each notebook writes in the plain chain ("" = the root itself);
-# a preset's own `out_dir`s decide (`output_subs`): a stage writes `root/<stage name>`
-OUTPUT_SUB = {"01_data_prep": "data", "02_train_tpu": "train", "03_finetune": "finetune", "04_export": "",
-              "05_submit": "submit"}
+# where each kernel writes under the root follows from its own `out_dir` (`output_subs`): root/data,
+# root/train, root/finetune, the root itself (export), root/submit; a stage writes root/<stage name>
 # kernels whose own sub-folder is the top of /kaggle/working on Kaggle: the competition takes the
 # submitted file by its name at the top of the kernel's output (`-f submission.zip`)
 OUTPUT_AT_TOP = {"05_submit"}
