@@ -31,7 +31,8 @@ TARGETS: dict[str, dict[str, str]] = {
                      "cpu_devices": "run.cpu_devices", "model": "model", "train": "train", "dry_run": "run.dry_run"},
     "03_finetune": {"data_dir": "data.data_dir", "init_dir": "init.init_dir", "out_dir": "outputs.out_dir",
                     "keras_backend": "run.keras_backend", "cpu_devices": "run.cpu_devices",
-                    "image_size": "model.image_size", "model_changes": "model", "train": "train",
+                    "image_size": "model.image_size", "patch_stride": "model.patch_stride", "model_changes": "model",
+                    "train": "train",
                     "dry_run": "run.dry_run"},
     "04_export": {"data_dir": "data.data_dir", "model_dir": "export.model_dir", "train_dir": "export.train_dir",
                   "out_dir": "export.out_dir", "export_format": "export.format", "flip_tta": "export.flip_tta",
@@ -123,12 +124,13 @@ def apply_model_changes(model_config: dict, changes: dict | None) -> dict:
     return out
 
 
-def resolve_finetune(*, data_dir, init_dir, out_dir, train: dict, image_size=None, model_changes=None,
-                     keras_backend="jax", cpu_devices=0, dry_run=False, model_config: dict | None = None) -> dict:
+def resolve_finetune(*, data_dir, init_dir, out_dir, train: dict, image_size=None, patch_stride=None,
+                     model_changes=None, keras_backend="jax", cpu_devices=0, dry_run=False,
+                     model_config: dict | None = None) -> dict:
     """03's parameters -> the same sections as 02, the model read from `init_dir/model_config.json`
     (or `model_config`, e.g. at staging before the stage before has run), with `model_changes`
-    (a stage's new resolution, patch stride, margin, ...; `apply_model_changes`) and `image_size`
-    applied."""
+    (a stage's new resolution, patch stride, margin, ...; `apply_model_changes`), then `image_size`
+    and `patch_stride` (overlapping patches, `ModelConfig.patch_stride`) applied."""
     from guie_nb.model.embedding import ModelConfig
     from guie_nb.training.config import TrainConfig
 
@@ -139,8 +141,9 @@ def resolve_finetune(*, data_dir, init_dir, out_dir, train: dict, image_size=Non
             raise FileNotFoundError(f"{path} not found: init_dir must hold the training notebook's output")
         model_config = json.loads(path.read_text())
     model_cfg = ModelConfig.from_dict(apply_model_changes(model_config, model_changes))
-    if image_size:
-        model_cfg = replace(model_cfg, image_size=image_size)
+    changes = {k: v for k, v in (("image_size", image_size), ("patch_stride", patch_stride)) if v}
+    if changes:  # one replace: the patch geometry is checked with both applied
+        model_cfg = replace(model_cfg, **changes)
     return {"notebook": "03_finetune", "data": {"data_dir": absolute(data_dir)}, "init": {"init_dir": absolute(init_dir)},
             **_model_section(model_cfg), "train": train_cfg.to_dict(), "outputs": {"out_dir": absolute(out_dir)},
             "run": {"keras_backend": keras_backend, "cpu_devices": cpu_devices, "dry_run": bool(dry_run)}}

@@ -8,7 +8,7 @@ Assumed (not in GUIE_FACTS or the seeds): the head's learning rate 1e-3 (so the 
 team used the 1280-d visual features without it; `ModelConfig` has no switch for that). Left out:
 class resampling (no sampler here; at most 100 images per class caps the large classes), and 12 of
 the 14 datasets: the data are Products-10K and GLDv2 (20,000 classes), 100 images per class.
-Flip TTA is the export's `flip_tta` (the mean of the image's and its mirror's embedding, before L2).
+Flip TTA is the model's `flip_tta` (the mean of the image's and its mirror's embedding, before L2).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from guie_nb.presets._kaggle import (H14_LAION2B, PRODUCTS10K_DATASET, Stage, so
 PRODUCTS10K = PRODUCTS10K_DATASET
 
 MODEL = {"backbone": "ViT-H-14", "backbone_weights": H14_LAION2B, "embedding_dim": 64, "dropout": 0.2,
+         "flip_tta": True,  # the exported model embeds the image and its mirror, averaged before L2
          "head": {"kind": "arcface", "scale": 30.0, "margin": 0.3, "subcenters": 2,
                   "margin_schedule": "linear", "margin_growth": 0.1, "margin_max": 0.8}}
 
@@ -37,6 +38,5 @@ def notebook_params(root: str) -> dict[str, dict]:
         max_side=384,
         model=MODEL,
         stages=STAGES,
-        export={"flip_tta": True},
         data_prep_kernels=2,
     )
