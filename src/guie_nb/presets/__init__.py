@@ -35,9 +35,7 @@ def notebook_params(name: str, root: str | None = None) -> dict[str, dict]:
 def final_model(name: str) -> tuple[dict | None, bool]:
     """The model the preset's export exports, as a dict, and whether it exports with flip TTA.
 
-    A staged preset (a module with `MODEL` and `STAGES`) gives its stages' data, every key as stated
-    (also keys ModelConfig does not know yet, which `_kaggle.known_model_keys` leaves out of the
-    notebooks' parameters); otherwise the last training kernel's model with each fine-tune's
+    A staged preset (a module with `MODEL` and `STAGES`) gives its stages' data; otherwise the last training kernel's model with each fine-tune's
     `model_changes` / `image_size` applied, or the export's own `model` parameter when the preset
     trains nothing. None when the preset names no model."""
     from guie_nb.presets import _kaggle

@@ -109,28 +109,6 @@ def final_model(model: dict, stages: list[Stage]) -> dict:
     return model
 
 
-# TEMPORARY, until wt-arch merges ModelConfig.patch_stride / neck_branches / flip_tta / size_features:
-# a preset states them as data, but ModelConfig refuses keys it does not know yet, so they are left
-# out of the notebooks' parameters while ModelConfig lacks the field (and a warning says so). Once
-# the fields exist, this passes everything through; then delete it (presets call it in one place).
-PENDING_MODEL_KEYS = ("patch_stride", "neck_branches", "flip_tta", "size_features")
-
-
-def known_model_keys(model: dict) -> dict:
-    """`model` without the PENDING_MODEL_KEYS that ModelConfig does not know yet."""
-    import warnings
-    from dataclasses import fields
-
-    from guie_nb.model.embedding import ModelConfig
-
-    known = {f.name for f in fields(ModelConfig)}
-    dropped = sorted(k for k in model if k in PENDING_MODEL_KEYS and k not in known)
-    if dropped:
-        warnings.warn(f"ModelConfig has no {dropped} yet (wt-arch): left out of the notebooks' parameters",
-                      stacklevel=2)
-    return {k: v for k, v in model.items() if k not in dropped}
-
-
 def staged_chain_params(root: str, *, sources: list[dict], max_side: int, model: dict, stages: list[Stage],
                         export: dict | None = None, data_prep_kernels: int = 1) -> dict[str, dict]:
     """The kernels of a full-size preset with several training stages: data-prep, one kernel per
@@ -151,11 +129,11 @@ def training_stages(root: str, data, model: dict, stages: list[Stage], train_def
     first, *later = stages
     params = {f"02_train_tpu:{first.name}": {
         "data_dir": data, "out_dir": f"{root}/{first.name}", "keras_backend": "jax",
-        "model": known_model_keys(apply_changes(model, first.model_changes())),
+        "model": apply_changes(model, first.model_changes()),
         "train": {**train_defaults, **first.train}}}
     previous = first
     for stage in later:
-        changes = known_model_keys(stage.model_changes())
+        changes = stage.model_changes()
         params[f"03_finetune:{stage.name}"] = {
             "data_dir": data, "init_dir": f"{root}/{previous.name}", "out_dir": f"{root}/{stage.name}",
             "keras_backend": "jax", **({"model_changes": changes} if changes else {}),
