@@ -52,13 +52,14 @@ keras_backend = "jax"
 cpu_devices = 0
 image_size = None  # e.g. 280 for the 1st place's 224 -> 280 step; None keeps the training size
 patch_stride = None  # e.g. 12 (with image_size 290) for the 1st place's overlapping patches; None keeps the training run's
+model_changes = None  # a later stage's model changes, e.g. {"patch_stride": 12, "head": {"margin": 0.65}}
 train = {"epochs": 3, "batch_size": 64, "learning_rate": 3e-4, "warmup_epochs": 0.0, "weight_decay": 0.02}
 dry_run = False  # True: check the training notebook's output, estimate memory and hours, stop
 
 # %% [markdown]
 # ## What this run will use
-# The model is the training notebook's (`init_dir/model_config.json`), at `image_size` and
-# `patch_stride` if set; the
+# The model is the one `init_dir` holds (`model_config.json`: the training notebook's, or an earlier
+# stage's), with `model_changes`, then `image_size` and `patch_stride` applied when set; the
 # configs are printed and written to `resolved_config.json` in the output (`guie_nb.params`).
 
 # %%
@@ -74,8 +75,8 @@ from guie_nb.training import distributed  # noqa: E402
 
 distributed.initialize()  # on a pod slice (GUIE_DISTRIBUTED=auto): joins the hosts' processes; else nothing
 resolved = resolve_finetune(data_dir=data_dir, init_dir=init_dir, out_dir=out_dir, train=train, image_size=image_size,
-                            patch_stride=patch_stride, keras_backend=keras_backend, cpu_devices=cpu_devices,
-                            dry_run=dry_run)
+                            patch_stride=patch_stride, model_changes=model_changes, keras_backend=keras_backend,
+                            cpu_devices=cpu_devices, dry_run=dry_run)
 print(json.dumps({k: resolved[k] for k in ("model", "train")}, indent=1))
 
 from guie_nb.model.embedding import ModelConfig  # noqa: E402

@@ -43,7 +43,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from guie_nb import run_dir
 from guie_nb.data.pipeline import class_counts, train_dataset
-from guie_nb.data.prepare import DataDirs, load_manifest, train_paths
+from guie_nb.data.prepare import DataDirs, load_manifest, source_labels, train_paths
 from guie_nb.evaluation import ValidationSet
 from guie_nb.model.embedding import ModelConfig, build_embedding_model, build_training_model
 from guie_nb.model.margin_heads import margins_for_epoch
@@ -347,24 +347,30 @@ class TrainingData:
     files: list[Path]
     val: ValidationSet
     num_classes: int
-    train_images: int
+    train_images: int  # one epoch's images: those of `train_sources`, or all
     manifest: dict
     model_cfg: ModelConfig
     counts: np.ndarray | None  # images per class (the dynamic margin schedule only)
+    label_ranges: list[tuple[int, int]] | None  # TrainConfig.train_sources as label ranges; None: all
 
     @classmethod
-    def load(cls, data_dir: DataDirs, model_cfg: ModelConfig) -> "TrainingData":
+    def load(cls, data_dir: DataDirs, model_cfg: ModelConfig,
+             train_sources: list[str] | None = None) -> "TrainingData":
         """`data_dir`: data-prep's output directory, or the list of a split data-prep's part directories.
         The training files are chosen here: all of them, in every process of a multi-host run too
-        (each decodes only its rows of every batch); the label counts are split by file."""
+        (each decodes only its rows of every batch); the label counts are split by file.
+        `train_sources`: train on these data-prep sources only (`prepare.source_labels`; ValueError
+        naming an unknown one); validation is unchanged."""
         manifest = load_manifest(data_dir)
         files = train_paths(data_dir, manifest)
         head, n = model_cfg.head, manifest["num_classes"]
+        label_ranges, images = (source_labels(manifest, train_sources) if train_sources
+                                else (None, manifest["train_images"]))
         counts = None
         if head.margin_schedule == "dynamic":  # multi-host: each process counts its files' labels, summed
             counts = distributed.sum_over_processes(class_counts(distributed.process_files(files), n))
-        return cls(files, ValidationSet.from_manifest(data_dir, manifest), n, manifest["train_images"], manifest,
-                   model_cfg, counts)
+        return cls(files, ValidationSet.from_manifest(data_dir, manifest), n, images, manifest,
+                   model_cfg, counts, label_ranges)
 
     def margins(self, epoch: int) -> np.ndarray:
         """The margin head's per-class margins in `epoch` (0-based; guie_nb.model.margin_heads)."""
@@ -468,7 +474,7 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
     _require_jax_backend()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = TrainingData.load(data_dir, model_cfg)
+    data = TrainingData.load(data_dir, model_cfg, train_cfg.train_sources)
     keras.utils.set_random_seed(train_cfg.seed)
     steps = steps_per_epoch(train_cfg, data.train_images)
     total_steps = train_cfg.epochs * steps
@@ -505,7 +511,8 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
             ds = train_dataset(data.files, model_cfg.input_size, train_cfg.batch_size, seed=train_cfg.seed,
                                epoch=epoch, steps=steps, skip_steps=in_epoch,
                                steps_per_execution=train_cfg.steps_per_execution,
-                               original_size=model_cfg.size_features, rows=rows)
+                               original_size=model_cfg.size_features, rows=rows,
+                               label_ranges=data.label_ranges)
             t0 = time.time()
             progress = EpochProgress(epoch + 1, train_cfg.epochs, steps, train_cfg.batch_size, done=in_epoch)
             for batches in ds.as_numpy_iterator():
