@@ -106,6 +106,7 @@ else:
 if not dry_run:
     from pathlib import Path
 
+    from guie_nb import run_dir
     from guie_nb.data.prepare import load_manifest
     from guie_nb.evaluation import ValidationSet, embed_validation, score
     from guie_nb.export.build import export_submission
@@ -157,7 +158,7 @@ if not dry_run:
     if source.initial is not None:
         initial = source.initial
     else:
-        initial = json.loads((Path(ex["train_dir"]) / "metrics.json").read_text())["initial"]
+        initial = json.loads((Path(ex["train_dir"]) / run_dir.METRICS).read_text())["initial"]
     report = {
         "map5_untrained": initial["map5"],
         "map5_trained": scores["map5"],

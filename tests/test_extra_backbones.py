@@ -111,7 +111,7 @@ def test_two_tower_model_trains_a_step(tmp_path):
 
     sys.path.insert(0, str(Path(__file__).parent))
     from _training_helpers import make_small_data
-    from guie_nb.model.run_folder import load_run
+    from guie_nb.run_dir import load_embedding_model
     from guie_nb.training.config import TrainConfig
     from guie_nb.training.trainer import train
 
@@ -120,5 +120,5 @@ def test_two_tower_model_trains_a_step(tmp_path):
     metrics = train(data, tmp_path / "run", cfg, TrainConfig.from_dict(
         {"batch_size": 16, "epochs": 1, "steps_per_epoch": 1, "steps_per_execution": 1, "checkpoint_every": 0}))
     assert metrics["step"] == 1
-    loaded_cfg, model = load_run(tmp_path / "run")
+    model, loaded_cfg = load_embedding_model(tmp_path / "run")
     assert loaded_cfg.extra_backbones == EXTRA and model.get_layer("visual_1") is not None

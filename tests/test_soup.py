@@ -57,16 +57,16 @@ def test_soup_of_run_folders(tmp_path):
     a = save_demo_model(tmp_path / "a", seed=0, embedding_dim=16)
     b = save_demo_model(tmp_path / "b", seed=1, embedding_dim=16,
                         head={"kind": "cosface"})  # a training-only difference: still one architecture
-    from guie_nb.model.run_folder import load_run
+    from guie_nb.run_dir import load_embedding_model
 
-    wa, wb = load_run(a)[1].get_weights(), load_run(b)[1].get_weights()
+    wa, wb = load_embedding_model(a)[0].get_weights(), load_embedding_model(b)[0].get_weights()
     _, model, summary = soup_runs([a, b], "uniform")
     for got, x, y in zip(model.get_weights(), wa, wb):
         np.testing.assert_allclose(got, (x.astype(np.float64) + y) / 2, rtol=1e-6, atol=1e-7)
     assert summary["chosen"] == [0, 1]
 
     # greedy with a score that prefers run b's projection kernel: b alone first, a's addition rejected
-    target = np.asarray(load_run(b)[1].get_layer("projection").kernel)
+    target = np.asarray(load_embedding_model(b)[0].get_layer("projection").kernel)
 
     def score(m):
         return -float(np.abs(np.asarray(m.get_layer("projection").kernel) - target).sum())

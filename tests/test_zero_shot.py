@@ -95,9 +95,9 @@ def test_zero_shot_notebook_exports_the_fitted_model(data_dir, tmp_path):
     # lam / (lam + eps) along each component (numpy's eigenvalues of the same sample)
     from guie_nb.data.prepare import load_manifest, train_paths
     from guie_nb.model.reduction import sample_features
-    from guie_nb.model.run_folder import load_run
+    from guie_nb.run_dir import load_embedding_model
 
-    cfg, model = load_run(run)
+    model, cfg = load_embedding_model(run)
     feats = sample_features(model, cfg.input_size, cfg.resize_mode, train_paths(data_dir, load_manifest(data_dir)), 100)
     dense = model.get_layer("projection")
     y = feats.astype(np.float64) @ np.asarray(dense.kernel, np.float64) + np.asarray(dense.bias, np.float64)
@@ -111,7 +111,7 @@ def test_soup_source_of_the_export(data_dir, tmp_path):
     from guie_nb.data.prepare import load_manifest
     from guie_nb.evaluation import ValidationSet, evaluate_keras
     from guie_nb.export.model_source import export_model
-    from guie_nb.model.run_folder import load_run
+    from guie_nb.run_dir import load_embedding_model
 
     a = save_demo_model(tmp_path / "a", seed=0, dropout=0.0)
     b = save_demo_model(tmp_path / "b", seed=1, dropout=0.0)
@@ -125,7 +125,7 @@ def test_soup_source_of_the_export(data_dir, tmp_path):
     assert len(soup["soup_scores"]) == len(soup["chosen"])
     assert all(x <= y for x, y in zip(soup["soup_scores"], soup["soup_scores"][1:]))  # never drops
     assert source.info["reduction"]["kind"] == "pca" and source.info["reduction"]["samples"] == 120
-    _, reloaded = load_run(tmp_path / "out" / "soup")
+    reloaded, _ = load_embedding_model(tmp_path / "out" / "soup")
     for x, y in zip(reloaded.get_weights(), source.model.get_weights()):
         np.testing.assert_array_equal(x, y)
     assert evaluate_keras(reloaded, val, 64, "squash")["map5"] >= 0.0

@@ -8,7 +8,8 @@ verified later like any trained run (`make verify ... MODEL_DIR=<out_dir>/zero_s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from guie_nb import run_dir
 
 
 @dataclass
@@ -40,7 +41,6 @@ def zero_shot_model(settings: dict, data_dir, val, seed: int = 0) -> ExportModel
     from guie_nb.evaluation import evaluate_keras
     from guie_nb.model.embedding import ModelConfig, build_embedding_model
     from guie_nb.model.reduction import fit_model_reduction
-    from guie_nb.model.run_folder import save_run
     from guie_nb.model.weights import load_pretrained_backbones
 
     cfg = ModelConfig.from_dict(settings["model"])
@@ -51,7 +51,7 @@ def zero_shot_model(settings: dict, data_dir, val, seed: int = 0) -> ExportModel
     reduction = fit_model_reduction(model, cfg, _train_files(data_dir), settings["reduction"],
                                     settings["sample_images"], settings["eps"])
     fitted = evaluate_keras(model, val, cfg.input_size, cfg.resize_mode)
-    save_run(settings["run_dir"], cfg, model)
+    run_dir.save_embedding_model(settings["run_dir"], model, cfg)
     return ExportModel(cfg, model, initial, {"reduction": reduction.summary(), "keras_map5": fitted["map5"]})
 
 
@@ -59,12 +59,10 @@ def soup_model(settings: dict, data_dir, val) -> ExportModel:
     """Average the runs `settings["model_dirs"]` (uniform or greedy on the held-out mP@5), optionally
     refit `projection` as PCA / whitening of the soup's features, write the run folder."""
     from guie_nb.evaluation import evaluate_keras
-    from guie_nb.model.embedding import ModelConfig
     from guie_nb.model.reduction import fit_model_reduction
-    from guie_nb.model.run_folder import MODEL_CONFIG, save_run
     from guie_nb.model.soup import soup_runs
 
-    first = ModelConfig.load(Path(settings["model_dirs"][0]) / MODEL_CONFIG)  # soup_runs checks the others
+    first = run_dir.load_model_config(settings["model_dirs"][0])  # soup_runs checks the others
 
     def score(model) -> float:  # the greedy soup's criterion: held-out mP@5
         return evaluate_keras(model, val, first.input_size, first.resize_mode)["map5"]
@@ -75,14 +73,13 @@ def soup_model(settings: dict, data_dir, val) -> ExportModel:
         reduction = fit_model_reduction(model, cfg, _train_files(data_dir), settings["reduction"],
                                         settings["sample_images"], settings["eps"])
         info["reduction"] = reduction.summary()
-    save_run(settings["run_dir"], cfg, model)
+    run_dir.save_embedding_model(settings["run_dir"], model, cfg)
     return ExportModel(cfg, model, None, info)
 
 
 def run_model(model_dir) -> ExportModel:
-    from guie_nb.model.run_folder import load_run
-
-    return ExportModel(*load_run(model_dir))
+    model, cfg = run_dir.load_embedding_model(model_dir)
+    return ExportModel(cfg, model)
 
 
 def export_model(export: dict, data_dir, val) -> ExportModel:

@@ -104,7 +104,7 @@ def soup_runs(model_dirs: Sequence[str | Path], mode: str, score: Callable | Non
     embedding model holding the soup, and `{"mode", "model_dirs", "chosen", "individual_scores",
     "soup_scores"}`. `score(model) -> float` (validation mP@5) is required for `greedy`.
     """
-    from guie_nb.model.run_folder import load_run
+    from guie_nb.run_dir import load_embedding_model
 
     if mode not in SOUP_MODES:
         raise ValueError(f"unknown soup mode {mode!r}; choose one of {SOUP_MODES}")
@@ -112,10 +112,10 @@ def soup_runs(model_dirs: Sequence[str | Path], mode: str, score: Callable | Non
         raise ValueError("a greedy soup needs a validation score function")
     if len(model_dirs) < 2:
         raise ValueError(f"a soup needs at least 2 run folders, got {list(model_dirs)}")
-    cfg, model = load_run(model_dirs[0])
+    model, cfg = load_embedding_model(model_dirs[0])
     runs = [model.get_weights()]
     for d in model_dirs[1:]:
-        other_cfg, other = load_run(d)
+        other, other_cfg = load_embedding_model(d)
         if comparable_config(other_cfg.to_dict()) != comparable_config(cfg.to_dict()):
             diff = sorted(k for k, v in comparable_config(other_cfg.to_dict()).items()
                           if comparable_config(cfg.to_dict()).get(k) != v)

@@ -38,6 +38,9 @@ class TrainConfig:
     # memory (guie_nb.model.memory_plan.plan_for says whether a config fits):
     remat: bool = False  # recompute each ViT block's forward in the backward pass (~1/3 more FLOPs)
     grad_accum_steps: int = 1  # split batch_size into this many micro-batches, one update per batch
+    # train on these data-prep sources only (their `name`s, e.g. ["products10k"] for the 1st place's
+    # last stage); None: all. The label space and the validation split stay the data-prep's.
+    train_sources: list[str] | None = None
     seed: int = 0
 
     def __post_init__(self):
@@ -61,6 +64,10 @@ class TrainConfig:
                              f"steps_per_execution ({self.steps_per_execution})")
         if self.keep_checkpoints < 1:
             raise ValueError("keep_checkpoints must be >= 1")
+        if self.train_sources is not None and (isinstance(self.train_sources, str) or not self.train_sources
+                                               or not all(isinstance(n, str) and n for n in self.train_sources)):
+            raise ValueError(f"train_sources must be None or a non-empty list of source names, "
+                             f"got {self.train_sources!r}")
         if self.grad_accum_steps < 1 or self.batch_size % self.grad_accum_steps:
             raise ValueError(f"grad_accum_steps ({self.grad_accum_steps}) must be >= 1 and divide "
                              f"batch_size ({self.batch_size}) into equal micro-batches")
@@ -89,4 +96,6 @@ class TrainConfig:
             d.pop(k)
         if d["grad_accum_steps"] == 1:
             d.pop("grad_accum_steps")
+        if d["train_sources"] is None:  # left out when unset: older checkpoints still resume
+            d.pop("train_sources")
         return json.dumps(d, sort_keys=True)
