@@ -104,8 +104,8 @@ def test_pca_over_the_concatenated_features():
 
 def test_two_tower_model_trains_a_step(tmp_path):
     """Training with an extra backbone: the step compiles and runs, and the run folder reloads to
-    the two-tower model (the Keras variable paths of the two towers repeat; checkpoints and
-    parameter groups go by variable order, not by path)."""
+    the two-tower model (the Keras variable paths of the two towers repeat: the checkpoint state
+    goes by variable order, and each tower's block i is in parameter group block_i)."""
     import sys
     from pathlib import Path
 
@@ -122,3 +122,20 @@ def test_two_tower_model_trains_a_step(tmp_path):
     assert metrics["step"] == 1
     model, loaded_cfg = load_embedding_model(tmp_path / "run")
     assert loaded_cfg.extra_backbones == EXTRA and model.get_layer("visual_1") is not None
+
+
+def test_parameter_groups_of_two_towers():
+    """Both towers' variables have groups (their paths repeat: `conv1/kernel` twice, in `stem`), and
+    an extra tower deeper than `backbone` is refused before anything is built."""
+    from guie_nb.training.config import TrainConfig
+    from guie_nb.training.trainer import build_step
+
+    train_cfg = TrainConfig.from_dict({"batch_size": 16, "epochs": 1, "steps_per_epoch": 1, "steps_per_execution": 1})
+    run = build_step(ModelConfig(backbone="demo-tiny", extra_backbones=EXTRA), train_cfg, 10, 1)
+    groups = [g for p, g in zip(run.plan.paths, run.plan.groups) if p == "conv1/kernel"]
+    assert groups == ["stem", "stem"]
+    last_block = [(p, g) for p, g in zip(run.plan.paths, run.plan.groups) if p.startswith("resblocks_3/")]
+    assert {g for _, g in last_block} == {"block_3"}
+    assert len(last_block) == 2 * len({p for p, _ in last_block}) > 0  # each path once per tower
+    with pytest.raises(ValueError, match="more blocks than backbone"):
+        build_step(ModelConfig(backbone="demo-tiny", extra_backbones=["ViT-S-32"]), train_cfg, 10, 1)

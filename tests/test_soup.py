@@ -80,5 +80,5 @@ def test_soup_of_run_folders(tmp_path):
         soup_runs([a, c], "uniform")
     with pytest.raises(ValueError, match="needs a validation score"):
         soup_runs([a, b], "greedy")
-    with pytest.raises(FileNotFoundError, match="is not a run folder"):
+    with pytest.raises(FileNotFoundError, match=r"no model_config.json in .*missing"):
         soup_runs([a, tmp_path / "missing"], "uniform")

@@ -324,8 +324,16 @@ def build_step(model_cfg: ModelConfig, train_cfg: TrainConfig, num_classes: int,
 
     `devices`: as `distribution_for`. Variables are created by Keras as usual: inside a
     `keras.StatelessScope` they stay uninitialised (shapes only), which `xla_memory` relies on.
-    Raises ValueError for a variable of no parameter group (`guie_nb.model.param_groups`).
+    Raises ValueError for a variable of no parameter group (`guie_nb.model.param_groups`), and for
+    an extra backbone deeper than `backbone`.
     """
+    # concatenated towers (extra_backbones) repeat the variable paths (`resblocks_<i>/...`), so
+    # block i of every tower is in group block_i: a deeper extra tower would have blocks of no group
+    deeper = [e["backbone"] for e, v in zip(model_cfg.extra_backbones, model_cfg.extra_vits)
+              if v.layers > model_cfg.vit.layers]
+    if deeper:
+        raise ValueError(f"extra_backbones {deeper} have more blocks than backbone {model_cfg.backbone} "
+                         f"({model_cfg.vit.layers}); to train, make the deepest one `backbone`")
     distribution = distribution_for(train_cfg, devices)
     with dtype_policy(train_cfg.precision), distribution.scope():
         embedding_model = build_embedding_model(model_cfg, remat=train_cfg.remat)
