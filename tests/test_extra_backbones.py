@@ -139,3 +139,15 @@ def test_parameter_groups_of_two_towers():
     assert len(last_block) == 2 * len({p for p, _ in last_block}) > 0  # each path once per tower
     with pytest.raises(ValueError, match="more blocks than backbone"):
         build_step(ModelConfig(backbone="demo-tiny", extra_backbones=["ViT-S-32"]), train_cfg, 10, 1)
+
+
+def test_scoring_estimate_counts_every_tower():
+    """The scorer runs each concatenated backbone on every image: a second copy of the backbone
+    doubles the estimated FLOPs, given as a preset states it (dict) or as a ModelConfig."""
+    from guie_nb.preflight import scoring_estimate
+
+    one = scoring_estimate({"backbone": "ViT-B-32"})
+    two = scoring_estimate({"backbone": "ViT-B-32", "extra_backbones": [{"backbone": "ViT-B-32"}]})
+    assert two["flops_per_image"] == pytest.approx(2 * one["flops_per_image"])
+    cfg = ModelConfig(backbone="ViT-B-32", extra_backbones=["ViT-B-32"])
+    assert scoring_estimate(cfg)["flops_per_image"] == pytest.approx(two["flops_per_image"])
