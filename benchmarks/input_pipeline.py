@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.quick:
         args.images, args.source_sizes, args.max_side = 24, "320x240", 128
-        args.sizes, args.batch, args.batches = "64", 4, 3
+        args.sizes, args.batch, args.batches = "56", 4, 3  # ViT-H-14 patches: multiples of 14
 
     from guie_nb.data.prepare import load_manifest, prepare, train_paths
 
