@@ -212,14 +212,20 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
             xla = compiled_memory(model_cfg, train_cfg, num_classes)
             estimates["memory_gib_per_device_xla"] = None if xla is None else xla.peak_gib
         n_dev = memory_plan.DEVICES[device][0]
-        flops = train_flops_per_image(model_cfg, train_cfg) * manifest["train_images"] * train_cfg.epochs
+        cached = getattr(train_cfg, "cached_embeddings", False)  # the backbone sees each image once
+        flops = train_flops_per_image(model_cfg, train_cfg) * manifest["train_images"] * (
+            1 if cached else train_cfg.epochs)
         estimates["hours"] = flops / (n_dev * TPU_V5E_PEAK_FLOPS * ASSUMED_MFU) / 3600
         estimates["assumed_mfu"] = ASSUMED_MFU
         # float32: the two final weight files, and `keep_checkpoints` checkpoints of every variable
         # plus the optimizer's slots for what is trained
         slots = memory_plan.OPTIMIZER_SLOTS[train_cfg.optimizer]
         checkpoint = mem.params_total + slots * mem.params_trainable
-        estimates["output_gb"] = 4 * (2 * mem.params_total + train_cfg.keep_checkpoints * checkpoint) / GB
+        if cached:  # no checkpoints; the feature cache: float16 features of every training image
+            estimates["output_gb"] = (4 * 2 * mem.params_total
+                                      + 2 * model_cfg.vit.feature_dim * manifest["train_images"]) / GB
+        else:
+            estimates["output_gb"] = 4 * (2 * mem.params_total + train_cfg.keep_checkpoints * checkpoint) / GB
     else:
         capacity = memory_plan.DEVICES[device][1] / GIB
     worst = max([v for v in (estimates["memory_gib_per_device_plan"], estimates["memory_gib_per_device_xla"])

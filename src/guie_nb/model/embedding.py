@@ -45,6 +45,8 @@ class ModelConfig:
     embedding_dim: int = 64
     hidden_dim: int | None = None  # the seed's 256 -> 64 variant: hidden_dim=256
     dropout: float = 0.2
+    # BatchNorm on the backbone features before dropout and the projection (5th place: BN -> Linear)
+    neck_batchnorm: bool = False
     head: HeadConfig = field(default_factory=HeadConfig)
     # pretrained backbone, loaded once when training starts fresh (guie_nb.model.weights):
     # "" random init, "open_clip:<tag>", "kaggle:<handle>", or a local file / folder
@@ -110,12 +112,29 @@ def build_embedding_model(cfg: ModelConfig, remat: bool = False) -> keras.Model:
     var = [(255.0 * s) ** 2 for s in CLIP_STD]
     x = layers.Normalization(mean=mean, variance=var, name="clip_normalize")(pixels)
     x = build_vit(cfg.vit, name="visual", remat=remat)(x)
-    x = layers.Dropout(cfg.dropout, name="dropout")(x)
+    return keras.Model(pixels, apply_neck(cfg, x), name="embedding_model")
+
+
+def apply_neck(cfg: ModelConfig, features, reuse: keras.Model | None = None):
+    """The neck: backbone features `[B, feature_dim]` -> [BatchNorm] -> Dropout -> [hidden Dense]
+    -> projection Dense -> L2 norm, `[B, embedding_dim]` float32.
+
+    New layers, or with `reuse` the layers of that model (an embedding model), found by name, so a
+    second graph over the same variables can start from cached backbone features
+    (`guie_nb.training.cached`). The names are the weight files' and the parameter groups'.
+    """
+
+    def layer(name: str, make):
+        return reuse.get_layer(name) if reuse is not None else make()
+
+    x = features
+    if cfg.neck_batchnorm:
+        x = layer("neck_bn", lambda: layers.BatchNormalization(name="neck_bn"))(x)
+    x = layer("dropout", lambda: layers.Dropout(cfg.dropout, name="dropout"))(x)
     if cfg.hidden_dim:
-        x = layers.Dense(cfg.hidden_dim, name="hidden")(x)
-    x = layers.Dense(cfg.embedding_dim, name="projection")(x)
-    x = L2Normalize(name="l2_normalize")(x)
-    return keras.Model(pixels, x, name="embedding_model")
+        x = layer("hidden", lambda: layers.Dense(cfg.hidden_dim, name="hidden"))(x)
+    x = layer("projection", lambda: layers.Dense(cfg.embedding_dim, name="projection"))(x)
+    return layer("l2_normalize", lambda: L2Normalize(name="l2_normalize"))(x)
 
 
 def build_training_model(embedding_model: keras.Model, num_classes: int, head: HeadConfig) -> keras.Model:

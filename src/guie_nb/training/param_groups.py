@@ -1,7 +1,7 @@
 """Which variables train, at what learning rate, with or without weight decay.
 
 Groups are read from Keras variable paths (`resblocks_3/attn/in_proj/kernel`, `projection/...`,
-`margin_head/centers`): the backbone is everything that is not the neck (`hidden`, `projection`)
+`margin_head/centers`): the backbone is everything that is not the neck (`neck_bn`, `hidden`, `projection`)
 or the head (`margin_head`).
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from guie_nb.training.config import TrainConfig
 
-NECK = ("hidden/", "projection/")
+NECK = ("neck_bn/", "hidden/", "projection/")
 HEAD = ("margin_head/",)
 STEM = ("conv1/", "embeddings/", "ln_pre/")
 NO_DECAY = ("gamma", "beta", "bias", "class_embedding", "positional_embedding", "centers")

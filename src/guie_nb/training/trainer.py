@@ -274,6 +274,12 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
     if keras.backend.backend() != "jax":
         raise RuntimeError(f"training runs on Keras' JAX backend, not {keras.backend.backend()!r}: "
                            "set keras_backend = 'jax' (guie_nb.notebook.use_backend) before importing keras")
+    if train_cfg.cached_embeddings:  # embed once, then neck + head on the stored features
+        if stop_after_steps is not None:
+            raise ValueError("stop_after_steps is not supported with cached_embeddings (no mid-run checkpoints)")
+        from guie_nb.training.cached import train_cached
+
+        return train_cached(data_dir, out_dir, model_cfg, train_cfg, init_dir=init_dir)
 
     out_dir = Path(out_dir)
     manifest = load_manifest(data_dir)
@@ -441,9 +447,19 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
         "layout": train_cfg.layout, "mesh": dict(zip(distribution.device_mesh.axis_names, distribution.device_mesh.shape)),
         "precision": train_cfg.precision, "num_classes": num_classes,
         "remat": train_cfg.remat, "grad_accum_steps": train_cfg.grad_accum_steps,
+        # images through the backbone over the whole run (every session): each step's batch, and the
+        # validation queries + index at the start and after every epoch
+        "backbone_forward_passes": step * train_cfg.batch_size + (1 + len(history)) * _count_records(
+            val.query_files + val.index_files),
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _count_records(files: list[Path]) -> int:
+    from guie_nb.data.tfrecord_format import iter_records
+
+    return sum(1 for f in files for _ in iter_records(f, verify=False))
 
 
 def _file_digest(path: Path) -> str:

@@ -1,0 +1,290 @@
+"""Training the neck and margin head on cached backbone features (`TrainConfig.cached_embeddings`).
+
+With `freeze_backbone`, the on-the-fly trainer runs the backbone's forward pass on every image
+of every epoch (and on the validation set after every epoch), although its output never changes.
+Here the frozen backbone embeds each training and validation image once
+(`guie_nb.training.feature_cache`, sharded and resumable under `out_dir/feature_cache/`), then
+the neck (`[BN] -> Dropout -> [hidden] -> projection`, the embedding model's own layers, reused
+through `guie_nb.model.embedding.apply_neck`) and the margin head train on those features: one
+compiled call per epoch (a `lax.scan` over its steps, batches gathered on the device from the
+features held there), so the steps cost microseconds. 5th place trained its BN + Linear head on
+precomputed ViT-H-14 embeddings this way (0.688 private); 3rd place's first stage is head-only.
+
+Same optimizer, schedule, label smoothing, margin schedule and validation mP@5 per epoch as
+`guie_nb.training.trainer.train`; the outputs are the normal run folder (`model_config.json`,
+`train_config.json`, `training_model.weights.h5`, `embedding.weights.h5` = backbone + trained
+neck, `history.csv`, `metrics.json`), so fine-tuning and export read it unchanged.
+
+Differences from the on-the-fly path: the features are of the evaluation preprocessing, without
+augmentation (see `TrainConfig.cached_embeddings`); the neck + head train on one device (they are
+small; the embedding pass uses the run's distribution); a rerun reuses the cache and retrains the
+neck and head from the start (minutes), so there are no mid-training checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+
+from guie_nb.data.prepare import DataDirs, load_manifest, train_paths
+from guie_nb.evaluation import ValidationSet, score
+from guie_nb.model.embedding import ModelConfig, apply_neck, build_embedding_model, build_training_model
+from guie_nb.model.margin_heads import margins_for_epoch
+from guie_nb.model.weights import load_backbone_weights
+from guie_nb.training import param_groups
+from guie_nb.training.config import TrainConfig
+from guie_nb.training.feature_cache import (FeatureCache, backbone_fingerprint, build_feature_cache, cache_dir,
+                                            cache_spec, load_feature_cache)
+from guie_nb.training.transfer import TRAINING_WEIGHTS, load_training_weights
+
+EMBEDDING_WEIGHTS = "embedding.weights.h5"  # as guie_nb.training.trainer
+
+
+def _optimizer(train_cfg: TrainConfig, steps: int, multipliers: list[float], decay: list[bool]):
+    """`(init(params) -> state, update(state, grads, params) -> (params, state), learning_rate(step))`:
+    the run's optimizer and schedule, built exactly as the on-the-fly trainer builds them. The one
+    place this module touches the optimizer implementation."""
+    from guie_nb.training.trainer import build_optimizer
+
+    opt = build_optimizer(train_cfg, steps, multipliers, decay)
+    return opt.init, opt.apply, opt.learning_rate
+
+
+def epoch_indices(seed: int, epoch: int, n: int, steps: int, batch_size: int) -> np.ndarray:
+    """int32 `[steps, batch_size]`: rows of the cache for each step of `epoch`, a seeded permutation
+    per pass (a pure function of seed and epoch); passes continue into fresh permutations when
+    `steps * batch_size` exceeds `n`."""
+    rng = np.random.default_rng([seed, epoch])
+    need = steps * batch_size
+    order = np.concatenate([rng.permutation(n) for _ in range(-(-need // n))])[:need]
+    return order.reshape(steps, batch_size).astype(np.int32)
+
+
+def backbone_model(embedding_model: keras.Model) -> keras.Model:
+    """float32 RGB `[B, S, S, 3]` (0..255) -> backbone features `[B, feature_dim]`: the embedding
+    model up to the neck (input normalisation, the `visual` ViT), sharing its layers."""
+    pixels = keras.Input(embedding_model.input_shape[1:], name="image")
+    x = embedding_model.get_layer("clip_normalize")(pixels)
+    return keras.Model(pixels, embedding_model.get_layer("visual")(x), name="backbone_features")
+
+
+class NeckHeadModels:
+    """The embedding model's neck and the training model's margin head over a features input.
+
+    `training`: `[features float32 [B, D], label int32 [B]] -> logits [B, classes]`;
+    `neck`: `features [B, D] -> embedding [B, embedding_dim]`. Both share the variables (the layer
+    objects) of `embedding_model` / `training_model`, so training them trains those.
+    """
+
+    def __init__(self, model_cfg: ModelConfig, embedding_model: keras.Model, training_model: keras.Model):
+        features = keras.Input((model_cfg.vit.feature_dim,), name="features")
+        label = keras.Input((), dtype="int32", name="label")
+        embedding = apply_neck(model_cfg, features, reuse=embedding_model)
+        logits = training_model.get_layer("margin_head")([embedding, label])
+        self.training = keras.Model([features, label], logits, name="neck_head_on_features")
+        self.neck = keras.Model(features, embedding, name="neck_on_features")
+
+
+class CachedStep:
+    """`(carry, frozen, features, labels, indices [steps, B]) -> (carry, (losses, accuracies))`:
+    one epoch of steps over the cached features in one compiled call.
+
+    `carry` = (trained variables, non-trainable variables: RNG, margins, BN statistics, optimizer
+    state). Loss: cross-entropy with label smoothing over the margin head's logits, as
+    `trainer.TrainStep`. `compilations` counts traces (one per run).
+    """
+
+    def __init__(self, model: keras.Model, trained: list[bool], update, label_smoothing: float):
+        self.model, self.trained, self.update, self.smoothing = model, trained, update, label_smoothing
+        self.compilations = 0
+        self._jitted = jax.jit(self._epoch, donate_argnums=0)
+
+    def merge(self, trained_vals, frozen_vals):
+        it_t, it_f = iter(trained_vals), iter(frozen_vals)
+        return [next(it_t) if t else next(it_f) for t in self.trained]
+
+    def _step(self, frozen, features, labels, carry, idx):
+        trained, non_trainable, opt_state = carry
+        x = jnp.take(features, idx, axis=0).astype(jnp.float32)
+        y = jnp.take(labels, idx, axis=0)
+
+        def loss_fn(trained):
+            logits, nt = self.model.stateless_call(self.merge(trained, frozen), non_trainable, [x, y],
+                                                   training=True)
+            n = logits.shape[-1]
+            target = jax.nn.one_hot(y, n) * (1 - self.smoothing) + self.smoothing / n
+            loss = -jnp.mean(jnp.sum(target * jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1))
+            return loss, (logits, nt)
+
+        (loss, (logits, non_trainable)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
+        accuracy = jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32))
+        trained, opt_state = self.update(opt_state, grads, trained)
+        return (trained, non_trainable, opt_state), (loss, accuracy)
+
+    def _epoch(self, carry, frozen, features, labels, indices):
+        self.compilations += 1  # runs only while tracing
+        return jax.lax.scan(lambda c, idx: self._step(frozen, features, labels, c, idx), carry, indices)
+
+    def __call__(self, carry, frozen, features, labels, indices):
+        return self._jitted(carry, frozen, features, labels, indices)
+
+
+def _check_labels(cache: FeatureCache, num_classes: int) -> None:
+    if len(cache.train_labels) == 0:
+        raise ValueError("the feature cache holds no training images")
+    lo, hi = int(cache.train_labels.min()), int(cache.train_labels.max())
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f"cached training labels span {lo}..{hi}, outside the manifest's {num_classes} classes: "
+                         "the cache belongs to other data; delete it")
+
+
+def _to_host(variables) -> list[np.ndarray]:
+    return [np.asarray(keras.ops.convert_to_numpy(v.value)) for v in variables]
+
+
+def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
+                 init_dir: str | Path | None = None) -> dict:
+    """Embed the data once with the frozen backbone (or reuse the cache), train the neck and head on
+    the features, write the normal run outputs; returns the metrics (also `metrics.json`).
+
+    `data_dir`, `init_dir`: as `trainer.train`. Raises ValueError unless
+    `train_cfg.cached_embeddings` (which needs `freeze_backbone`), `feature_cache.StaleCacheError`
+    for a cache made with another backbone, weights or data, FloatingPointError for a non-finite loss.
+    """
+    from guie_nb.training.trainer import distribution_for, dtype_policy, steps_per_epoch, write_history
+
+    if not train_cfg.cached_embeddings:
+        raise ValueError("train_cached runs only with TrainConfig.cached_embeddings=True")
+    if keras.backend.backend() != "jax":
+        raise RuntimeError(f"training runs on Keras' JAX backend, not {keras.backend.backend()!r}")
+    out_dir = Path(out_dir)
+    manifest = load_manifest(data_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    num_classes = manifest["num_classes"]
+    keras.utils.set_random_seed(train_cfg.seed)
+    distribution = distribution_for(train_cfg)
+    with dtype_policy(train_cfg.precision), distribution.scope():
+        embedding_model = build_embedding_model(model_cfg)
+        training_model = build_training_model(embedding_model, num_classes, model_cfg.head)
+    if init_dir is not None:
+        load_training_weights(training_model, init_dir, num_classes)
+    elif model_cfg.backbone_weights:
+        load_backbone_weights(embedding_model, model_cfg.backbone_weights, model_cfg.backbone)
+
+    # 1. embed once (resumable; refused when made with another backbone, weights or data)
+    size, mode = model_cfg.input_size, model_cfg.resize_mode
+    val = ValidationSet.from_manifest(data_dir, manifest)
+    train_files = train_paths(data_dir, manifest)
+    spec = cache_spec(model_cfg, train_cfg.precision, backbone_fingerprint(embedding_model), train_files,
+                      [*val.query_files, *val.index_files])
+    backbone = backbone_model(embedding_model)
+    t0 = time.time()
+    embedded = build_feature_cache(cache_dir(out_dir), spec, backbone.predict_on_batch, train_files,
+                                   {"queries": val.query_files, "index": val.index_files}, size, mode,
+                                   train_cfg.batch_size)
+    embed_seconds = time.time() - t0
+    cache = load_feature_cache(cache_dir(out_dir), spec)
+    _check_labels(cache, num_classes)
+
+    # 2. the neck + head over features, its variables on one device
+    models = NeckHeadModels(model_cfg, embedding_model, training_model)
+    tv, ntv = models.training.trainable_variables, models.training.non_trainable_variables
+    trained, multipliers, decay = param_groups.plan([v.path for v in tv], train_cfg, model_cfg.vit.layers)
+    n_train = len(cache.train_labels)
+    steps = steps_per_epoch(train_cfg, n_train)
+    init, update, learning_rate = _optimizer(train_cfg, steps, [m for m, t in zip(multipliers, trained) if t],
+                                             [d for d, t in zip(decay, trained) if t])
+    step_fn = CachedStep(models.training, trained, update, train_cfg.label_smoothing)
+    values = [jnp.asarray(a) for a in _to_host(tv)]
+    params = [x for x, t in zip(values, trained) if t]
+    frozen = [x for x, t in zip(values, trained) if not t]
+    carry = (params, [jnp.asarray(a) for a in _to_host(ntv)], init(params))
+    features, labels = jnp.asarray(cache.train_features), jnp.asarray(cache.train_labels)
+    queries, index = jnp.asarray(cache.queries), jnp.asarray(cache.index)
+
+    neck_paths = ([v.path for v in models.neck.trainable_variables],
+                  [v.path for v in models.neck.non_trainable_variables])
+    tv_paths, ntv_paths = [v.path for v in tv], [v.path for v in ntv]
+
+    @jax.jit
+    def embed(neck_tv, neck_ntv, x):
+        out, _ = models.neck.stateless_call(neck_tv, neck_ntv, x.astype(jnp.float32), training=False)
+        return out
+
+    def evaluate(carry) -> dict[str, float]:
+        by_path = {**dict(zip(tv_paths, step_fn.merge(carry[0], frozen))), **dict(zip(ntv_paths, carry[1]))}
+        neck_tv, neck_ntv = [by_path[p] for p in neck_paths[0]], [by_path[p] for p in neck_paths[1]]
+        return score(val, cache.query_ids, np.asarray(embed(neck_tv, neck_ntv, queries)),
+                     cache.index_ids, np.asarray(embed(neck_tv, neck_ntv, index)))
+
+    margin_index = ntv_paths.index("margin_head/margin")
+    head = model_cfg.head
+    counts = np.bincount(cache.train_labels, minlength=num_classes) if head.margin_schedule == "dynamic" else None
+
+    initial = evaluate(carry)
+    print(f"{n_train} cached training images, {steps} steps per epoch; before training: "
+          + ", ".join(f"{k} {v:.4f}" for k, v in initial.items()))
+    history, step, first_call_seconds, steady_seconds = [], 0, None, 0.0
+    started = time.time()
+    for epoch in range(train_cfg.epochs):
+        margins = margins_for_epoch(head.margin_schedule, epoch, num_classes, head.margin, head.margin_max,
+                                    head.margin_growth, counts, head.margin_min)
+        nt = list(carry[1])
+        nt[margin_index] = jnp.asarray(margins)
+        idx = jnp.asarray(epoch_indices(train_cfg.seed, epoch, n_train, steps, train_cfg.batch_size))
+        t_call = time.time()
+        carry, (losses, accs) = step_fn((carry[0], nt, carry[2]), frozen, features, labels, idx)
+        losses, accs = np.asarray(losses), np.asarray(accs)
+        seconds = time.time() - t_call
+        if first_call_seconds is None:
+            first_call_seconds = seconds
+        else:
+            steady_seconds += seconds
+        if not np.all(np.isfinite(losses)):
+            bad = step + int(np.argmin(np.isfinite(losses)))
+            raise FloatingPointError(f"training loss became non-finite at step {bad} (epoch {epoch + 1}). "
+                                     "Lower learning_rate, set grad_clip_norm, or check the data.")
+        step += steps
+        scores = evaluate(carry)
+        row = {"epoch": epoch + 1, "step": step, "loss": float(losses.mean(dtype=np.float64)),
+               "accuracy": float(accs.mean(dtype=np.float64)), "learning_rate": float(learning_rate(step - 1)),
+               "margin": float(np.mean(margins)), "seconds": seconds, **{f"val_{k}": v for k, v in scores.items()}}
+        history.append(row)
+        print(f"epoch {epoch + 1}/{train_cfg.epochs}: loss {row['loss']:.4f} accuracy {row['accuracy']:.3f} "
+              + " ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({seconds:.2f} s)")
+    train_seconds = time.time() - started
+
+    # 3. the trained values back into the Keras models, and the normal outputs
+    for v, x in zip(tv, step_fn.merge(carry[0], frozen)):
+        v.assign(np.asarray(x))
+    for v, x in zip(ntv, carry[1]):
+        v.assign(np.asarray(x))
+    model_cfg.save(out_dir / "model_config.json")
+    (out_dir / "train_config.json").write_text(json.dumps(train_cfg.to_dict(), indent=2))
+    training_model.save_weights(out_dir / TRAINING_WEIGHTS)
+    embedding_model.save_weights(out_dir / EMBEDDING_WEIGHTS)
+    write_history(out_dir / "history.csv", history)
+    steady_steps = step - steps  # the first epoch's call compiles; it is left out of the rates
+    final = {k.removeprefix("val_"): v for k, v in history[-1].items() if k.startswith("val_")}
+    metrics = {
+        "initial": initial, "final": final, "epochs": train_cfg.epochs, "steps_per_epoch": steps,
+        "step": step, "total_steps": step, "resumed_from_step": 0, "train_seconds": train_seconds,
+        "first_call_seconds": first_call_seconds,
+        "steps_per_second": steady_steps / steady_seconds if steady_steps and steady_seconds else None,
+        "images_per_second": steady_steps * train_cfg.batch_size / steady_seconds
+        if steady_steps and steady_seconds else None,
+        "train_step_compilations": step_fn.compilations, "backend": keras.backend.backend(),
+        "devices": 1, "device_kind": jax.devices()[0].device_kind, "layout": train_cfg.layout,
+        "precision": train_cfg.precision, "num_classes": num_classes,
+        "cached_embeddings": True, "cached_images": cache.images, "embed_seconds": embed_seconds,
+        # images through the backbone: each cached image once, in whichever session embedded it
+        "backbone_forward_passes": cache.images, "backbone_forward_passes_this_run": embedded,
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
