@@ -217,3 +217,26 @@ def test_cached_reaches_on_the_fly_score_with_ten_times_fewer_forward_passes(dat
     assert r["forward_pass_ratio"] >= 10
     assert cached["map5"] >= fly["map5"], r
     assert cached["map5"] > cached["map5_initial"], r
+
+
+def test_fifth_place_preset_embeds_once_across_its_stages(data_dir, tmp_path):
+    """fifth_place's training and fine-tune at demo scale (demo-tiny, one step each; its
+    size_features key is left out until wt-arch's ModelConfig.size_features is merged): the
+    fine-tune reuses the training run's cache, so no image goes through the backbone twice."""
+    from guie_nb import presets
+    from guie_nb.model.embedding import ModelConfig
+    from guie_nb.training.config import TrainConfig
+    from guie_nb.training.trainer import train
+
+    params = presets.notebook_params("fifth_place", str(tmp_path))
+    model = {k: v for k, v in params["02_train_tpu"]["model"].items() if k != "size_features"}
+    model_cfg = ModelConfig.from_dict({**model, "backbone": "demo-tiny", "backbone_weights": ""})
+    assert model_cfg.neck_batchnorm and model_cfg.head.kind == "arcface" and model_cfg.head.margin == 0.5
+    small = {"batch_size": 16, "epochs": 2, "steps_per_epoch": 1, "steps_per_execution": 1}
+    first = train(data_dir, tmp_path / "train", model_cfg,
+                  TrainConfig.from_dict({**params["02_train_tpu"]["train"], **small}))
+    assert first["backbone_forward_passes_this_run"] == first["cached_images"] > 0
+    second = train(data_dir, tmp_path / "finetune", model_cfg,
+                   TrainConfig.from_dict({**params["03_finetune"]["train"], **small}), init_dir=tmp_path / "train")
+    assert second["backbone_forward_passes_this_run"] == 0 and not (tmp_path / "finetune" / "feature_cache").exists()
+    assert second["initial"]["map5"] == pytest.approx(first["final"]["map5"])  # it starts where 02 ended

@@ -18,7 +18,8 @@ neck, `history.csv`, `metrics.json`), so fine-tuning and export read it unchange
 Differences from the on-the-fly path: the features are of the evaluation preprocessing, without
 augmentation (see `TrainConfig.cached_embeddings`); the neck + head train on one device (they are
 small; the embedding pass uses the run's distribution); a rerun reuses the cache and retrains the
-neck and head from the start (minutes), so there are no mid-training checkpoints.
+neck and head from the start (minutes), so there are no mid-training checkpoints. A continuation (`init_dir`, the fine-tune
+notebook) with the same frozen backbone, input size and data reuses `init_dir`'s cache.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from guie_nb.model.weights import load_backbone_weights
 from guie_nb.training import param_groups
 from guie_nb.training.config import TrainConfig
 from guie_nb.training.feature_cache import (FeatureCache, backbone_fingerprint, build_feature_cache, cache_dir,
-                                            cache_spec, load_feature_cache)
+                                            cache_spec, is_complete, load_feature_cache)
 from guie_nb.training.transfer import TRAINING_WEIGHTS, load_training_weights
 
 EMBEDDING_WEIGHTS = "embedding.weights.h5"  # as guie_nb.training.trainer
@@ -163,6 +164,11 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
         raise ValueError("train_cached runs only with TrainConfig.cached_embeddings=True")
     if keras.backend.backend() != "jax":
         raise RuntimeError(f"training runs on Keras' JAX backend, not {keras.backend.backend()!r}")
+    if getattr(model_cfg, "size_features", False):
+        # the cache stores each image's stored height and width (`image_sizes`); feeding them to the
+        # neck has to follow how ModelConfig.size_features (wt-arch) wires them into the embedding model
+        raise NotImplementedError("cached_embeddings does not feed size_features to the neck yet; "
+                                  "train this model on the fly (cached_embeddings=False)")
     out_dir = Path(out_dir)
     manifest = load_manifest(data_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -185,11 +191,16 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
                       [*val.query_files, *val.index_files])
     backbone = backbone_model(embedding_model)
     t0 = time.time()
-    embedded = build_feature_cache(cache_dir(out_dir), spec, backbone.predict_on_batch, train_files,
-                                   {"queries": val.query_files, "index": val.index_files}, size, mode,
-                                   train_cfg.batch_size)
+    where = cache_dir(out_dir)
+    if init_dir is not None and is_complete(cache_dir(init_dir), spec):  # a continuation: same frozen backbone
+        where, embedded = cache_dir(init_dir), 0
+        print(f"reusing the feature cache of {init_dir} (same backbone, weights and data)")
+    else:
+        embedded = build_feature_cache(where, spec, backbone.predict_on_batch, train_files,
+                                       {"queries": val.query_files, "index": val.index_files}, size, mode,
+                                       train_cfg.batch_size)
     embed_seconds = time.time() - t0
-    cache = load_feature_cache(cache_dir(out_dir), spec)
+    cache = load_feature_cache(where, spec)
     _check_labels(cache, num_classes)
 
     # 2. the neck + head over features, its variables on one device

@@ -119,6 +119,15 @@ def check_manifest(directory: Path, spec: dict) -> None:
             f"they cannot be reused. Delete {directory} to embed again, or use another out_dir.")
 
 
+def is_complete(directory: str | Path, spec: dict) -> bool:
+    """Whether `directory` holds a complete cache made for `spec` (no error either way)."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        return False
+    manifest = json.loads(path.read_text())
+    return manifest.get("spec") == spec and bool(manifest.get("complete"))
+
+
 def _records(files: Sequence[Path], size: int, resize_mode: str, batch_size: int):
     """tf.data over TFRecord `files` in order: batches of (pixels float32 `[b, size, size, 3]`,
     label, image_id, `[h, w]` of the stored image), preprocessed as `pipeline.eval_dataset`."""
