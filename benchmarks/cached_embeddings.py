@@ -58,20 +58,22 @@ def pretrained_backbone(data_dir: Path, out: Path, model: dict, train: dict) -> 
 
 
 def compare(data_dir: Path, out: Path, epochs_on_the_fly: int, epochs_cached: int, preset: str = "demo",
-            pretrain_epochs: int = 0, train_overrides: dict | None = None) -> dict:
+            pretrain_epochs: int = 0, train_overrides: dict | None = None, model_overrides: dict | None = None) -> dict:
     """Both runs into `out/on_the_fly` and `out/cached`; returns the comparison (also `out/comparison.json`).
 
     `pretrain_epochs` > 0: first train the preset's model end to end for that many epochs
     (`pretrained_backbone`, into `out/pretrain`) and freeze that backbone, with a fresh neck and head.
-    `train_overrides`: training parameters changed for all runs (e.g. a smaller batch on tiny data).
+    `train_overrides` / `model_overrides`: parameters changed for all runs (e.g. a smaller batch on
+    tiny data, neck dropout).
     """
     from guie_nb import presets
 
     p = presets.notebook_params(preset, str(out))["02_train_tpu"]
     model, train = dict(p["model"]), {**p["train"], **(train_overrides or {})}
-    if pretrain_epochs:
+    if pretrain_epochs:  # the preset's own model, trained end to end
         model["backbone_weights"] = str(pretrained_backbone(data_dir, out / "pretrain", model,
                                                             {**train, "epochs": pretrain_epochs}))
+    model.update(model_overrides or {})
     base = {**train, "freeze_backbone": True, "checkpoint_every": 0}
     fly, fly_cpu = run(data_dir, out / "on_the_fly", model, {**base, "epochs": epochs_on_the_fly})
     cached, cached_cpu = run(data_dir, out / "cached", model,
@@ -98,9 +100,11 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="demo", help="whose training parameters (02_train_tpu) both runs use")
     ap.add_argument("--pretrain-epochs", type=int, default=12,
                     help="train the backbone end to end first, then freeze it (0: the preset's backbone_weights)")
+    ap.add_argument("--train", type=json.loads, default={}, help="JSON: training parameters for all runs")
+    ap.add_argument("--model", type=json.loads, default={}, help="JSON: model parameters for both frozen runs")
     args = ap.parse_args(argv)
     r = compare(args.data_dir, args.out, args.epochs_on_the_fly, args.epochs_cached, args.preset,
-                args.pretrain_epochs)
+                args.pretrain_epochs, args.train, args.model)
     for name in ("on_the_fly", "cached"):
         x = r[name]
         print(f"{name:10s} {x['epochs']:4d} epochs: mP@5 {x['map5_initial']:.4f} -> {x['map5']:.4f}, "

@@ -205,8 +205,11 @@ def test_cached_reaches_on_the_fly_score_with_ten_times_fewer_forward_passes(dat
     """On the small demo data: a backbone trained end to end for 4 epochs, then frozen; the
     on-the-fly run trains a fresh neck + head for 11 epochs (the fewest that make the ratio >= 10
     here: 11 x 160 training + 12 x 72 validation images vs. 168 + 72 cached), the cached run for 60
-    (cheap: it is the cached path's point). Same optimizer and schedule shape; the cached run's
-    longer schedule is what keeps its score ahead, not a lucky draw."""
+    (cheap: it is the cached path's point). Same model, optimizer and schedule shape. Seeded, and
+    deterministic on the CPU: measured here, mP@5 0.073 -> 0.083 on the fly and 0.073 -> 0.125
+    cached, the cached run at or above the on-the-fly run's final score from its 5th epoch on. With
+    24 held-out queries the gap is 1-2 queries: a check of this configuration, not a statistical
+    claim (README, Results, has the demo-scale runs)."""
     bench = _benchmark()
     r = bench.compare(data_dir, tmp_path, epochs_on_the_fly=11, epochs_cached=60, preset="demo",
                       pretrain_epochs=4, train_overrides={"batch_size": 16})
