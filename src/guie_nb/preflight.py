@@ -138,13 +138,12 @@ def vit_forward_flops(vit) -> float:
     return 2 * vit.grid_size**2 * vit.patch_size**2 * 3 * w + vit.layers * per_block + 2 * w * (vit.output_dim or 0)
 
 
-def train_flops_per_image(model_cfg, train_cfg) -> float:
-    """Forward + backward (2x forward) through what is trained; a frozen backbone runs forward only;
-    remat recomputes the forward once more."""
-    fwd = vit_forward_flops(model_cfg.vit)
-    if train_cfg.freeze_backbone:
-        return fwd
-    return fwd * (3 + (1 if getattr(train_cfg, "remat", False) else 0))
+def train_flops_per_image(model_cfg, train_cfg, num_classes: int | None = None) -> float:
+    """What the device executes per training image (`guie_nb.model.flops`: forward, the backward
+    of what trains and what lies above it, and the forward that remat recomputes)."""
+    from guie_nb.model.flops import train_flops_per_image as analytic
+
+    return analytic(model_cfg, train_cfg, num_classes).hardware
 
 
 def _manifest_inputs(data_dir, inputs: list, problems: list) -> dict | None:
@@ -212,8 +211,10 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
             xla = compiled_memory(model_cfg, train_cfg, num_classes)
             estimates["memory_gib_per_device_xla"] = None if xla is None else xla.peak_gib
         n_dev = memory_plan.DEVICES[device][0]
-        cached = getattr(train_cfg, "cached_embeddings", False)  # the backbone sees each image once
-        flops = train_flops_per_image(model_cfg, train_cfg) * manifest["train_images"] * (
+        # cached_embeddings: the backbone sees each image once; the neck + head epochs on the
+        # features (~1e6 FLOPs per image against a ViT's ~1e11) are left out
+        cached = getattr(train_cfg, "cached_embeddings", False)
+        flops = train_flops_per_image(model_cfg, train_cfg, num_classes) * manifest["train_images"] * (
             1 if cached else train_cfg.epochs)
         estimates["hours"] = flops / (n_dev * TPU_V5E_PEAK_FLOPS * ASSUMED_MFU) / 3600
         estimates["assumed_mfu"] = ASSUMED_MFU
