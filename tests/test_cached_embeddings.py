@@ -243,3 +243,34 @@ def test_fifth_place_preset_embeds_once_across_its_stages(data_dir, tmp_path):
                    TrainConfig.from_dict({**params["03_finetune"]["train"], **small}), init_dir=tmp_path / "train")
     assert second["backbone_forward_passes_this_run"] == 0 and not (tmp_path / "finetune" / "feature_cache").exists()
     assert second["initial"]["map5"] == pytest.approx(first["final"]["map5"])  # it starts where 02 ended
+
+
+def test_training_notebook_runs_cached_embeddings_on_8_emulated_devices(tmp_path):
+    """Notebook 02 with `train["cached_embeddings"]`: the embedding pass on 8 emulated devices (data
+    parallel), the neck + head on one, the normal outputs, forward passes in metrics.json."""
+    import os
+
+    papermill = pytest.importorskip("papermill")
+    from guie_nb.notebook_build import build_notebook, write_notebook
+
+    data = make_small_data(tmp_path)
+    nb = write_notebook(build_notebook(HERE.parent / "notebooks" / "02_train_tpu.py"), tmp_path / "02.ipynb")
+    out = tmp_path / "train"
+    params = {"data_dir": str(data), "out_dir": str(out), "keras_backend": "jax", "cpu_devices": 8,
+              "model": {**MODEL, "neck_batchnorm": True},
+              "train": {**TRAIN, "batch_size": 32, "epochs": 4, "cached_embeddings": True}}
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "src"), old or ""])
+    try:
+        papermill.execute_notebook(str(nb), str(tmp_path / "executed.ipynb"), parameters=params,
+                                   cwd=str(HERE.parent), kernel_name="python3", progress_bar=False)
+    finally:
+        os.environ.pop("PYTHONPATH") if old is None else os.environ.__setitem__("PYTHONPATH", old)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["cached_embeddings"] and metrics["backbone_forward_passes"] == 168 + 72
+    assert metrics["train_step_compilations"] == 1 and metrics["epochs"] == 4
+    resolved = json.loads((out / "resolved_config.json").read_text())
+    assert resolved["outputs"]["feature_cache"] == str(out / "feature_cache")
+    for name in ("model_config.json", "embedding.weights.h5", "training_model.weights.h5", "history.png",
+                 "feature_cache/manifest.json"):
+        assert (out / name).is_file(), name
