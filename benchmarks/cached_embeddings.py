@@ -80,7 +80,8 @@ def compare(data_dir: Path, out: Path, epochs_on_the_fly: int, epochs_cached: in
                              {**base, "epochs": epochs_cached, "cached_embeddings": True})
     result = {
         "preset": preset, "model": model, "train": base, "pretrain_epochs": pretrain_epochs,
-        "on_the_fly": {"epochs": epochs_on_the_fly, "map5": fly["final"]["map5"], "map5_initial": fly["initial"]["map5"],
+        "on_the_fly": {"epochs": epochs_on_the_fly, "map5": fly["final"]["map5"],
+                       "map5_initial": fly["initial"]["map5"],
                        "backbone_forward_passes": fly["backbone_forward_passes"], "cpu_seconds": fly_cpu},
         "cached": {"epochs": epochs_cached, "map5": cached["final"]["map5"], "map5_initial": cached["initial"]["map5"],
                    "backbone_forward_passes": cached["backbone_forward_passes"], "cpu_seconds": cached_cpu,

@@ -28,7 +28,8 @@ def data_dir(tmp_path_factory):
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("cached_embeddings", HERE.parent / "benchmarks" / "cached_embeddings.py")
+    path = HERE.parent / "benchmarks" / "cached_embeddings.py"
+    spec = importlib.util.spec_from_file_location("cached_embeddings", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -18,8 +18,9 @@ neck, `history.csv`, `metrics.json`), so fine-tuning and export read it unchange
 Differences from the on-the-fly path: the features are of the evaluation preprocessing, without
 augmentation (see `TrainConfig.cached_embeddings`); the neck + head train on one device (they are
 small; the embedding pass uses the run's distribution); a rerun reuses the cache and retrains the
-neck and head from the start (minutes), so there are no mid-training checkpoints. A continuation (`init_dir`, the fine-tune
-notebook) with the same frozen backbone, input size and data reuses `init_dir`'s cache.
+neck and head from the start (minutes), so there are no mid-training checkpoints. A
+continuation (`init_dir`, the fine-tune notebook) with the same frozen backbone, input size and
+data reuses `init_dir`'s cache.
 """
 
 from __future__ import annotations
