@@ -5,36 +5,48 @@ images, half 1024x768 and half 800x600 -- the second an assumed GLDv2-like size,
 photos being at most 800 px on the long side; not measured here), then measures in one run:
   - plain PIL: open, convert("RGB"), resize the longer side to --max-side (bicubic), JPEG-encode;
     one process, no I/O besides reading the files: the floor any data-prep pays per image;
-  - data-prep on 1 process: everything (listing, selection, size estimate, decode, EXIF/mode
-    checks, resize, encode, TFRecord framing, shard and marker writes, manifest);
-  - data-prep on all cores.
-Prints images/s per core of each, their ratio (goal >= 0.9) and the 1 -> N-process speed-up
-(goal >= 1.7 for 2). Each timing is the best of --repeats runs (the machine may be shared: the
-load average is printed with the results, and CPU seconds per image besides wall time).
+  - data-prep on 1 process (in this process, as `prepare(processes=1)` runs in its caller's):
+    everything (listing, existence pass, selection, size estimate, decode, EXIF/mode checks,
+    resize, encode, TFRecord framing, shard and marker writes, manifest);
+  - data-prep on --processes worker processes, the path Kaggle's 4-core CPU kernels take; the
+    time includes starting the workers, as a user's run does.
+Both data-prep runs use the same --images-per-shard, so they write the same files (checked, byte
+for byte), and alternate (1, N, 1, N, ...) so that a load change on a shared machine hits both.
+Prints wall-clock images/s and, per configuration, CPU milliseconds per image (this process and
+its workers, from `getrusage`: user, system, minor page faults), which a shared machine distorts
+far less than wall time; then the per-core ratio to plain PIL (goal >= 0.9) and the 1 -> N
+speed-up (goal >= 1.7 for 2), each from the best of --repeats runs.
 
-Note: JPEGs at least twice `--max-side` are decoded at 1/2 scale in the DCT by data-prep (plain PIL
-decodes them in full), so with the default sizes half the images favour data-prep.
+Plain PIL runs after `raise_malloc_thresholds()`, as data-prep's encoders do, so the two differ by
+their work, not by the allocator (see docs/data_prep.md, "Speed"). JPEGs at least twice
+`--max-side` are decoded at 1/2 scale in the DCT by data-prep (plain PIL decodes them in full), so
+with the default sizes half the images favour data-prep.
 
     PYTHONPATH=src python benchmarks/data_prep.py [--images 2000] [--sizes 1024x768,800x600]
-        [--max-side 512] [--processes 2]
+        [--max-side 512] [--processes 2] [--images-per-shard 125] [--repeats 2]
+    PYTHONPATH=src python benchmarks/data_prep.py --quick     # seconds: checks the script runs
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import os
+import resource
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import guie_nb  # noqa: F401  (import order: before anything that may load TensorFlow)
 import numpy as np
 from PIL import Image
 
 from guie_nb.data.prepare import prepare
+from guie_nb.data.shard_writer import raise_malloc_thresholds
 
 
 def photo(seed: int, w: int, h: int) -> Image.Image:
@@ -75,8 +87,31 @@ def write_dataset(root: Path, n: int, sizes: list[tuple[int, int]], per_class: i
     return paths
 
 
-def plain_pil(paths: list[Path], max_side: int, quality: int) -> float:
+class Run(NamedTuple):
+    """One timed run: wall seconds and the CPU of this process plus its finished child processes."""
+    wall: float
+    user: float
+    system: float
+    minor_faults: int
+
+    @property
+    def cpu(self) -> float:
+        return self.user + self.system
+
+
+def measured(fn) -> Run:
+    """Run `fn()`; children (the pool's workers) count once reaped, which `prepare` does before it returns."""
+    before = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     t = time.perf_counter()
+    fn()
+    wall = time.perf_counter() - t
+    after = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return Run(wall, sum(a.ru_utime - b.ru_utime for a, b in zip(after, before)),
+               sum(a.ru_stime - b.ru_stime for a, b in zip(after, before)),
+               sum(a.ru_minflt - b.ru_minflt for a, b in zip(after, before)))
+
+
+def plain_pil(paths: list[Path], max_side: int, quality: int) -> None:
     for p in paths:
         with Image.open(p) as img:
             img = img.convert("RGB")
@@ -84,31 +119,31 @@ def plain_pil(paths: list[Path], max_side: int, quality: int) -> float:
             if s < 1:
                 img = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.BICUBIC)
             img.save(io.BytesIO(), "JPEG", quality=quality)
-    return time.perf_counter() - t
 
 
-def _cpu() -> float:
-    t = os.times()  # this process and its finished children (the pool's workers, once joined)
-    return t.user + t.system + t.children_user + t.children_system
-
-
-CPU: dict[int, float] = {}  # processes -> best CPU seconds of a run
-
-
-def data_prep(root: Path, out: Path, n: int, max_side: int, quality: int, processes: int) -> float:
+def data_prep(root: Path, out: Path, n: int, max_side: int, quality: int, images_per_shard: int,
+              processes: int) -> str:
+    """One `prepare()` run into a fresh `out`; returns a digest of the files it wrote (shards + solution)."""
     shutil.rmtree(out, ignore_errors=True)
-    cpu = _cpu()
-    t = time.perf_counter()
     m = prepare([{"kind": "products10k", "root": str(root), "images_per_class": 10**6, "min_images_per_class": 1}],
-                out, max_side=max_side, jpeg_quality=quality, images_per_shard=max(1, n // (4 * processes)),
+                out, max_side=max_side, jpeg_quality=quality, images_per_shard=images_per_shard,
                 processes=processes, progress=False)
-    elapsed = time.perf_counter() - t
-    CPU[processes] = min(CPU.get(processes, float("inf")), _cpu() - cpu)
     assert m["images_written"] == n, m["skipped"][:3]
-    return elapsed
+    h = hashlib.sha256()
+    for f in sorted(out.glob("*.tfrec")) + sorted(out.glob("*.csv")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
 
 
-def main() -> None:
+def row(name: str, runs: list[Run], n: int, cores_used: int) -> str:
+    best = min(runs, key=lambda r: r.wall)
+    cpu = min(runs, key=lambda r: r.cpu)
+    return (f"{name:24s} {best.wall:7.2f} {n / best.wall:8.1f} {n / best.wall / cores_used:9.1f}   "
+            f"{1e3 * cpu.cpu / n:6.2f} ({1e3 * cpu.user / n:.2f} user, {1e3 * cpu.system / n:.2f} system)"
+            f" {cpu.minor_faults / n:7.0f}")
+
+
+def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--sizes", default="1024x768,800x600", help="WxH of the source JPEGs, cycled")
@@ -116,28 +151,57 @@ def main() -> None:
     ap.add_argument("--quality", type=int, default=90)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--processes", type=int, default=2)
-    args = ap.parse_args()
+    ap.add_argument("--images-per-shard", type=int, default=125,
+                    help="the same for every run; several shards per worker, as in a real-size run")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs, in seconds")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.images, args.sizes, args.max_side, args.repeats, args.images_per_shard = 48, "320x240,256x192", 96, 1, 12
+    if args.processes < 2:
+        ap.error("--processes must be at least 2 (it is compared with 1 process)")
     sizes = [tuple(map(int, s.split("x"))) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         root, out = Path(tmp) / "src", Path(tmp) / "out"
         paths = write_dataset(root, args.images, sizes)
         n = len(paths)
-        plain = min(plain_pil(paths, args.max_side, args.quality) for _ in range(args.repeats))
-        one = min(data_prep(root, out, n, args.max_side, args.quality, 1) for _ in range(args.repeats))
-        many = min(data_prep(root, out, n, args.max_side, args.quality, args.processes)
-                   for _ in range(args.repeats))
-    plain_rate, one_rate, many_rate = n / plain, n / one, n / many
-    print(f"images: {n} JPEGs {args.sizes} -> max side {args.max_side}, quality {args.quality}; "
-          f"cores: {os.cpu_count()}, processes: {args.processes}")
-    print(f"plain PIL decode+resize+encode : {plain_rate:8.1f} images/s per core")
-    print(f"data-prep, 1 process           : {one_rate:8.1f} images/s per core")
-    print(f"ratio data-prep / plain PIL    : {one_rate / plain_rate:8.2f}   (goal >= 0.9)")
-    print(f"data-prep, {args.processes} processes          : {many_rate:8.1f} images/s "
-          f"({many_rate / args.processes:.1f} per core)")
-    print(f"speed-up 1 -> {args.processes} processes        : {many_rate / one_rate:8.2f}x  (goal >= 1.7 for 2)")
-    print(f"CPU per image, 1 / {args.processes} processes     : {1e3 * CPU[1] / n:.1f} / "
-          f"{1e3 * CPU[args.processes] / n:.1f} ms (incl. worker start-up, ~0.5 s each); "
-          f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        load_before = os.getloadavg()[0]
+        raise_malloc_thresholds()  # as data-prep's encoders do (see the docstring)
+        plain = [measured(lambda: plain_pil(paths, args.max_side, args.quality)) for _ in range(args.repeats)]
+        runs: dict[int, list[Run]] = {1: [], args.processes: []}
+        digests = set()
+        for _ in range(args.repeats):
+            for p in runs:
+                digest = []
+                runs[p].append(measured(lambda: digest.append(data_prep(root, out, n, args.max_side, args.quality,
+                                                                        args.images_per_shard, p))))
+                digests |= set(digest)
+        assert len(digests) == 1, "1 and N processes wrote different files"
+    one, many = (min(r.wall for r in runs[p]) for p in runs)
+    plain_wall = min(r.wall for r in plain)
+    cpu = {p: min(r.cpu for r in rs) / n for p, rs in [(0, plain), *runs.items()]}
+    result = {
+        "images": n, "processes": args.processes,
+        "cpu_ms_per_image": {"plain_pil": 1e3 * cpu[0], "data_prep_1": 1e3 * cpu[1],
+                             f"data_prep_{args.processes}": 1e3 * cpu[args.processes]},
+        "ratio_per_core_wall": plain_wall / one, "ratio_per_core_cpu": cpu[0] / cpu[1],
+        "speed_up_wall": one / many, "cpu_per_image_n_over_1": cpu[args.processes] / cpu[1],
+        "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
+    }
+    print(f"images: {n} JPEGs {args.sizes} -> max side {args.max_side}, quality {args.quality}, "
+          f"{args.images_per_shard} per shard; cores: {os.cpu_count()}; best of {args.repeats}")
+    print(f"{'':24s} {'wall s':>7s} {'images/s':>8s} {'per core':>9s}   {'CPU ms/image (all processes)':30s}"
+          f" {'minor faults/image':>7s}")
+    print(row("plain PIL", plain, n, 1))
+    print(row("data-prep, 1 process", runs[1], n, 1))
+    print(row(f"data-prep, {args.processes} processes", runs[args.processes], n, args.processes))
+    print(f"ratio data-prep (1 process) / plain PIL, per core: {result['ratio_per_core_wall']:.2f} wall, "
+          f"{result['ratio_per_core_cpu']:.2f} CPU   (goal >= 0.9)")
+    print(f"speed-up 1 -> {args.processes} processes: {result['speed_up_wall']:.2f}x wall   (goal >= 1.7 for 2); "
+          f"CPU per image {args.processes} / 1 processes: {result['cpu_per_image_n_over_1']:.2f} "
+          f"(worker start-up included)")
+    print(f"load average (1 min): {load_before:.1f} before, {result['load_average_after']:.1f} after, on "
+          f"{os.cpu_count()} cores (wall figures are only meaningful on an idle machine)")
+    return result
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@
 # tuned the backbone against a *frozen* head and raised the resolution 224 → 280. This notebook
 # starts from the training notebook's output (the embedding model *and* the margin head) and
 # continues with the same data. With `image_size` set, the model is rebuilt at that resolution
-# and the position embeddings are interpolated to the larger patch grid.
+# and the position embeddings are interpolated to the larger patch grid; with `patch_stride` below
+# the patch size (1st place: 12 for patch 14, at 290 px) the patches overlap, and the grid grows too.
 
 # %% [markdown]
 # The helper package `guie_nb`: on Kaggle it comes from the helper dataset attached to this
@@ -49,12 +50,14 @@ out_dir = "build/demo/finetune"
 keras_backend = "jax"
 cpu_devices = 0
 image_size = None  # e.g. 280 for the 1st place's 224 -> 280 step; None keeps the training size
+patch_stride = None  # e.g. 12 (with image_size 290) for the 1st place's overlapping patches; None keeps the training run's
 train = {"epochs": 3, "batch_size": 64, "learning_rate": 3e-4, "warmup_epochs": 0.0, "weight_decay": 0.02}
 dry_run = False  # True: check the training notebook's output, estimate memory and hours, stop
 
 # %% [markdown]
 # ## What this run will use
-# The model is the training notebook's (`init_dir/model_config.json`), at `image_size` if set; the
+# The model is the training notebook's (`init_dir/model_config.json`), at `image_size` and
+# `patch_stride` if set; the
 # configs are printed and written to `resolved_config.json` in the output (`guie_nb.params`).
 
 # %%
@@ -67,7 +70,8 @@ from guie_nb.preflight import preflight
 
 use_backend(keras_backend, cpu_devices)  # before keras is imported
 resolved = resolve_finetune(data_dir=data_dir, init_dir=init_dir, out_dir=out_dir, train=train, image_size=image_size,
-                            keras_backend=keras_backend, cpu_devices=cpu_devices, dry_run=dry_run)
+                            patch_stride=patch_stride, keras_backend=keras_backend, cpu_devices=cpu_devices,
+                            dry_run=dry_run)
 print(json.dumps({k: resolved[k] for k in ("model", "train")}, indent=1))
 
 from guie_nb.model.embedding import ModelConfig  # noqa: E402

@@ -39,3 +39,12 @@ def test_input_pipeline_quick():
     assert need["frozen backbone"] > 2 * need["full fine-tune"]  # forward only vs forward + backward
     for kind, rate in need.items():
         assert row["host_cores_needed"][kind] == pytest.approx(rate / row["per_cpu_second"])
+
+
+def test_data_prep_quick():
+    r = _load("data_prep").main(["--quick"])  # also checks that 1 and 2 processes write the same files
+    cpu = r["cpu_ms_per_image"]
+    assert r["images"] == 48 and all(v > 0 for v in cpu.values())
+    assert r["ratio_per_core_cpu"] == pytest.approx(cpu["plain_pil"] / cpu["data_prep_1"])
+    assert r["cpu_per_image_n_over_1"] == pytest.approx(cpu["data_prep_2"] / cpu["data_prep_1"])
+    assert r["speed_up_wall"] > 0 and r["ratio_per_core_wall"] > 0

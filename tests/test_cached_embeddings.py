@@ -71,7 +71,7 @@ def test_cache_resumes_shard_by_shard_and_refuses_another_backbone(data_dir, tmp
     keras.utils.set_random_seed(0)
     model = build_embedding_model(cfg)
     spec, files, val_files, manifest = _cache_inputs(data_dir, cfg, model)
-    backbone = backbone_model(model)
+    backbone = backbone_model(model, cfg.input_size)
     calls = []
 
     def embed(x):
@@ -92,7 +92,7 @@ def test_cache_resumes_shard_by_shard_and_refuses_another_backbone(data_dir, tmp
     np.testing.assert_allclose(cache.queries[:4].astype(np.float32), backbone.predict_on_batch(pixels.numpy()),
                                rtol=2e-3, atol=2e-3)
     assert cache.query_ids[:4] == [i.decode() for i in ids.numpy()]
-    assert np.all(cache.train_sizes > 0) and cache.train_sizes.max() <= 96  # data-prep's max_side
+    assert cache.train_sizes.shape == (manifest["train_images"], 2) and np.all(cache.train_sizes > 0)
 
     # an interrupted pass: one shard never renamed into place (a stray temporary file), rerun
     (d / "train-00001.npz").rename(d / ".train-00001.npz.tmp-1")
@@ -155,7 +155,7 @@ def test_cached_run_folder_exports_what_it_trained(data_dir, tmp_path):
     val = ValidationSet.from_manifest(data_dir, load_manifest(data_dir))
     pixels = np.concatenate([b[0].numpy() for b in eval_dataset(val.index_files, cfg.input_size, cfg.resize_mode)])
     from_images = exported.predict_on_batch(pixels)
-    from_cache = neck.predict_on_batch(cache.index.astype(np.float32))
+    from_cache = neck.predict_on_batch([cache.index.astype(np.float32)])
     cosine = np.sum(from_images * from_cache, axis=-1)
     assert cosine.min() > 0.999, cosine.min()  # float16 features: ~1e-3 relative rounding
     # the score the run reported is the exported model's on the images
@@ -224,18 +224,18 @@ def test_cached_reaches_on_the_fly_score_with_ten_times_fewer_forward_passes(dat
 
 
 def test_fifth_place_preset_embeds_once_across_its_stages(data_dir, tmp_path):
-    """fifth_place's training and fine-tune at demo scale (demo-tiny, one step each; its
-    size_features key is left out until wt-arch's ModelConfig.size_features is merged): the
-    fine-tune reuses the training run's cache, so no image goes through the backbone twice."""
+    """fifth_place's training and fine-tune at demo scale (demo-tiny, one step each, size features
+    and BN fed from the cache): the fine-tune reuses the training run's cache, so no image goes
+    through the backbone twice."""
     from guie_nb import presets
     from guie_nb.model.embedding import ModelConfig
     from guie_nb.training.config import TrainConfig
     from guie_nb.training.trainer import train
 
     params = presets.notebook_params("fifth_place", str(tmp_path))
-    model = {k: v for k, v in params["02_train_tpu"]["model"].items() if k != "size_features"}
+    model = params["02_train_tpu"]["model"]
     model_cfg = ModelConfig.from_dict({**model, "backbone": "demo-tiny", "backbone_weights": ""})
-    assert model_cfg.neck_batchnorm and model_cfg.head.kind == "arcface" and model_cfg.head.margin == 0.5
+    assert model_cfg.neck_batchnorm and model_cfg.size_features and model_cfg.head.kind == "arcface" and model_cfg.head.margin == 0.5
     small = {"batch_size": 16, "epochs": 2, "steps_per_epoch": 1, "steps_per_execution": 1}
     first = train(data_dir, tmp_path / "train", model_cfg,
                   TrainConfig.from_dict({**params["02_train_tpu"]["train"], **small}))
@@ -275,3 +275,27 @@ def test_training_notebook_runs_cached_embeddings_on_8_emulated_devices(tmp_path
     for name in ("model_config.json", "embedding.weights.h5", "training_model.weights.h5", "history.png",
                  "feature_cache/manifest.json"):
         assert (out / name).is_file(), name
+
+    # the exported model (image + original_size inputs) reproduces the cached path's embeddings
+    from guie_nb.data.pipeline import eval_dataset
+    from guie_nb.data.prepare import load_manifest
+    from guie_nb.evaluation import ValidationSet
+    from guie_nb.model.embedding import build_embedding_model, build_training_model
+    from guie_nb.training.cached import NeckHeadModels
+    from guie_nb.training.feature_cache import load_feature_cache
+
+    out = tmp_path / "finetune"
+    cfg = ModelConfig.load(out / "model_config.json")
+    exported = build_embedding_model(cfg)
+    exported.load_weights(out / "embedding.weights.h5")
+    manifest = load_manifest(data_dir)
+    val = ValidationSet.from_manifest(data_dir, manifest)
+    batches = list(eval_dataset(val.query_files, cfg.input_size, cfg.resize_mode, original_size=True))
+    from_images = np.concatenate([exported.predict_on_batch({k: v.numpy() for k, v in b[0].items()})
+                                  for b in batches])
+    spec = json.loads((tmp_path / "train" / "feature_cache" / "manifest.json").read_text())["spec"]
+    cache = load_feature_cache(tmp_path / "train" / "feature_cache", spec)
+    neck = NeckHeadModels(cfg, exported, build_training_model(exported, manifest["num_classes"], cfg.head)).neck
+    from_cache = neck.predict_on_batch([cache.queries.astype(np.float32), cache.query_sizes])
+    np.testing.assert_array_equal(cache.query_sizes, np.concatenate([b[0]["original_size"].numpy() for b in batches]))
+    assert np.sum(from_images * from_cache, axis=-1).min() > 0.999

@@ -75,3 +75,16 @@ def test_rejected_export_leaves_no_zip(model_dir, tmp_path, monkeypatch):
         build.export_submission(model, cfg, "torchscript", out, probes=probes, warmup=0, log=lambda *_: None)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no scratch left either
+
+
+@pytest.mark.parametrize("fmt", ["saved_model", "torchscript"])
+def test_model_mechanisms_verified_in_scorer_runtime(tmp_path, fmt):
+    """Overlapping patches, neck branches, size features and in-model flip TTA together load and
+    reproduce the Keras model in TensorFlow 2.6.4 / PyTorch 1.11 on raw images of odd shapes."""
+    model_dir = save_demo_model(tmp_path / "model", image_size=62, patch_stride=6, neck_branches=3,
+                                size_features=True, flip_tta=True)
+    out = tmp_path / "submission.zip"
+    proc, report = run_export_cli(model_dir, fmt, out, "--probes", FAST_PROBES, "--warmup", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert report["ok"] and report["embedding_dim"] == 64 and report["min_cosine"] >= 0.9999
+    assert {row["name"].split(".")[0] for row in report["per_image"]} == set(FAST_PROBES.split(","))

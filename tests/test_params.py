@@ -59,15 +59,6 @@ def _same(preset_value, resolved_value, key: str, where: str):
 @pytest.mark.parametrize("name", presets.available())
 def test_every_preset_value_reaches_the_resolved_config(name, tmp_path):
     """The whole kind of the dropped-weights fault: nothing a preset sets is lost or overridden."""
-    from dataclasses import fields
-
-    from guie_nb.model.embedding import ModelConfig
-
-    # fifth_place sets ModelConfig.size_features, from helper wt-arch's branch: until it is merged the
-    # key is (rightly) unknown here; once merged this skip no longer applies
-    if "size_features" in presets.notebook_params(name)["02_train_tpu"]["model"] and \
-            "size_features" not in {f.name for f in fields(ModelConfig)}:
-        pytest.skip("needs ModelConfig.size_features (helper wt-arch's branch)")
     staged = stage_kernels(tmp_path / "stage", "alice", name, REPO / "notebooks", REPO / "kernel-metadata",
                            KaggleRoots(str(tmp_path / "in"), str(tmp_path / "work"), str(tmp_path / "tmp")))
     baked = {k.notebook: _cell_values(parameters_cell(nbformat.read(k.folder / k.meta["code_file"], as_version=4)).source)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import nbformat
@@ -54,8 +54,6 @@ def test_preset_trains_one_step_at_demo_scale(name, data_dir, tmp_path):
 
     params = presets.notebook_params(name, str(tmp_path))
     p2 = params["02_train_tpu"]
-    if "size_features" in p2["model"] and "size_features" not in {f.name for f in fields(ModelConfig)}:
-        pytest.skip("needs ModelConfig.size_features (helper wt-arch's branch)")
     model_cfg, train_cfg = _demo_scale(p2["model"], p2["train"])
     metrics = train(data_dir, tmp_path / "train", model_cfg, train_cfg)
     assert metrics["step"] == 1 and metrics["train_step_compilations"] == 1

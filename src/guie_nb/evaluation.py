@@ -55,19 +55,23 @@ def embed_with(embed_batch: Callable[[np.ndarray], np.ndarray], dataset) -> tupl
     """Run `embed_batch` over an `eval_dataset`, returning ids and stacked embeddings."""
     ids, out = [], []
     for images, batch_ids in dataset:
-        out.append(np.asarray(embed_batch(images.numpy())))
+        images = {k: v.numpy() for k, v in images.items()} if isinstance(images, dict) else images.numpy()
+        out.append(np.asarray(embed_batch(images)))
         ids += [i.decode() for i in batch_ids.numpy()]
     return ids, np.concatenate(out) if out else np.zeros((0, 0))
 
 
 def evaluate_keras(embedding_model, val: ValidationSet, size: int, resize_mode: str, batch_size: int = 64) -> dict:
+    """Score the Keras model on `val`; a model with a second input (`ModelConfig.size_features`) gets
+    each image's original size from the shards."""
     from guie_nb.data.pipeline import eval_dataset
 
     def embed(x):
         return embedding_model.predict_on_batch(x)
 
-    q_ids, q = embed_with(embed, eval_dataset(val.query_files, size, resize_mode, batch_size))
-    i_ids, i = embed_with(embed, eval_dataset(val.index_files, size, resize_mode, batch_size))
+    sized = len(embedding_model.inputs) > 1
+    q_ids, q = embed_with(embed, eval_dataset(val.query_files, size, resize_mode, batch_size, sized))
+    i_ids, i = embed_with(embed, eval_dataset(val.index_files, size, resize_mode, batch_size, sized))
     return score(val, q_ids, q, i_ids, i)
 
 

@@ -31,7 +31,8 @@ TARGETS: dict[str, dict[str, str]] = {
                      "cpu_devices": "run.cpu_devices", "model": "model", "train": "train", "dry_run": "run.dry_run"},
     "03_finetune": {"data_dir": "data.data_dir", "init_dir": "init.init_dir", "out_dir": "outputs.out_dir",
                     "keras_backend": "run.keras_backend", "cpu_devices": "run.cpu_devices",
-                    "image_size": "model.image_size", "train": "train", "dry_run": "run.dry_run"},
+                    "image_size": "model.image_size", "patch_stride": "model.patch_stride", "train": "train",
+                    "dry_run": "run.dry_run"},
     "04_export": {"data_dir": "data.data_dir", "model_dir": "export.model_dir", "train_dir": "export.train_dir",
                   "out_dir": "export.out_dir", "export_format": "export.format", "flip_tta": "export.flip_tta",
                   "dry_run": "run.dry_run"},
@@ -106,10 +107,11 @@ def resolve_training(*, data_dir, out_dir, model: dict, train: dict, keras_backe
             "run": {"keras_backend": keras_backend, "cpu_devices": cpu_devices, "dry_run": bool(dry_run)}}
 
 
-def resolve_finetune(*, data_dir, init_dir, out_dir, train: dict, image_size=None, keras_backend="jax",
-                     cpu_devices=0, dry_run=False, model_config: dict | None = None) -> dict:
+def resolve_finetune(*, data_dir, init_dir, out_dir, train: dict, image_size=None, patch_stride=None,
+                     keras_backend="jax", cpu_devices=0, dry_run=False, model_config: dict | None = None) -> dict:
     """03's parameters -> the same sections as 02, the model read from `init_dir/model_config.json`
-    (or `model_config`, e.g. at staging before 02 has run), with `image_size` applied."""
+    (or `model_config`, e.g. at staging before 02 has run), with `image_size` and `patch_stride`
+    (overlapping patches, `ModelConfig.patch_stride`) applied."""
     from guie_nb.model.embedding import ModelConfig
     from guie_nb.training.config import TrainConfig
 
@@ -120,8 +122,9 @@ def resolve_finetune(*, data_dir, init_dir, out_dir, train: dict, image_size=Non
             raise FileNotFoundError(f"{path} not found: init_dir must hold the training notebook's output")
         model_config = json.loads(path.read_text())
     model_cfg = ModelConfig.from_dict(model_config)
-    if image_size:
-        model_cfg = replace(model_cfg, image_size=image_size)
+    changes = {k: v for k, v in (("image_size", image_size), ("patch_stride", patch_stride)) if v}
+    if changes:  # one replace: the patch geometry is checked with both applied
+        model_cfg = replace(model_cfg, **changes)
     return {"notebook": "03_finetune", "data": {"data_dir": absolute(data_dir)}, "init": {"init_dir": absolute(init_dir)},
             **_model_section(model_cfg), "train": train_cfg.to_dict(), "outputs": _outputs(out_dir, train_cfg),
             "run": {"keras_backend": keras_backend, "cpu_devices": cpu_devices, "dry_run": bool(dry_run)}}

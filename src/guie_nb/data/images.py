@@ -98,8 +98,13 @@ def read_file(path: str | Path) -> bytes:
     return data
 
 
-def _open(data: bytes, max_side: int | None) -> tuple[Image.Image, bool, bool]:
-    """The decoded image, whether `data` may be kept as it is, and whether it is upright."""
+# EXIF orientations 5-8 turn the stored image by 90 degrees: the upright image has its sides swapped
+TRANSPOSED = (5, 6, 7, 8)
+
+
+def _open(data: bytes, max_side: int | None) -> tuple[Image.Image, bool, bool, tuple[int, int]]:
+    """The decoded image, whether `data` may be kept as it is, whether it is upright, and the
+    upright image's full-resolution `(height, width)` (before any draft decoding or resize)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -107,7 +112,9 @@ def _open(data: bytes, max_side: int | None) -> tuple[Image.Image, bool, bool]:
             w, h = img.size
             if w * h > MAX_PIXELS:
                 raise BadImage(f"decompression bomb ({w}x{h} pixels)")
-            upright = img.getexif().get(ORIENTATION, 1) == 1
+            orientation = img.getexif().get(ORIENTATION, 1)
+            upright = orientation == 1
+            original = (w, h) if orientation in TRANSPOSED else (h, w)
             fmt = img.format
             if max_side and fmt == "JPEG" and max(w, h) >= 2 * max_side:
                 # decode at 1/2, 1/4 or 1/8 scale in the DCT, still >= the target size
@@ -115,7 +122,7 @@ def _open(data: bytes, max_side: int | None) -> tuple[Image.Image, bool, bool]:
                 img.draft(img.mode, (max(1, round(w * scale)), max(1, round(h * scale))))
             img.load()
             keep = fmt == "JPEG" and img.mode == "RGB" and upright and max_side is not None and max(w, h) <= max_side
-            return img, keep, upright
+            return img, keep, upright, original
     except BadImage:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -131,7 +138,7 @@ def load_rgb(src: str | Path | bytes) -> Image.Image:
     data = src if isinstance(src, (bytes, bytearray)) else read_file(src)
     if not data:
         raise BadImage("empty file")
-    img, _, upright = _open(bytes(data), None)
+    img, _, upright, _ = _open(bytes(data), None)
     return to_rgb(img if upright else ImageOps.exif_transpose(img))
 
 
@@ -148,13 +155,19 @@ def encode_jpeg(img: Image.Image, max_side: int, quality: int = 90) -> bytes:
 
 def process_bytes(data: bytes, max_side: int, quality: int = 90) -> bytes:
     """Encoded image -> JPEG bytes of an upright RGB image with longer side <= `max_side`."""
+    return process_bytes_sized(data, max_side, quality)[0]
+
+
+def process_bytes_sized(data: bytes, max_side: int, quality: int = 90) -> tuple[bytes, tuple[int, int]]:
+    """`process_bytes` and the upright source image's `(height, width)` in pixels before the
+    `max_side` resize: the size the scorer would see (`ModelConfig.size_features`)."""
     if not data:
         raise BadImage("empty file")
-    img, keep, upright = _open(data, max_side)
+    img, keep, upright, original = _open(data, max_side)
     if keep:
-        return data
+        return data, original
     try:
-        return encode_jpeg(to_rgb(img if upright else ImageOps.exif_transpose(img)), max_side, quality)
+        return encode_jpeg(to_rgb(img if upright else ImageOps.exif_transpose(img)), max_side, quality), original
     except (OSError, ValueError) as e:
         raise BadImage(f"corrupt image ({e})") from e
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from guie_nb.data.shard_reader import parse
+from guie_nb.data.shard_reader import original_size as _original_size, parse
 from guie_nb.model.preprocessing import resize_images
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -51,12 +51,14 @@ def augment(image: tf.Tensor, size: int, seed: tf.Tensor, jitter: float = 0.1) -
 
 def train_dataset(files: list[str | Path], size: int, batch_size: int, seed: int = 0, epoch: int = 0,
                   steps: int | None = None, skip_steps: int = 0, steps_per_execution: int = 1,
-                  shuffle_buffer: int = 4096, jitter: float = 0.1) -> tf.data.Dataset:
+                  shuffle_buffer: int = 4096, jitter: float = 0.1, original_size: bool = False) -> tf.data.Dataset:
     """One epoch of `({"image", "label"}, label)` batches for the margin-head training model.
 
     `steps` batches (None: one pass, remainder dropped), starting after `skip_steps` batches;
     batches come stacked `steps_per_execution` at a time: `[steps_per_execution, batch, ...]`.
     Records are skipped before decoding, so resuming mid-epoch costs only reading.
+    `original_size`: add `"original_size"`, float32 `[2]` per image, the source image's height and
+    width before data-prep's resize (`shard_reader.original_size`), for a `size_features` model.
     """
     files = [str(f) for f in files]
     if not files:
@@ -75,7 +77,11 @@ def train_dataset(files: list[str | Path], size: int, batch_size: int, seed: int
         ex = parse(raw)
         label = tf.cast(ex["label"], tf.int32)
         example_seed = tf.stack([tf.constant(epoch_seed, tf.int64), index])
-        return {"image": augment(_decode(ex), size, example_seed, jitter), "label": label}, label
+        image = _decode(ex)
+        inputs = {"image": augment(image, size, example_seed, jitter), "label": label}
+        if original_size:
+            inputs["original_size"] = _original_size(ex, image)
+        return inputs, label
 
     ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=True).batch(steps_per_execution, drop_remainder=True)
@@ -92,12 +98,18 @@ def class_counts(files: list[str | Path], num_classes: int) -> np.ndarray:
     return counts
 
 
-def eval_dataset(files: list[str | Path], size: int, resize_mode: str, batch_size: int = 64) -> tf.data.Dataset:
-    """Batches of `(image, image_id)` resized as the exported model resizes."""
+def eval_dataset(files: list[str | Path], size: int, resize_mode: str, batch_size: int = 64,
+                 original_size: bool = False) -> tf.data.Dataset:
+    """Batches of `(image, image_id)` resized as the exported model resizes; with `original_size`,
+    `({"image", "original_size"}, image_id)` (see `train_dataset`)."""
 
     def prepare(raw):
         ex = parse(raw)
-        return resize_images(_decode(ex), size, resize_mode), ex["image_id"]
+        image = _decode(ex)
+        pixels = resize_images(image, size, resize_mode)
+        if original_size:
+            return {"image": pixels, "original_size": _original_size(ex, image)}, ex["image_id"]
+        return pixels, ex["image_id"]
 
     ds = tf.data.TFRecordDataset([str(f) for f in files])
     return ds.map(prepare, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE)

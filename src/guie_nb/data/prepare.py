@@ -9,8 +9,9 @@ split alone, each source (or GPR1200 domain) scored as its own domain.
 Order of work: read every source (a wrong root or missing column fails here, before anything is
 written), drop the listed files that are not on disk (one parallel pass over the folders, counted
 in the manifest: a partly downloaded dataset ranks and samples only what it has), select, plan
-every output file, estimate the output size (fails above the limit), then
-write the files over all cores (`shard_writer.py`), resuming where an earlier run stopped.
+every output file, estimate the output size (all of it `plan_data_prep`, which notebook 01's dry
+run calls too), check the estimate against the limit, then write the files over all cores
+(`shard_writer.py`), resuming where an earlier run stopped.
 
 Data that does not fit one Kaggle kernel (20 GB of output, 12 h) is split over N kernels:
 `prepare(..., num_shards=N, shard_index=i)` reads and selects exactly as one kernel would, then
@@ -26,10 +27,11 @@ import json
 import os
 import random
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -42,6 +44,8 @@ from guie_nb.data.sources import READERS, SourceSpec  # noqa: F401  (SourceSpec:
 from guie_nb.metrics import write_solution
 
 KAGGLE_OUTPUT_LIMIT_GB = 20.0
+DEFAULT_JPEG_QUALITY = 90
+ESTIMATE_SAMPLES = 24  # images processed to estimate the output size
 RECORD_OVERHEAD = 120  # bytes per record besides the JPEG: framing, keys, label, source, id
 FORMAT_VERSION = 2
 EXISTENCE_THREADS = 32  # folder listings run in threads: I/O-bound, and Kaggle's /kaggle/input is a network mount
@@ -94,10 +98,14 @@ def keep_existing(listings: dict[str, Listing], threads: int = EXISTENCE_THREADS
 def read_sources(specs: list["SourceSpec"], map_fn_for=lambda spec: map) -> tuple[dict[str, Listing], dict]:
     """Every source's listing (read in order, so a bad root fails before anything is written),
     then the existence pass (`keep_existing`); returns the listings and the pass's counts.
-    `map_fn_for(spec)` gives a reader that takes one (the TFRecord reader) its parallel map."""
+    `map_fn_for(spec)` gives a reader that takes one (the TFRecord reader) its parallel map.
+    A reader's SourceError is raised again prefixed with the source's name."""
     listings = {}
     for s in specs:
-        listings[s.name] = s.read(map_fn=map_fn_for(s))
+        try:
+            listings[s.name] = s.read(map_fn=map_fn_for(s))
+        except SourceError as err:
+            raise SourceError(f"source {s.name}: {err}") from err
         listings[s.name].listed = len(listings[s.name].images)
     return listings, keep_existing(listings)
 
@@ -184,7 +192,7 @@ def plan_files(specs: list[SourceSpec], selections: dict[str, Selection], settin
     return train_tasks, val_tasks, label_maps
 
 
-def estimate_bytes(tasks: list[Task], settings: ImageSettings, seed: int, samples: int = 24) -> int:
+def estimate_bytes(tasks: list[Task], settings: ImageSettings, seed: int, samples: int = ESTIMATE_SAMPLES) -> int:
     """Output size from a seeded sample of the planned images, processed as the workers will."""
     items = [it[0] for t in tasks for it in t.items]
     if not items:
@@ -197,6 +205,89 @@ def estimate_bytes(tasks: list[Task], settings: ImageSettings, seed: int, sample
             pass
     mean = sum(sizes) / len(sizes) if sizes else 0
     return int(len(items) * (mean + RECORD_OVERHEAD))
+
+
+def source_specs(sources: list[dict], val_sources: list[dict] | None = None) -> list[SourceSpec]:
+    """The checked entries of `sources` then of `val_sources` (each marked `val_only`) as specs.
+
+    Raises SourceError for an empty or non-list `sources`, a non-list `val_sources`, a bad entry
+    (`SourceSpec.from_dict`), only validation-only sources, or two entries with one name."""
+    if not isinstance(sources, (list, tuple)) or not sources:
+        raise SourceError("sources must be a non-empty list of {'kind': ..., 'root': ...} entries")
+    if val_sources is not None and not isinstance(val_sources, (list, tuple)):
+        raise SourceError("val_sources must be a list of {'kind': ..., 'root': ...} entries (or None)")
+    specs = [SourceSpec.from_dict(s) for s in sources] + \
+        [SourceSpec.from_dict({**s, "val_only": True}) if isinstance(s, dict) else SourceSpec.from_dict(s)
+         for s in val_sources or ()]
+    if all(s.val_only for s in specs):
+        raise SourceError("every source is validation-only: data-prep needs at least one training source")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise SourceError(f"source names must be unique, got {names}; set 'name' per entry")
+    return specs
+
+
+@dataclass
+class DataPrepPlan:
+    """Everything a data-prep run (or one part of a split run) will write, fixed before any image is
+    encoded: `prepare` writes exactly this, and the dry run (`guie_nb.preflight`) reports it."""
+    specs: list[SourceSpec]
+    listings: dict[str, Listing]  # per source, after the existence pass
+    existence: dict  # `keep_existing`'s counts
+    selections: dict[str, Selection]
+    label_maps: dict[str, dict[str, int]]  # source -> class -> global label
+    label_space: str  # what every part of a split run must agree on (`_label_space`)
+    train_shards_total: int  # training shards of the whole run, all parts
+    train_range: range  # this part's run of them (`part_range`)
+    train_tasks: list[Task]  # this part's training shards
+    val_tasks: list[Task]  # the validation parts; empty unless this is part 0
+    estimated_bytes: int  # of this part's files (`estimate_bytes`)
+    estimate_seconds: float  # wall seconds `estimate_bytes` took on its samples
+    estimate_samples: int
+    tasks: list[Task] = field(init=False)  # this part's files: training shards, then validation parts
+
+    def __post_init__(self) -> None:
+        self.tasks = self.train_tasks + self.val_tasks
+
+    @property
+    def images(self) -> int:
+        """Images planned in this part's files."""
+        return sum(len(t.items) for t in self.tasks)
+
+    @property
+    def train_images(self) -> int:
+        return sum(len(t.items) for t in self.train_tasks)
+
+
+def plan_data_prep(specs: list[SourceSpec], settings: ImageSettings, out: Path, *, images_per_shard: int,
+                   seed: int, num_shards: int = 1, shard_index: int = 0, map_fn_for=lambda spec: map,
+                   progress: bool = False) -> DataPrepPlan:
+    """Read every source (`read_sources`: listings, then the existence pass), select (`select`), plan
+    every file of the whole run (`plan_files`), take part `shard_index`'s share (`part_range`; the
+    validation split goes to part 0) and estimate its output (`estimate_bytes`). Nothing is written.
+
+    `map_fn_for(spec)` gives a reader that takes one its parallel map; `progress` prints how many
+    listed files are not on disk. Raises SourceError (a bad root, listing or selection) and
+    ValueError (a bad `num_shards`/`shard_index`).
+    """
+    _check_part(num_shards, shard_index)
+    listings, existence = read_sources(specs, map_fn_for)
+    if progress and existence["files_missing"]:
+        print(f"data-prep: {existence['files_missing']} of {existence['files_checked']} listed files are not "
+              f"on disk; ranking and sampling use the files that are")
+    selections = {s.name: select(listings[s.name].images, s, seed) for s in specs}
+    all_train, val_tasks, label_maps = plan_files(specs, selections, settings, out, images_per_shard, seed)
+    label_space = _label_space(specs, selections, label_maps, all_train + val_tasks, settings, images_per_shard, seed)
+    mine = part_range(len(all_train), num_shards, shard_index)
+    train_tasks = all_train[mine.start:mine.stop]
+    if shard_index != 0:  # the validation split is written once, by part 0
+        val_tasks = []
+    start = time.perf_counter()
+    estimate = estimate_bytes(train_tasks + val_tasks, settings, seed)
+    seconds = time.perf_counter() - start
+    samples = min(ESTIMATE_SAMPLES, sum(len(t.items) for t in train_tasks + val_tasks))
+    return DataPrepPlan(specs, listings, existence, selections, label_maps, label_space, len(all_train), mine,
+                        train_tasks, val_tasks, estimate, seconds, samples)
 
 
 def _versions() -> dict[str, str]:
@@ -215,7 +306,7 @@ def prepare(
     *,
     max_side: int = 512,
     images_per_shard: int = 1000,
-    jpeg_quality: int = 90,
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
     seed: int = 0,
     processes: int | None = None,
     max_output_gb: float = KAGGLE_OUTPUT_LIMIT_GB,
@@ -246,18 +337,7 @@ def prepare(
     manifest's `existence_check` has the pass's counts, each source its `files_missing`.
     """
     _check_part(num_shards, shard_index)
-    if not isinstance(sources, (list, tuple)) or not sources:
-        raise SourceError("sources must be a non-empty list of {'kind': ..., 'root': ...} entries")
-    if val_sources is not None and not isinstance(val_sources, (list, tuple)):
-        raise SourceError("val_sources must be a list of {'kind': ..., 'root': ...} entries (or None)")
-    specs = [SourceSpec.from_dict(s) for s in sources] + \
-        [SourceSpec.from_dict({**s, "val_only": True}) if isinstance(s, dict) else SourceSpec.from_dict(s)
-         for s in val_sources or ()]
-    if all(s.val_only for s in specs):
-        raise SourceError("every source is validation-only: data-prep needs at least one training source")
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise SourceError(f"source names must be unique, got {names}; set 'name' per entry")
+    specs = source_specs(sources, val_sources)
     if max_side < 16 or images_per_shard < 1 or not 1 <= jpeg_quality <= 100:
         raise ValueError("need max_side >= 16, images_per_shard >= 1, 1 <= jpeg_quality <= 100")
     processes = processes or os.cpu_count() or 1
@@ -283,34 +363,24 @@ def prepare(
 
         if processes > 1:  # start the workers now: their start-up (spawn, imports) overlaps the reading below
             pool(processes)
-        # every source is read and checked before anything is written; then one existence pass
-        listings, existence = read_sources(specs, map_fn_for)
-        if progress and existence["files_missing"]:
-            print(f"data-prep: {existence['files_missing']} of {existence['files_checked']} listed files are not "
-                  f"on disk; ranking and sampling use the files that are")
-        selections = {s.name: select(listings[s.name].images, s, seed) for s in specs}
-        all_train, val_tasks, label_maps = plan_files(specs, selections, settings, out, images_per_shard, seed)
-        label_space = _label_space(specs, selections, label_maps, all_train + val_tasks, settings,
-                                   images_per_shard, seed)
-        mine = part_range(len(all_train), num_shards, shard_index)
-        train_tasks = all_train[mine.start:mine.stop]
-        if shard_index != 0:  # the validation split is written once, by part 0
-            val_tasks = []
-        tasks = train_tasks + val_tasks
-        estimate = estimate_bytes(tasks, settings, seed)
-        n_images = sum(len(t.items) for t in tasks)
+        plan = plan_data_prep(specs, settings, out, images_per_shard=images_per_shard, seed=seed,
+                              num_shards=num_shards, shard_index=shard_index, map_fn_for=map_fn_for,
+                              progress=progress)
+        listings, selections, label_maps = plan.listings, plan.selections, plan.label_maps
+        train_tasks, val_tasks, tasks, estimate = plan.train_tasks, plan.val_tasks, plan.tasks, plan.estimated_bytes
         which = f"part {shard_index} of {num_shards}: " if num_shards > 1 else ""
         if progress:
-            shards = (f" (train shards {mine.start}..{mine.stop - 1} of {len(all_train)})" if num_shards > 1
-                      else "")
-            print(f"data-prep: {which}{n_images} images planned in {len(tasks)} files{shards}, estimated output "
+            mine = plan.train_range
+            shards = (f" (train shards {mine.start}..{mine.stop - 1} of {plan.train_shards_total})"
+                      if num_shards > 1 else "")
+            print(f"data-prep: {which}{plan.images} images planned in {len(tasks)} files{shards}, estimated output "
                   f"{estimate / 1e9:.2f} GB (limit {max_output_gb:g} GB)")
         if estimate > max_output_gb * 1e9:
             raise OutputTooLarge(
                 f"{which}estimated output {estimate / 1e9:.1f} GB is over the {max_output_gb:g} GB limit (Kaggle "
                 f"keeps 20 GB of notebook output): lower images_per_class, max_classes, max_side or jpeg_quality, "
                 f"or split the output over more kernels (num_shards={num_shards})")
-        _check_not_other_part(out, label_space, num_shards, shard_index)
+        _check_not_other_part(out, plan.label_space, num_shards, shard_index)
         out.mkdir(parents=True, exist_ok=True)
         remove_leftovers(out, tasks)
         markers = run_tasks(tasks, pool, progress)
@@ -360,9 +430,9 @@ def prepare(
         "output_bytes": sum(sum(m["sizes"].values()) for m in markers),
         "skipped": skipped,
         "skipped_counts": _count_reasons(skipped, per_source),
-        "existence_check": existence,
+        "existence_check": plan.existence,
         "versions": _versions(),
-        "part": {"index": shard_index, "count": num_shards, "label_space": label_space},
+        "part": {"index": shard_index, "count": num_shards, "label_space": plan.label_space},
     }
     tmp = out / ".manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))

@@ -20,15 +20,21 @@ def probe_images(sizes: Sequence[tuple[int, int]], seed: int = 0) -> list[np.nda
 
 def keras_reference(embedding_model, cfg, flip_tta: bool = False) -> Callable[[np.ndarray], np.ndarray]:
     """uint8 RGB `[H, W, 3]` -> the Keras model's embedding, with the exported model's resize
-    (and flip TTA): what an export must reproduce."""
+    (and flip TTA; a `cfg.flip_tta` model mirrors inside itself), and for a `cfg.size_features`
+    model the raw image's `[H, W]`: what an export must reproduce."""
+    from guie_nb.model.embedding import embedding_inputs
     from guie_nb.model.preprocessing import resize_images
+
+    def predict(pixels, original_size):
+        out = embedding_model.predict_on_batch(embedding_inputs(cfg, pixels, original_size))
+        return np.asarray(out, dtype=np.float64).reshape(-1)
 
     def embed(image: np.ndarray) -> np.ndarray:
         pixels = np.asarray(resize_images(image[None], cfg.input_size, cfg.resize_mode))
-        out = np.asarray(embedding_model.predict_on_batch(pixels), dtype=np.float64).reshape(-1)
-        if flip_tta:
-            flipped = np.ascontiguousarray(pixels[:, :, ::-1])
-            out = out + np.asarray(embedding_model.predict_on_batch(flipped), dtype=np.float64).reshape(-1)
+        original_size = np.asarray([image.shape[:2]], np.float32)
+        out = predict(pixels, original_size)
+        if flip_tta and not cfg.flip_tta:
+            out = out + predict(np.ascontiguousarray(pixels[:, :, ::-1]), original_size)
             out = out / max(np.linalg.norm(out), 1e-12)
         return out
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from guie_nb.model.embedding import ModelConfig
+from guie_nb.model.embedding import SIZE_FEATURES, SIZE_REFERENCE_PX, ModelConfig
 from guie_nb.model.preprocessing import CLIP_MEAN, CLIP_STD, center_crop_offset, torchvision_resize_size
 
 
@@ -139,26 +139,54 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+class Neck(nn.Module):
+    """One neck branch: `[hidden ->] projection` as Linears (dropout is off at inference)."""
+
+    def __init__(self, dims: list[int]):
+        super().__init__()
+        self.layers = nn.ModuleList([Linear(a, b) for a, b in zip(dims[:-1], dims[1:])])
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def size_features(height: float, width: float, batch: int, log_reference: float) -> Tensor:
+    """`guie_nb.model.embedding.size_features` of a raw `height x width` image, float32 `[batch, 3]`;
+    `log_reference`: `ln(SIZE_REFERENCE_PX)` (TorchScript takes no float globals)."""
+    sides = torch.log(torch.clamp(torch.tensor([height, width], dtype=torch.float32), min=1.0))
+    feats = torch.stack([sides[0] - log_reference, sides[1] - log_reference, sides[1] - sides[0]])
+    return feats.view(1, 3).expand(batch, 3)
+
+
 class EmbeddingModule(nn.Module):
-    """uint8 `[B, 3, H, W]` -> L2-normalised float32 `[B, D]`: the Keras embedding model in torch."""
+    """uint8 `[B, 3, H, W]` -> L2-normalised float32 `[B, D]`: the Keras embedding model in torch.
+
+    The patch conv runs at `cfg.vit.stride` (overlapping patches below the patch size); the neck is
+    `cfg.neck_branches` averaged branches; with `cfg.size_features` the raw input's H and W become
+    `[ln(h/500), ln(w/500), ln(w/h)]` joined to the backbone feature; flip TTA (`cfg.flip_tta`, or the
+    export-time `flip_tta`) averages the image's and its mirror's unit embeddings."""
 
     def __init__(self, cfg: ModelConfig, flip_tta: bool = False):
         super().__init__()
         v = cfg.vit
-        self.flip_tta, self.patch, self.width = flip_tta, v.patch_size, v.width
+        self.flip_tta, self.patch, self.stride, self.width = flip_tta or cfg.flip_tta, v.patch_size, v.stride, v.width
+        self.with_size, self.log_size_reference = cfg.size_features, math.log(SIZE_REFERENCE_PX)
         self.preprocess = Preprocess(v.image_size, cfg.resize_mode)
         self.conv1 = nn.Parameter(torch.zeros(v.width, 3, v.patch_size, v.patch_size))
         self.class_embedding = nn.Parameter(torch.zeros(v.width))
-        self.positional_embedding = nn.Parameter(torch.zeros(v.grid_size ** 2 + 1, v.width))
+        self.positional_embedding = nn.Parameter(torch.zeros(v.num_tokens, v.width))
         self.ln_pre, self.ln_post = LayerNorm(v.width, v.layer_norm_eps), LayerNorm(v.width, v.layer_norm_eps)
         self.blocks = nn.ModuleList([Block(v.width, v.heads, v.mlp_width, v.quick_gelu, v.layer_norm_eps)
                                      for _ in range(v.layers)])
         self.proj = Linear(v.width, v.output_dim, bias=False) if v.output_dim else None
-        dims = [v.feature_dim] + ([cfg.hidden_dim] if cfg.hidden_dim else []) + [cfg.embedding_dim]
-        self.head = nn.ModuleList([Linear(a, b) for a, b in zip(dims[:-1], dims[1:])])
+        n_in = v.feature_dim + (SIZE_FEATURES if cfg.size_features else 0)
+        dims = [n_in] + ([cfg.hidden_dim] if cfg.hidden_dim else []) + [cfg.embedding_dim]
+        self.branches = nn.ModuleList([Neck(dims) for _ in range(cfg.neck_branches)])
 
-    def embed(self, x: Tensor) -> Tensor:
-        x = torch.conv2d(x, self.conv1, None, [self.patch, self.patch])
+    def embed(self, x: Tensor, sizes: Tensor) -> Tensor:
+        x = torch.conv2d(x, self.conv1, None, [self.stride, self.stride])
         x = x.flatten(2).transpose(1, 2)  # [B, grid*grid, width], row-major like Keras' Reshape
         cls = self.class_embedding.view(1, 1, self.width).expand(x.shape[0], 1, self.width)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding
@@ -169,15 +197,24 @@ class EmbeddingModule(nn.Module):
         proj = self.proj
         if proj is not None:
             x = proj(x)
-        for layer in self.head:
-            x = layer(x)
-        return _l2_normalize(x)
+        if self.with_size:
+            x = torch.cat([x, sizes], dim=1)
+        # the mean of the branches, summed in order then divided, as Keras' Average layer does
+        total = torch.zeros(0)  # TorchScript wants the variable typed before the loop
+        n = 0
+        for branch in self.branches:
+            y = branch(x)
+            total = y if n == 0 else total + y
+            n += 1
+        return _l2_normalize(total / float(n))
 
     def forward(self, images: Tensor) -> Tensor:
+        sizes = size_features(float(images.shape[2]), float(images.shape[3]), images.shape[0],
+                              self.log_size_reference)
         x = self.preprocess(images)
-        emb = self.embed(x)
+        emb = self.embed(x, sizes)
         if self.flip_tta:  # as the SavedModel: sum of the two unit embeddings, normalised again
-            emb = _l2_normalize(emb + self.embed(torch.flip(x, [3])))
+            emb = _l2_normalize(emb + self.embed(torch.flip(x, [3]), sizes))
         return emb
 
 
@@ -210,20 +247,24 @@ def open_clip_to_module_state(visual: dict[str, np.ndarray]) -> dict[str, np.nda
 
 def _keras_weights(embedding_model) -> dict[str, np.ndarray]:
     """The Keras embedding model's weights under this module's state-dict names: the backbone
-    through issue-3's open_clip converter, the head (Dense `[in, out]`) as it is."""
+    through issue-3's open_clip converter, each neck branch's Dense layers (`[in, out]`) as they are."""
     import keras
 
     from guie_nb.model.convert import keras_to_open_clip_state_dict
 
     out = open_clip_to_module_state(keras_to_open_clip_state_dict(embedding_model))
-    heads = [n for n in ("hidden", "projection") if any(layer.name == n for layer in embedding_model.layers)]
-    for j, name in enumerate(heads):
-        dense = embedding_model.get_layer(name)
-        out[f"head.{j}.weight"] = np.asarray(keras.ops.convert_to_numpy(dense.kernel), dtype=np.float32)
-        out[f"head.{j}.bias"] = np.asarray(keras.ops.convert_to_numpy(dense.bias), dtype=np.float32)
-    if any(layer.name == "neck_bn" for layer in embedding_model.layers):
-        out["head.0.weight"], out["head.0.bias"] = _fold_batchnorm(embedding_model.get_layer("neck_bn"),
-                                                                   out["head.0.weight"], out["head.0.bias"])
+    names = {layer.name for layer in embedding_model.layers}
+    suffixes = [""] if "projection" in names else sorted(
+        (n[len("projection"):] for n in names if re.fullmatch(r"projection_\d+", n)), key=lambda x: int(x[1:]))
+    for i, suffix in enumerate(suffixes):  # neck branch i: `hidden{suffix}` (if any), `projection{suffix}`
+        dense_layers = [n + suffix for n in ("hidden", "projection") if n + suffix in names]
+        for j, name in enumerate(dense_layers):
+            dense = embedding_model.get_layer(name)
+            out[f"branches.{i}.layers.{j}.weight"] = np.asarray(keras.ops.convert_to_numpy(dense.kernel), np.float32)
+            out[f"branches.{i}.layers.{j}.bias"] = np.asarray(keras.ops.convert_to_numpy(dense.bias), np.float32)
+        if "neck_bn" in names:  # the BatchNorm before the branches, folded into each branch's first Dense
+            w, b = f"branches.{i}.layers.0.weight", f"branches.{i}.layers.0.bias"
+            out[w], out[b] = _fold_batchnorm(embedding_model.get_layer("neck_bn"), out[w], out[b])
     return out
 
 

@@ -18,10 +18,37 @@ class VitConfig:
     output_dim: int | None = 512  # the CLIP projection; None keeps the raw width (2nd place)
     quick_gelu: bool = False
     layer_norm_eps: float = 1e-5
+    # the patch conv's stride; None: the patch size (open_clip's non-overlapping patches). Below the
+    # patch size the patches overlap (1st place's 290 px stage: patch 14, stride 12)
+    patch_stride: int | None = None
+
+    @property
+    def stride(self) -> int:
+        return self.patch_stride or self.patch_size
 
     @property
     def grid_size(self) -> int:
-        return self.image_size // self.patch_size
+        """Patches per side: `(image_size - patch_size) // stride + 1` (a 'valid' convolution)."""
+        return (self.image_size - self.patch_size) // self.stride + 1
+
+    @property
+    def num_tokens(self) -> int:
+        """Sequence length through the transformer: the patch grid plus the class token."""
+        return self.grid_size**2 + 1
+
+    def check_geometry(self) -> None:
+        """Raises ValueError unless the patches tile `image_size` exactly: stride in 1..patch_size,
+        and `(image_size - patch_size)` a multiple of the stride (no pixel row silently dropped)."""
+        if not 1 <= self.stride <= self.patch_size:
+            raise ValueError(f"patch_stride must be in 1..patch_size ({self.patch_size}), got {self.patch_stride}; "
+                             "a larger stride would skip pixels between patches")
+        if self.image_size < self.patch_size or (self.image_size - self.patch_size) % self.stride:
+            if self.stride == self.patch_size:
+                raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            fits = self.patch_size + self.stride * max(self.grid_size - 1, 0)
+            raise ValueError(f"image_size {self.image_size} does not fit patches of {self.patch_size} at stride "
+                             f"{self.stride}: (image_size - patch_size) must be a multiple of the stride, "
+                             f"e.g. {fits} or {fits + self.stride}")
 
     @property
     def mlp_width(self) -> int:

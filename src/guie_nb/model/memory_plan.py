@@ -17,7 +17,7 @@ with the micro-batch `b = batch / (replicas * k)` and adds one buffer of summed 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from guie_nb.model.backbones import VitConfig, vit_config
 
@@ -200,6 +200,8 @@ def plan(
     grad_accum_steps: int | None = None,
     hidden_dim: int | None = None,
     subcenters: int = 1,
+    patch_stride: int | None = None,
+    neck_branches: int = 1,
 ) -> MemoryPlan:
     """Bytes per device for training `backbone` with a global `batch_size`.
 
@@ -209,7 +211,8 @@ def plan(
     2, 4, 8, ... micro-batches (while each still splits over the data-parallel replicas). When
     nothing fits, the smallest plan tried, with `fits=False`. A value given forces that choice
     (`remat=False, grad_accum_steps=1` gives the plain plan). `hidden_dim` / `subcenters`: the
-    neck and head of `guie_nb.model.embedding`. Raises ValueError on unknown names, a batch that
+    neck and head of `guie_nb.model.embedding` (`neck_branches` copies of the neck); `patch_stride`
+    below the patch size: overlapping patches, so more tokens (`VitConfig.num_tokens`). Raises ValueError on unknown names, a batch that
     does not split over the devices or micro-batches, or `frozen_blocks` outside 0..layers.
     """
     if device not in DEVICES:
@@ -222,8 +225,9 @@ def plan(
         raise ValueError(f"unknown layout {layout!r}")
     name = backbone if isinstance(backbone, str) else "custom"
     cfg = vit_config(backbone) if isinstance(backbone, str) else backbone
-    if image_size:
-        cfg = vit_config(backbone, image_size=image_size) if isinstance(backbone, str) else cfg
+    overrides = {k: v for k, v in (("image_size", image_size), ("patch_stride", patch_stride)) if v}
+    if overrides:
+        cfg = vit_config(backbone, **overrides) if isinstance(backbone, str) else replace(cfg, **overrides)
     if not 0 <= frozen_blocks <= cfg.layers:
         raise ValueError(f"frozen_blocks must be in 0..{cfg.layers}, got {frozen_blocks}")
     n_devices, capacity = DEVICES[device]
@@ -245,8 +249,8 @@ def plan(
             f"cannot shard width {cfg.width} / MLP {cfg.mlp_width} / batch {batch_size} over "
             f"{n_devices} devices with layout={layout} model_parallel={model_parallel}"
         )
-    neck = cfg.feature_dim * hidden_dim + hidden_dim + hidden_dim * embedding_dim if hidden_dim else (
-        cfg.feature_dim * embedding_dim)
+    neck = neck_branches * (cfg.feature_dim * hidden_dim + hidden_dim + hidden_dim * embedding_dim if hidden_dim else (
+        cfg.feature_dim * embedding_dim))
     head = neck + embedding_dim + num_classes * subcenters * embedding_dim
     total, trainable = vit_params(cfg) + head, _local_params(cfg, frozen_blocks, "data_parallel", 1, 1)[1] + head
     plans = []
@@ -306,5 +310,6 @@ def plan_for(model_cfg, train_cfg, num_classes: int, device: str = "v5e-8", choo
         frozen_blocks=vit.layers if train_cfg.freeze_backbone else train_cfg.frozen_blocks,
         optimizer=train_cfg.optimizer, device=device, image_size=vit.image_size, num_classes=num_classes,
         embedding_dim=model_cfg.embedding_dim, hidden_dim=model_cfg.hidden_dim,
-        subcenters=model_cfg.head.subcenters, **forced,
+        subcenters=model_cfg.head.subcenters, patch_stride=vit.patch_stride,
+        neck_branches=model_cfg.neck_branches, **forced,
     )

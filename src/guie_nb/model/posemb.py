@@ -1,6 +1,7 @@
 """Position-embedding interpolation and rebuilding a model at a new image size, weights carried.
 
-Higher-resolution fine-tuning (1st place: 224 -> 280) changes the patch grid, so the learned
+Higher-resolution fine-tuning (1st place: 224 -> 280), or overlapping patches (a patch stride
+below the patch size, 1st place's 290 px stage at stride 12) change the patch grid, so the learned
 positional embedding is resampled like open_clip's `resize_pos_embed`: the class token is kept,
 the grid is resized with `F.interpolate(mode="bicubic", antialias=True, align_corners=False)`.
 torch's antialiased bicubic is PIL's filter (cubic a=-0.5, support widened by the scale when
@@ -87,7 +88,5 @@ def resize_model_resolution(model: keras.Model, model_cfg, image_size: int):
     embedding interpolated. Returns `(new_model, new_model_cfg)`; save the config with the weights."""
     from guie_nb.model.embedding import build_embedding_model
 
-    new_cfg = replace(model_cfg, image_size=image_size)
-    if image_size % new_cfg.vit.patch_size:
-        raise ValueError(f"image_size {image_size} is not a multiple of patch_size {new_cfg.vit.patch_size}")
+    new_cfg = replace(model_cfg, image_size=image_size)  # ModelConfig checks the patch geometry
     return carry_weights(model, build_embedding_model(new_cfg)), new_cfg

@@ -140,12 +140,15 @@ def build_vit(cfg: VitConfig, name: str = "visual", remat: bool = False) -> kera
     `remat=True` rematerialises each residual block: its forward is recomputed during the backward
     pass, so a block keeps only its input `[B, L, width]` between the passes (activation
     checkpointing, ~1/3 more FLOPs per step). Weights, variable paths and outputs are unchanged.
+    `cfg.patch_stride` below the patch size makes the patch conv overlap (open_clip's `conv1` with
+    another `stride`); the positional embedding then has `cfg.num_tokens` rows.
+    Raises ValueError when the patches do not tile the image (`VitConfig.check_geometry`).
     """
     size = cfg.image_size
-    if size % cfg.patch_size:
-        raise ValueError(f"image_size {size} is not a multiple of patch_size {cfg.patch_size}")
+    cfg.check_geometry()
     images = keras.Input((size, size, 3), name="pixels")
-    x = layers.Conv2D(cfg.width, cfg.patch_size, strides=cfg.patch_size, use_bias=False, name="conv1")(images)
+    # patch_stride < patch_size: overlapping patches, more tokens (`cfg.num_tokens`), same weights
+    x = layers.Conv2D(cfg.width, cfg.patch_size, strides=cfg.stride, use_bias=False, name="conv1")(images)
     x = layers.Reshape((cfg.grid_size * cfg.grid_size, cfg.width), name="patches")(x)
     x = TokenEmbedding(cfg.grid_size * cfg.grid_size, cfg.width, name="embeddings")(x)
     x = layers.LayerNormalization(epsilon=cfg.layer_norm_eps, name="ln_pre")(x)

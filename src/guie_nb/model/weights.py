@@ -157,11 +157,14 @@ def configured_vit(model: keras.Model, backbone: str = "") -> VitConfig:
     if backbone:
         return vit_config(backbone)
     vit = _visual_model(model)
-    patch, _, _, width = vit.get_layer("conv1").kernel.shape
+    conv1 = vit.get_layer("conv1")
+    patch, _, _, width = conv1.kernel.shape
+    stride = int(conv1.strides[0])
     rows = vit.get_layer("embeddings").positional_embedding.shape[0]
     blocks = [layer for layer in vit.layers if layer.name.startswith("resblocks_")]
     names = {layer.name for layer in vit.layers}
-    return VitConfig(image_size=math.isqrt(rows - 1) * patch, patch_size=patch, width=width, layers=len(blocks),
+    return VitConfig(image_size=(math.isqrt(rows - 1) - 1) * stride + patch, patch_size=patch,
+                     patch_stride=None if stride == patch else stride, width=width, layers=len(blocks),
                      heads=blocks[0].attn.heads,
                      mlp_ratio=blocks[0].c_fc.kernel.shape[1] / width,
                      output_dim=vit.get_layer("proj").kernel.shape[1] if "proj" in names else None,

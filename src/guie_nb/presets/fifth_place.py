@@ -10,9 +10,9 @@ training; `neck_batchnorm` is the BN; AdamW stands in for SAM, which this projec
 and the per-category TTA is left out. The write-up's training data is not in our sources, so the
 seed recipe's (ImageNet + Products-10K + GLDv2 subsets, 50 images per class) is used.
 
-`size_features` ([h, w, aspect] of the raw input) is ModelConfig.size_features from helper
-wt-arch's branch: this preset needs it merged (until then ModelConfig refuses the key). The
-feature cache stores each stored image's height and width (`image_sizes`) for it.
+`size_features` ([ln(h/500), ln(w/500), ln(w/h)] of the raw image, joined to the backbone feature
+before the BN) comes from the source image's sides, which the feature cache stores beside each
+feature (`original_sizes`), so the neck trains on them from the cache too.
 
 Stages: the training notebook embeds and trains (one ViT-H forward pass per image, then minutes
 on the features); the fine-tune notebook continues on the same cache at a tenth of the learning
@@ -26,7 +26,7 @@ from guie_nb.presets._kaggle import H14_LAION2B, PRODUCTS10K_DATASET, chain_para
 PRODUCTS10K = PRODUCTS10K_DATASET  # "{owner}/products-10k": the Kaggle dataset holding Products-10K
 
 MODEL = {"backbone": "ViT-H-14", "backbone_weights": H14_LAION2B, "embedding_dim": 64, "dropout": 0.0,
-         "neck_batchnorm": True, "size_features": True,  # size_features: needs wt-arch's ModelConfig field
+         "neck_batchnorm": True, "size_features": True,
          "head": {"kind": "arcface", "scale": 30.0, "margin": 0.5}}
 CACHED = {"freeze_backbone": True, "cached_embeddings": True, "optimizer": "adamw", "batch_size": 512,
           "weight_decay": 1e-4}

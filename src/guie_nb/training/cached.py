@@ -68,10 +68,10 @@ def epoch_indices(seed: int, epoch: int, n: int, steps: int, batch_size: int) ->
     return order.reshape(steps, batch_size).astype(np.int32)
 
 
-def backbone_model(embedding_model: keras.Model) -> keras.Model:
-    """float32 RGB `[B, S, S, 3]` (0..255) -> backbone features `[B, feature_dim]`: the embedding
-    model up to the neck (input normalisation, the `visual` ViT), sharing its layers."""
-    pixels = keras.Input(embedding_model.input_shape[1:], name="image")
+def backbone_model(embedding_model: keras.Model, size: int) -> keras.Model:
+    """float32 RGB `[B, size, size, 3]` (0..255) -> backbone features `[B, feature_dim]`: the
+    embedding model up to the neck (input normalisation, the `visual` ViT), sharing its layers."""
+    pixels = keras.Input((size, size, 3), name="image")
     x = embedding_model.get_layer("clip_normalize")(pixels)
     return keras.Model(pixels, embedding_model.get_layer("visual")(x), name="backbone_features")
 
@@ -79,22 +79,30 @@ def backbone_model(embedding_model: keras.Model) -> keras.Model:
 class NeckHeadModels:
     """The embedding model's neck and the training model's margin head over a features input.
 
-    `training`: `[features float32 [B, D], label int32 [B]] -> logits [B, classes]`;
-    `neck`: `features [B, D] -> embedding [B, embedding_dim]`. Both share the variables (the layer
-    objects) of `embedding_model` / `training_model`, so training them trains those.
+    `training`: `[features float32 [B, D], (original_size [B, 2],) label int32 [B]] -> logits
+    [B, classes]`; `neck`: `[features, (original_size)] -> embedding [B, embedding_dim]` (the
+    original size with `ModelConfig.size_features`; flip TTA, an inference-time mean over the
+    mirrored image, is not part of it: the cache holds the unmirrored features). Both share the
+    variables (the layer objects) of `embedding_model` / `training_model`, so training them trains those.
     """
 
     def __init__(self, model_cfg: ModelConfig, embedding_model: keras.Model, training_model: keras.Model):
         features = keras.Input((model_cfg.vit.feature_dim,), name="features")
+        sizes = [keras.Input((2,), name="original_size")] if model_cfg.size_features else []
         label = keras.Input((), dtype="int32", name="label")
-        embedding = apply_neck(model_cfg, features, reuse=embedding_model)
+        embedding = apply_neck(model_cfg, features, embedding_model, *sizes)
         logits = training_model.get_layer("margin_head")([embedding, label])
-        self.training = keras.Model([features, label], logits, name="neck_head_on_features")
-        self.neck = keras.Model(features, embedding, name="neck_on_features")
+        self.with_sizes = bool(sizes)
+        self.training = keras.Model([features, *sizes, label], logits, name="neck_head_on_features")
+        self.neck = keras.Model([features, *sizes], embedding, name="neck_on_features")
+
+    def inputs(self, features, sizes) -> list:
+        """The neck's inputs for these rows: features, and the original sizes when it takes them."""
+        return [features, sizes] if self.with_sizes else [features]
 
 
 class CachedStep:
-    """`(carry, frozen, features, labels, indices [steps, B]) -> (carry, (losses, accuracies))`:
+    """`(carry, frozen, (features, sizes, labels), indices [steps, B]) -> (carry, (losses, accuracies))`:
     one epoch of steps over the cached features in one compiled call.
 
     `carry` = (trained variables, non-trainable variables: RNG, margins, BN statistics, optimizer
@@ -102,8 +110,9 @@ class CachedStep:
     `trainer.TrainStep`. `compilations` counts traces (one per run).
     """
 
-    def __init__(self, model: keras.Model, trained: list[bool], update, label_smoothing: float):
-        self.model, self.trained, self.update, self.smoothing = model, trained, update, label_smoothing
+    def __init__(self, models: NeckHeadModels, trained: list[bool], update, label_smoothing: float):
+        self.models, self.model = models, models.training
+        self.trained, self.update, self.smoothing = trained, update, label_smoothing
         self.compilations = 0
         self._jitted = jax.jit(self._epoch, donate_argnums=0)
 
@@ -111,13 +120,15 @@ class CachedStep:
         it_t, it_f = iter(trained_vals), iter(frozen_vals)
         return [next(it_t) if t else next(it_f) for t in self.trained]
 
-    def _step(self, frozen, features, labels, carry, idx):
+    def _step(self, frozen, data, carry, idx):
         trained, non_trainable, opt_state = carry
+        features, sizes, labels = data
         x = jnp.take(features, idx, axis=0).astype(jnp.float32)
         y = jnp.take(labels, idx, axis=0)
+        inputs = [*self.models.inputs(x, jnp.take(sizes, idx, axis=0)), y]
 
         def loss_fn(trained):
-            logits, nt = self.model.stateless_call(self.merge(trained, frozen), non_trainable, [x, y],
+            logits, nt = self.model.stateless_call(self.merge(trained, frozen), non_trainable, inputs,
                                                    training=True)
             n = logits.shape[-1]
             target = jax.nn.one_hot(y, n) * (1 - self.smoothing) + self.smoothing / n
@@ -129,12 +140,12 @@ class CachedStep:
         trained, opt_state = self.update(opt_state, grads, trained)
         return (trained, non_trainable, opt_state), (loss, accuracy)
 
-    def _epoch(self, carry, frozen, features, labels, indices):
+    def _epoch(self, carry, frozen, data, indices):
         self.compilations += 1  # runs only while tracing
-        return jax.lax.scan(lambda c, idx: self._step(frozen, features, labels, c, idx), carry, indices)
+        return jax.lax.scan(lambda c, idx: self._step(frozen, data, c, idx), carry, indices)
 
-    def __call__(self, carry, frozen, features, labels, indices):
-        return self._jitted(carry, frozen, features, labels, indices)
+    def __call__(self, carry, frozen, data, indices):
+        return self._jitted(carry, frozen, data, indices)
 
 
 def _check_labels(cache: FeatureCache, num_classes: int) -> None:
@@ -165,11 +176,6 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
         raise ValueError("train_cached runs only with TrainConfig.cached_embeddings=True")
     if keras.backend.backend() != "jax":
         raise RuntimeError(f"training runs on Keras' JAX backend, not {keras.backend.backend()!r}")
-    if getattr(model_cfg, "size_features", False):
-        # the cache stores each image's stored height and width (`image_sizes`); feeding them to the
-        # neck has to follow how ModelConfig.size_features (wt-arch) wires them into the embedding model
-        raise NotImplementedError("cached_embeddings does not feed size_features to the neck yet; "
-                                  "train this model on the fly (cached_embeddings=False)")
     out_dir = Path(out_dir)
     manifest = load_manifest(data_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -190,7 +196,7 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
     train_files = train_paths(data_dir, manifest)
     spec = cache_spec(model_cfg, train_cfg.precision, backbone_fingerprint(embedding_model), train_files,
                       [*val.query_files, *val.index_files])
-    backbone = backbone_model(embedding_model)
+    backbone = backbone_model(embedding_model, size)
     t0 = time.time()
     where = cache_dir(out_dir)
     if init_dir is not None and is_complete(cache_dir(init_dir), spec):  # a continuation: same frozen backbone
@@ -212,21 +218,23 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
     steps = steps_per_epoch(train_cfg, n_train)
     init, update, learning_rate = _optimizer(train_cfg, steps, [m for m, t in zip(multipliers, trained) if t],
                                              [d for d, t in zip(decay, trained) if t])
-    step_fn = CachedStep(models.training, trained, update, train_cfg.label_smoothing)
+    step_fn = CachedStep(models, trained, update, train_cfg.label_smoothing)
     values = [jnp.asarray(a) for a in _to_host(tv)]
     params = [x for x, t in zip(values, trained) if t]
     frozen = [x for x, t in zip(values, trained) if not t]
     carry = (params, [jnp.asarray(a) for a in _to_host(ntv)], init(params))
-    features, labels = jnp.asarray(cache.train_features), jnp.asarray(cache.train_labels)
-    queries, index = jnp.asarray(cache.queries), jnp.asarray(cache.index)
+    data = (jnp.asarray(cache.train_features), jnp.asarray(cache.train_sizes), jnp.asarray(cache.train_labels))
+    queries = models.inputs(jnp.asarray(cache.queries), jnp.asarray(cache.query_sizes))
+    index = models.inputs(jnp.asarray(cache.index), jnp.asarray(cache.index_sizes))
 
     neck_paths = ([v.path for v in models.neck.trainable_variables],
                   [v.path for v in models.neck.non_trainable_variables])
     tv_paths, ntv_paths = [v.path for v in tv], [v.path for v in ntv]
 
     @jax.jit
-    def embed(neck_tv, neck_ntv, x):
-        out, _ = models.neck.stateless_call(neck_tv, neck_ntv, x.astype(jnp.float32), training=False)
+    def embed(neck_tv, neck_ntv, inputs):
+        out, _ = models.neck.stateless_call(neck_tv, neck_ntv, [a.astype(jnp.float32) for a in inputs],
+                                            training=False)
         return out
 
     def evaluate(carry) -> dict[str, float]:
@@ -251,7 +259,7 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
         nt[margin_index] = jnp.asarray(margins)
         idx = jnp.asarray(epoch_indices(train_cfg.seed, epoch, n_train, steps, train_cfg.batch_size))
         t_call = time.time()
-        carry, (losses, accs) = step_fn((carry[0], nt, carry[2]), frozen, features, labels, idx)
+        carry, (losses, accs) = step_fn((carry[0], nt, carry[2]), frozen, data, idx)
         losses, accs = np.asarray(losses), np.asarray(accs)
         seconds = time.time() - t_call
         if first_call_seconds is None:

@@ -9,14 +9,15 @@ enough (5th place trained its BN + Linear head on precomputed ViT-H-14 embedding
                             shards (names and sizes); plus what the cache holds
     train-00000.npz, ...    one per data-prep training shard, in the manifest's order:
                             `features` float16 `[n, feature_dim]`, `labels` int32 `[n]`,
-                            `image_sizes` int32 `[n, 2]` (height, width of the stored image)
-    val-queries.npz,        the validation split: `features`, `image_ids`, `image_sizes`
+                            `original_sizes` float32 `[n, 2]` (height, width of the source image)
+    val-queries.npz,        the validation split: `features`, `image_ids`, `original_sizes`
     val-index.npz
 
 Images are preprocessed as for evaluation and export (`resize_images` with the model's resize
 mode, no augmentation): the features the exported model's backbone computes at scoring time.
-`image_sizes` are the stored images' sizes; data-prep keeps the aspect ratio but caps the long
-side at its `max_side`, so they are not the original sizes (the records do not carry those).
+`original_sizes` are the source images' sides before data-prep's resize
+(`shard_reader.original_size`: the stored image's for older records without them), what a
+`ModelConfig.size_features` model takes as its second input.
 
 Every file is written under a temporary name and renamed, so a file that exists is complete. A
 rerun keeps the files that exist and embeds the rest: an interrupted pass loses at most the shard
@@ -37,7 +38,7 @@ import numpy as np
 
 CACHE_DIR = "feature_cache"
 MANIFEST = "manifest.json"
-FORMAT = 1
+FORMAT = 2  # 2: original_sizes (source image sides) instead of the stored images' sizes
 VAL_ROLES = ("queries", "index")
 
 
@@ -48,11 +49,13 @@ class StaleCacheError(ValueError):
 class FeatureCache(NamedTuple):
     train_features: np.ndarray  # float16 [n_train, feature_dim]
     train_labels: np.ndarray  # int32 [n_train]
-    train_sizes: np.ndarray  # int32 [n_train, 2]: stored image height, width
+    train_sizes: np.ndarray  # float32 [n_train, 2]: source image height, width
     query_ids: list[str]
     queries: np.ndarray  # float16 [n_queries, feature_dim]
     index_ids: list[str]
     index: np.ndarray  # float16 [n_index, feature_dim]
+    query_sizes: np.ndarray  # float32 [n_queries, 2]
+    index_sizes: np.ndarray  # float32 [n_index, 2]
 
     @property
     def images(self) -> int:
@@ -130,18 +133,18 @@ def is_complete(directory: str | Path, spec: dict) -> bool:
 
 def _records(files: Sequence[Path], size: int, resize_mode: str, batch_size: int):
     """tf.data over TFRecord `files` in order: batches of (pixels float32 `[b, size, size, 3]`,
-    label, image_id, `[h, w]` of the stored image), preprocessed as `pipeline.eval_dataset`."""
+    label, image_id, `[h, w]` of the source image), preprocessed as `pipeline.eval_dataset`."""
     import tensorflow as tf
 
     from guie_nb.data.pipeline import AUTOTUNE
-    from guie_nb.data.shard_reader import parse
+    from guie_nb.data.shard_reader import original_size, parse
     from guie_nb.model.preprocessing import resize_images
 
     def prepare(raw):
         ex = parse(raw)
         image = tf.io.decode_jpeg(ex["image"], channels=3)
         return (resize_images(image, size, resize_mode), tf.cast(ex["label"], tf.int32), ex["image_id"],
-                tf.shape(image)[:2])
+                original_size(ex, image))
 
     ds = tf.data.TFRecordDataset([str(f) for f in files]).map(prepare, num_parallel_calls=AUTOTUNE,
                                                                  deterministic=True)
@@ -150,7 +153,7 @@ def _records(files: Sequence[Path], size: int, resize_mode: str, batch_size: int
 
 def embed_files(embed_batch: Callable[[np.ndarray], np.ndarray], files: Sequence[Path], size: int,
                 resize_mode: str, batch_size: int) -> dict[str, np.ndarray]:
-    """Features (float16), labels, image ids and stored sizes of every record of `files`, in order.
+    """Features (float16), labels, image ids and source sizes of every record of `files`, in order.
     Every batch is padded to `batch_size`, so the backbone compiles once for all shards."""
     feats, labels, ids, sizes = [], [], [], []
     for pixels, label, image_id, hw in _records(files, size, resize_mode, batch_size).as_numpy_iterator():
@@ -167,7 +170,7 @@ def embed_files(embed_batch: Callable[[np.ndarray], np.ndarray], files: Sequence
     if not labels:
         raise ValueError(f"no records in {list(map(str, files))}")
     return {"features": np.concatenate(feats), "labels": np.concatenate(labels).astype(np.int32),
-            "image_ids": np.array(ids), "image_sizes": np.concatenate(sizes).astype(np.int32)}
+            "image_ids": np.array(ids), "original_sizes": np.concatenate(sizes).astype(np.float32)}
 
 
 def train_shard_name(i: int) -> str:
@@ -219,6 +222,7 @@ def load_feature_cache(directory: str | Path, spec: dict) -> FeatureCache:
     val = {role: np.load(directory / f"val-{role}.npz") for role in VAL_ROLES}
     return FeatureCache(
         np.concatenate([s["features"] for s in shards]), np.concatenate([s["labels"] for s in shards]),
-        np.concatenate([s["image_sizes"] for s in shards]),
+        np.concatenate([s["original_sizes"] for s in shards]),
         [str(i) for i in val["queries"]["image_ids"]], val["queries"]["features"],
-        [str(i) for i in val["index"]["image_ids"]], val["index"]["features"])
+        [str(i) for i in val["index"]["image_ids"]], val["index"]["features"],
+        val["queries"]["original_sizes"], val["index"]["original_sizes"])

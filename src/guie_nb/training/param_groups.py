@@ -1,7 +1,8 @@
 """Which variables train, at what learning rate, with or without weight decay.
 
 Groups are read from Keras variable paths (`resblocks_3/attn/in_proj/kernel`, `projection/...`,
-`margin_head/centers`): the backbone is everything that is not the neck (`neck_bn`, `hidden`, `projection`)
+`margin_head/centers`): the backbone is everything that is not the neck (`neck_bn`, `hidden`, `projection`, or `hidden_i`,
+`projection_i` of neck branch i)
 or the head (`margin_head`).
 """
 
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 
 from guie_nb.training.config import TrainConfig
 
-NECK = ("neck_bn/", "hidden/", "projection/")
+# neck: one branch (`hidden/`, `projection/`) or ModelConfig.neck_branches > 1 (`hidden_3/`, `projection_3/`)
+NECK = ("neck_bn/", "hidden/", "projection/", "hidden_", "projection_")
 HEAD = ("margin_head/",)
 STEM = ("conv1/", "embeddings/", "ln_pre/")
 NO_DECAY = ("gamma", "beta", "bias", "class_embedding", "positional_embedding", "centers")

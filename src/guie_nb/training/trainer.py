@@ -373,7 +373,8 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
         nt[margin_index] = jax.device_put(margins(epoch), nt[margin_index].sharding)
         state = (state[0], nt, state[2])
         ds = train_dataset(train_files, size, train_cfg.batch_size, seed=train_cfg.seed, epoch=epoch,
-                           steps=steps, skip_steps=in_epoch, steps_per_execution=spe)
+                           steps=steps, skip_steps=in_epoch, steps_per_execution=spe,
+                           original_size=model_cfg.size_features)
         t0 = time.time()
         progress = EpochProgress(epoch + 1, train_cfg.epochs, steps, train_cfg.batch_size, done=in_epoch)
         for batches in ds.as_numpy_iterator():

@@ -179,7 +179,8 @@ def abstract_inputs(setup: StepSetup, model_cfg: ModelConfig, train_cfg: TrainCo
                  zip(opt_shapes, optimizer_shardings(dist, [p.sharding for p in params], len(opt_shapes)))]
 
     element_spec = train_dataset(["abstract.tfrecord"], model_cfg.input_size, train_cfg.batch_size,
-                                 steps_per_execution=train_cfg.steps_per_execution).element_spec
+                                 steps_per_execution=train_cfg.steps_per_execution,
+                                 original_size=model_cfg.size_features).element_spec
     placed = batch_sharding(dist)
     batches = jax.tree.map(lambda s: jax.ShapeDtypeStruct(tuple(s.shape), s.dtype.as_numpy_dtype, sharding=placed),
                            element_spec)
