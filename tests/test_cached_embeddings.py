@@ -245,6 +245,30 @@ def test_fifth_place_preset_embeds_once_across_its_stages(data_dir, tmp_path):
     assert second["backbone_forward_passes_this_run"] == 0 and not (tmp_path / "finetune" / "feature_cache").exists()
     assert second["initial"]["map5"] == pytest.approx(first["final"]["map5"])  # it starts where 02 ended
 
+    # the exported model (image + original_size inputs) reproduces the cached path's embeddings
+    from guie_nb.data.pipeline import eval_dataset
+    from guie_nb.data.prepare import load_manifest
+    from guie_nb.evaluation import ValidationSet
+    from guie_nb.model.embedding import build_embedding_model, build_training_model
+    from guie_nb.training.cached import NeckHeadModels
+    from guie_nb.training.feature_cache import load_feature_cache
+
+    out = tmp_path / "finetune"
+    cfg = ModelConfig.load(out / "model_config.json")
+    exported = build_embedding_model(cfg)
+    exported.load_weights(out / "embedding.weights.h5")
+    manifest = load_manifest(data_dir)
+    val = ValidationSet.from_manifest(data_dir, manifest)
+    batches = list(eval_dataset(val.query_files, cfg.input_size, cfg.resize_mode, original_size=True))
+    from_images = np.concatenate([exported.predict_on_batch({k: v.numpy() for k, v in b[0].items()})
+                                  for b in batches])
+    spec = json.loads((tmp_path / "train" / "feature_cache" / "manifest.json").read_text())["spec"]
+    cache = load_feature_cache(tmp_path / "train" / "feature_cache", spec)
+    neck = NeckHeadModels(cfg, exported, build_training_model(exported, manifest["num_classes"], cfg.head)).neck
+    from_cache = neck.predict_on_batch([cache.queries.astype(np.float32), cache.query_sizes])
+    np.testing.assert_array_equal(cache.query_sizes, np.concatenate([b[0]["original_size"].numpy() for b in batches]))
+    assert np.sum(from_images * from_cache, axis=-1).min() > 0.999
+
 
 def test_training_notebook_runs_cached_embeddings_on_8_emulated_devices(tmp_path):
     """Notebook 02 with `train["cached_embeddings"]`: the embedding pass on 8 emulated devices (data
@@ -276,26 +300,3 @@ def test_training_notebook_runs_cached_embeddings_on_8_emulated_devices(tmp_path
                  "feature_cache/manifest.json"):
         assert (out / name).is_file(), name
 
-    # the exported model (image + original_size inputs) reproduces the cached path's embeddings
-    from guie_nb.data.pipeline import eval_dataset
-    from guie_nb.data.prepare import load_manifest
-    from guie_nb.evaluation import ValidationSet
-    from guie_nb.model.embedding import build_embedding_model, build_training_model
-    from guie_nb.training.cached import NeckHeadModels
-    from guie_nb.training.feature_cache import load_feature_cache
-
-    out = tmp_path / "finetune"
-    cfg = ModelConfig.load(out / "model_config.json")
-    exported = build_embedding_model(cfg)
-    exported.load_weights(out / "embedding.weights.h5")
-    manifest = load_manifest(data_dir)
-    val = ValidationSet.from_manifest(data_dir, manifest)
-    batches = list(eval_dataset(val.query_files, cfg.input_size, cfg.resize_mode, original_size=True))
-    from_images = np.concatenate([exported.predict_on_batch({k: v.numpy() for k, v in b[0].items()})
-                                  for b in batches])
-    spec = json.loads((tmp_path / "train" / "feature_cache" / "manifest.json").read_text())["spec"]
-    cache = load_feature_cache(tmp_path / "train" / "feature_cache", spec)
-    neck = NeckHeadModels(cfg, exported, build_training_model(exported, manifest["num_classes"], cfg.head)).neck
-    from_cache = neck.predict_on_batch([cache.queries.astype(np.float32), cache.query_sizes])
-    np.testing.assert_array_equal(cache.query_sizes, np.concatenate([b[0]["original_size"].numpy() for b in batches]))
-    assert np.sum(from_images * from_cache, axis=-1).min() > 0.999
