@@ -46,7 +46,7 @@ def pretrained_backbone(data_dir: Path, out: Path, model: dict, train: dict) -> 
 
     from guie_nb.model.convert import keras_to_open_clip_state_dict
     from guie_nb.model.embedding import ModelConfig, build_embedding_model
-    from guie_nb.training.trainer import EMBEDDING_WEIGHTS
+    from guie_nb.run_dir import EMBEDDING_WEIGHTS
 
     path = out / "backbone.safetensors"
     if not path.is_file():

@@ -51,11 +51,9 @@ def main(argv=None) -> int:
     from guie_nb.model.embedding import ModelConfig, build_embedding_model
 
     if args.model_dir:
-        from guie_nb.training.trainer import EMBEDDING_WEIGHTS
+        from guie_nb.run_dir import load_embedding_model
 
-        cfg = ModelConfig.load(args.model_dir / "model_config.json")
-        model = build_embedding_model(cfg)
-        model.load_weights(args.model_dir / EMBEDDING_WEIGHTS)
+        model, cfg = load_embedding_model(args.model_dir)
     else:
         cfg = ModelConfig(backbone=args.backbone)
         model = build_embedding_model(cfg)

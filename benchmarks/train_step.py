@@ -53,36 +53,16 @@ def measured_matmul_flops(dtype: str, n: int = 2048, repeats: int = 10) -> float
     return 4 * 2 * n**3 / best
 
 
-def initial_state(setup):
-    """`(state, frozen)` as the trainer starts them: trained values, non-trainable values, optimizer state.
-
-    Every array is committed to its placement (as the trainer does): the step's outputs are, and an
-    uncommitted input would compile a second executable on the second call.
-    """
-    import jax
-
-    def committed(arrays):
-        return [jax.device_put(x, x.sharding) for x in arrays]
-
-    values = committed([v.value for v in setup.training_model.trainable_variables])
-    params = [x for x, t in zip(values, setup.trained) if t]
-    frozen = [x for x, t in zip(values, setup.trained) if not t]
-    non_trainable = committed([v.value for v in setup.training_model.non_trainable_variables])
-    return (params, non_trainable, committed(setup.optimizer.init(params))), frozen
-
-
 def random_batches(setup, steps: int, batch: int, size: int, classes: int):
     """`[steps, batch, ...]` random images and labels, sharded over the devices along the batch."""
-    import jax
     import numpy as np
-    from jax.sharding import NamedSharding, PartitionSpec
 
-    dist = setup.distribution
+    from guie_nb.training.trainer import put_batches
+
     rng = np.random.default_rng(0)
     labels = rng.integers(0, classes, (steps, batch)).astype("int32")
     images = rng.uniform(0, 255, (steps, batch, size, size, 3)).astype("float32")
-    sharding = NamedSharding(dist.device_mesh.backend_mesh, PartitionSpec(None, dist.batch_dim_name))
-    return jax.device_put(({"image": images, "label": labels}, labels), sharding)
+    return put_batches(({"image": images, "label": labels}, labels), setup.distribution)
 
 
 def main(argv=None) -> dict:
@@ -119,19 +99,19 @@ def main(argv=None) -> dict:
     cfg = TrainConfig(batch_size=args.batch, steps_per_execution=spe, precision=args.precision, remat=args.remat,
                       freeze_backbone=args.freeze_backbone, frozen_blocks=args.frozen_blocks, layout=args.layout)
     setup = build_step(model_cfg, cfg, args.classes, steps=1000)
-    state, frozen = initial_state(setup)
+    state = setup.initial_state()  # committed to its placement, as the trainer starts it
     batches = random_batches(setup, spe, args.batch, model_cfg.input_size, args.classes)
     analytic = train_flops_per_image(model_cfg, cfg, args.classes)
-    xla_per_image = setup.step.flops(state, frozen, batches) / args.batch if spe == 1 else None
+    xla_per_image = setup.step.flops(state, batches) / args.batch if spe == 1 else None
 
     t = time.perf_counter()
-    state, (loss, _) = setup.step(state, frozen, batches)
+    state, (loss, _) = setup.step(state, batches)
     np.asarray(loss)
     first_call_s = time.perf_counter() - t
     times = []
     for _ in range(args.calls):
         t = time.perf_counter()
-        state, (loss, _) = setup.step(state, frozen, batches)
+        state, (loss, _) = setup.step(state, batches)
         np.asarray(loss)
         times.append(time.perf_counter() - t)
     per_call = float(np.median(times))

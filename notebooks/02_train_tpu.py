@@ -17,6 +17,8 @@
 # (its image has no TPU-enabled TensorFlow), and the same notebook runs on GPU and CPU. The batch
 # is split over all devices by a `keras.distribution` (data parallel, or weights sharded when
 # `layout="model_parallel"`); TensorFlow only feeds the `tf.data` pipeline over the TFRecords.
+# On a TPU pod slice (several hosts) the same notebook runs on every host, one JAX process each,
+# started with `GUIE_DISTRIBUTED=auto` (docs/training.md, "Pod slices").
 #
 # The embedding model is what we will submit: a ViT backbone in open_clip's layout, dropout, a
 # projection to 64 dimensions (optionally 256 → 64) and L2 normalisation. For training, a margin
@@ -44,7 +46,8 @@ import guie_nb.environment  # noqa: E402
 
 print("guie_nb", guie_nb.__version__, "from", Path(guie_nb.__file__).parent)
 guie_nb.environment.start_run(STAGED)  # the staged helper package? the run id to the output
-guie_nb.environment.check_environment(required=("keras", "jax", "tensorflow"))  # Kaggle's packages are not our pins
+guie_nb.environment.check_environment(  # Kaggle's packages are not our pins
+    required=("keras", "jax", "tensorflow", "optax", "orbax-checkpoint"))
 
 # %% tags=["parameters"]
 data_dir = "build/demo/data"
@@ -74,6 +77,9 @@ from guie_nb.params import resolve_training, write_resolved
 from guie_nb.preflight import preflight
 
 use_backend(keras_backend, cpu_devices)  # before keras is imported
+from guie_nb.training import distributed  # noqa: E402
+
+distributed.initialize()  # on a pod slice (GUIE_DISTRIBUTED=auto): joins the hosts' processes; else nothing
 resolved = resolve_training(data_dir=data_dir, out_dir=out_dir, model=model, train=train,
                             keras_backend=keras_backend, cpu_devices=cpu_devices, dry_run=dry_run)
 print(json.dumps({k: resolved[k] for k in ("model", "weights", "train")}, indent=1))
@@ -99,7 +105,7 @@ print("Keras", keras.__version__, "on", keras.backend.backend(), "|", len(jax.de
 # %%
 if dry_run:
     report = preflight(resolved)
-else:
+elif distributed.is_writer():  # on a pod slice, process 0 writes the outputs
     write_resolved(resolved, out_dir)
 
 # %% [markdown]
@@ -149,4 +155,5 @@ if not dry_run:
     print(f"{metrics['images_per_second']:.1f} images/s on {metrics['devices']} x {metrics['device_kind']} "
           f"({metrics['layout']}, {metrics['precision']}); the step compiled {metrics['train_step_compilations']} time(s)")
     history_dir = Path(resolved["outputs"]["out_dir"])
-    plots.history(history_dir / "history.csv", history_dir / "history.png", initial=metrics["initial"])
+    if distributed.is_writer():
+        plots.history(history_dir / "history.csv", history_dir / "history.png", initial=metrics["initial"])

@@ -41,7 +41,8 @@ import guie_nb.environment  # noqa: E402
 
 print("guie_nb", guie_nb.__version__, "from", Path(guie_nb.__file__).parent)
 guie_nb.environment.start_run(STAGED)  # the staged helper package? the run id to the output
-guie_nb.environment.check_environment(required=("keras", "jax", "tensorflow"))  # Kaggle's packages are not our pins
+guie_nb.environment.check_environment(  # Kaggle's packages are not our pins
+    required=("keras", "jax", "tensorflow", "optax", "orbax-checkpoint"))
 
 # %% tags=["parameters"]
 data_dir = "build/demo/data"
@@ -51,13 +52,14 @@ keras_backend = "jax"
 cpu_devices = 0
 image_size = None  # e.g. 280 for the 1st place's 224 -> 280 step; None keeps the training size
 patch_stride = None  # e.g. 12 (with image_size 290) for the 1st place's overlapping patches; None keeps the training run's
+model_changes = None  # a later stage's model changes, e.g. {"patch_stride": 12, "head": {"margin": 0.65}}
 train = {"epochs": 3, "batch_size": 64, "learning_rate": 3e-4, "warmup_epochs": 0.0, "weight_decay": 0.02}
 dry_run = False  # True: check the training notebook's output, estimate memory and hours, stop
 
 # %% [markdown]
 # ## What this run will use
-# The model is the training notebook's (`init_dir/model_config.json`), at `image_size` and
-# `patch_stride` if set; the
+# The model is the one `init_dir` holds (`model_config.json`: the training notebook's, or an earlier
+# stage's), with `model_changes`, then `image_size` and `patch_stride` applied when set; the
 # configs are printed and written to `resolved_config.json` in the output (`guie_nb.params`).
 
 # %%
@@ -69,9 +71,12 @@ from guie_nb.params import resolve_finetune, write_resolved
 from guie_nb.preflight import preflight
 
 use_backend(keras_backend, cpu_devices)  # before keras is imported
+from guie_nb.training import distributed  # noqa: E402
+
+distributed.initialize()  # on a pod slice (GUIE_DISTRIBUTED=auto): joins the hosts' processes; else nothing
 resolved = resolve_finetune(data_dir=data_dir, init_dir=init_dir, out_dir=out_dir, train=train, image_size=image_size,
-                            patch_stride=patch_stride, keras_backend=keras_backend, cpu_devices=cpu_devices,
-                            dry_run=dry_run)
+                            patch_stride=patch_stride, model_changes=model_changes, keras_backend=keras_backend,
+                            cpu_devices=cpu_devices, dry_run=dry_run)
 print(json.dumps({k: resolved[k] for k in ("model", "train")}, indent=1))
 
 from guie_nb.model.embedding import ModelConfig  # noqa: E402
@@ -89,7 +94,7 @@ train_cfg = TrainConfig.from_dict(resolved["train"])
 # %%
 if dry_run:
     report = preflight(resolved)
-else:
+elif distributed.is_writer():  # on a pod slice, process 0 writes the outputs
     write_resolved(resolved, out_dir)
 
 # %% [markdown]
@@ -112,4 +117,5 @@ if not dry_run:
 if not dry_run:
     print(f"mP@5 {metrics['initial']['map5']:.4f} -> {metrics['final']['map5']:.4f} after fine-tuning")
     history_dir = Path(resolved["outputs"]["out_dir"])
-    plots.history(history_dir / "history.csv", history_dir / "history.png", initial=metrics["initial"])
+    if distributed.is_writer():
+        plots.history(history_dir / "history.csv", history_dir / "history.png", initial=metrics["initial"])

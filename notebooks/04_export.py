@@ -82,18 +82,15 @@ else:
 
     from pathlib import Path
 
+    from guie_nb import run_dir
     from guie_nb.data.prepare import load_manifest
     from guie_nb.evaluation import ValidationSet, embed_validation, score
     from guie_nb.export.build import export_submission
     from guie_nb.export.submission import SubmissionEmbedder
-    from guie_nb.model.embedding import ModelConfig, build_embedding_model
-    from guie_nb.training.trainer import EMBEDDING_WEIGHTS
 
     ex = resolved["export"]
     out = Path(ex["out_dir"])
-    cfg = ModelConfig.from_dict(resolved["model"])
-    model = build_embedding_model(cfg)
-    model.load_weights(Path(ex["model_dir"]) / EMBEDDING_WEIGHTS)
+    model, cfg = run_dir.load_embedding_model(ex["model_dir"])
 
 # %% [markdown]
 # ## Export, then verify in the scorer runtime
@@ -126,7 +123,7 @@ if not dry_run:
     embeddings = embed_validation(embedder, val)  # as the scorer runs it: one image at a time
     embedder.close()
     scores = score(val, *embeddings)
-    train_metrics = json.loads((Path(ex["train_dir"]) / "metrics.json").read_text())
+    train_metrics = json.loads((Path(ex["train_dir"]) / run_dir.METRICS).read_text())
     report = {
         "map5_untrained": train_metrics["initial"]["map5"],
         "map5_trained": scores["map5"],

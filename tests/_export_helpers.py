@@ -17,12 +17,12 @@ def save_demo_model(folder: Path, seed: int = 0, **overrides) -> Path:
     import keras
 
     from guie_nb.model.embedding import ModelConfig, build_embedding_model
-    from guie_nb.training.trainer import EMBEDDING_WEIGHTS
+    from guie_nb.run_dir import EMBEDDING_WEIGHTS, MODEL_CONFIG
 
     keras.utils.set_random_seed(seed)
     cfg = ModelConfig(**{"backbone": "demo-tiny", **overrides})
     folder.mkdir(parents=True, exist_ok=True)
-    cfg.save(folder / "model_config.json")
+    cfg.save(folder / MODEL_CONFIG)
     build_embedding_model(cfg).save_weights(folder / EMBEDDING_WEIGHTS)
     return folder
 

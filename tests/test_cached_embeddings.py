@@ -121,28 +121,29 @@ def test_cached_run_folder_exports_what_it_trained(data_dir, tmp_path):
     embedding.weights.h5) reproduces the cached path's embeddings, and 03 loads its training weights."""
     import keras
 
+    from guie_nb import run_dir
     from guie_nb.data.pipeline import eval_dataset
     from guie_nb.data.prepare import load_manifest
     from guie_nb.evaluation import ValidationSet, evaluate_keras
     from guie_nb.model.embedding import ModelConfig, build_embedding_model, build_training_model
     from guie_nb.training.config import TrainConfig
     from guie_nb.training.feature_cache import load_feature_cache
-    from guie_nb.training.trainer import EMBEDDING_WEIGHTS, train
+    from guie_nb.training.trainer import train
     from guie_nb.training.transfer import load_training_weights
 
     model = {**MODEL, "hidden_dim": 32, "neck_batchnorm": True, "dropout": 0.1}
     out = tmp_path / "run"
     metrics = train(data_dir, out, ModelConfig.from_dict(model),
                     TrainConfig.from_dict({**TRAIN, "epochs": 3, "cached_embeddings": True}))
-    for name in ("model_config.json", "train_config.json", "training_model.weights.h5", EMBEDDING_WEIGHTS,
-                 "history.csv", "metrics.json"):
+    for name in (run_dir.MODEL_CONFIG, run_dir.TRAIN_CONFIG, run_dir.TRAINING_WEIGHTS, run_dir.EMBEDDING_WEIGHTS,
+                 run_dir.HISTORY, run_dir.METRICS):
         assert (out / name).is_file(), name
     assert metrics["train_step_compilations"] == 1 and metrics["step"] == 3 * metrics["steps_per_epoch"]
     assert metrics["backbone_forward_passes"] == metrics["cached_images"] == metrics["backbone_forward_passes_this_run"]
 
     cfg = ModelConfig.load(out / "model_config.json")
     exported = build_embedding_model(cfg)
-    exported.load_weights(out / EMBEDDING_WEIGHTS)
+    exported.load_weights(out / run_dir.EMBEDDING_WEIGHTS)
     bn = exported.get_layer("neck_bn")
     assert not np.allclose(keras.ops.convert_to_numpy(bn.moving_mean), 0)  # BN statistics were trained too
 
@@ -183,7 +184,8 @@ def test_neck_batchnorm_is_neck_and_folds_into_torchscript():
     cfg = ModelConfig.from_dict({**MODEL, "neck_batchnorm": True, "embedding_dim": 48})
     model = build_embedding_model(cfg)
     paths = [v.path for v in model.trainable_variables]
-    trained, _, decay = param_groups.plan(paths, TrainConfig(freeze_backbone=True), cfg.vit.layers)
+    plan = param_groups.plan(paths, TrainConfig(freeze_backbone=True), cfg.vit.layers)
+    trained, decay = plan.trained, plan.decay
     assert {p for p, t in zip(paths, trained) if t} == {"neck_bn/gamma", "neck_bn/beta", "projection/kernel",
                                                         "projection/bias"}
     assert not decay[paths.index("neck_bn/gamma")]
@@ -300,3 +302,34 @@ def test_training_notebook_runs_cached_embeddings_on_8_emulated_devices(tmp_path
                  "feature_cache/manifest.json"):
         assert (out / name).is_file(), name
 
+
+
+def test_cached_run_trains_on_the_train_sources_rows(data_dir, tmp_path):
+    """TrainConfig.train_sources: the cache holds every training image, the neck and head train on
+    the named sources' rows (an epoch is one pass over their images, as on the fly)."""
+    from guie_nb.data.prepare import load_manifest, source_labels
+    from guie_nb.model.embedding import ModelConfig
+    from guie_nb.training.config import TrainConfig
+    from guie_nb.training.trainer import steps_per_epoch, train
+
+    manifest = load_manifest(data_dir)
+    images = source_labels(manifest, ["gldv2"])[1]
+    cfg = TrainConfig.from_dict({**TRAIN, "epochs": 1, "cached_embeddings": True, "train_sources": ["gldv2"]})
+    assert images < manifest["train_images"]
+    metrics = train(data_dir, tmp_path / "run", ModelConfig.from_dict(MODEL), cfg)
+    assert metrics["steps_per_epoch"] == steps_per_epoch(cfg, images)
+    assert metrics["cached_images"] > manifest["train_images"]  # all training images + the validation set
+
+
+def test_cached_run_refuses_several_processes(data_dir, tmp_path, monkeypatch):
+    import jax
+
+    from guie_nb.model.embedding import ModelConfig
+    from guie_nb.training.config import TrainConfig
+    from guie_nb.training.trainer import train
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(RuntimeError, match="cached_embeddings runs in one process, this run has 2"):
+        train(data_dir, tmp_path / "run", ModelConfig.from_dict(MODEL),
+              TrainConfig.from_dict({**TRAIN, "cached_embeddings": True}))
+    assert not (tmp_path / "run").exists()

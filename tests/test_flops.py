@@ -79,14 +79,11 @@ def test_peak_table():
 
 def _compiled_step(model_cfg: ModelConfig, train_cfg: TrainConfig, classes: int):
     setup = build_step(model_cfg, train_cfg, classes, steps=10)
-    values = [v.value for v in setup.training_model.trainable_variables]
-    params = [x for x, t in zip(values, setup.trained) if t]
-    frozen = [x for x, t in zip(values, setup.trained) if not t]
-    state = (params, [v.value for v in setup.training_model.non_trainable_variables], setup.optimizer.init(params))
+    state = setup.initial_state()
     b, s = train_cfg.batch_size, model_cfg.input_size
     labels = np.zeros((1, b), "int32")  # one step: unscanned
     batches = ({"image": np.zeros((1, b, s, s, 3), "float32"), "label": labels}, labels)
-    return setup.step.lower(state, frozen, batches).compile()
+    return setup.step.lower(state, batches).compile()
 
 
 # demo-tiny (width 96, 4 blocks): each config compiles one train step on the CPU in a few seconds

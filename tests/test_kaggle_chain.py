@@ -250,3 +250,43 @@ def test_a_status_that_stays_stale_fails_by_name(fake, env, tmp_path, monkeypatc
         chain.run(_client(), _stage(tmp_path / "stage"), state, start=True, wait=True, work_dir=tmp_path / "w",
                   poll_s=0, max_stale=3, log=lambda m: None)
     assert len(fake.calls("SaveKernel")) == 1 and state["kernels"]["01_data_prep"]["status"] == "pushed"
+
+
+def test_a_preset_with_stages_pushes_each_stage_after_the_one_before(fake, env, tmp_path, monkeypatch):
+    """One kernel per training stage, in chain order, each pushed once the stage before completed
+    (its run id); the chain state keeps one entry per kernel key; a changed last stage re-pushes
+    only itself and what reads it."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    state_file = tmp_path / "chain_state.json"
+
+    def one_run(notebook_dir=REPO / "notebooks"):
+        staged = stage_kernels(tmp_path / "stage", USER, "demo_stages", notebook_dir, REPO / "kernel-metadata")
+        state = chain.load_state(state_file, "demo_stages", USER)
+        out = chain.run(_client(), staged, state, start=True, wait=True, work_dir=tmp_path / "w", poll_s=0,
+                        log=lambda m: None, save=lambda s: chain.save_state(s, state_file))
+        return out, state
+
+    fake.stale_polls["guie-nb-03-finetune-backbone-80"] = 1  # a stale COMPLETE of a stage is not taken
+    out, state = one_run()
+    assert out.done
+    stages = ["guie-nb-02-train-tpu-train-64", "guie-nb-03-finetune-backbone-80", "guie-nb-03-finetune-products"]
+    assert [r["body"]["slug"].split("/")[1] for r in fake.calls("SaveKernel")] == [SLUGS[0], *stages, *SLUGS[3:]]
+    assert list(state["kernels"]) == ["01_data_prep", "02_train_tpu:train-64", "03_finetune:backbone-80",
+                                      "03_finetune:products", "04_export", "05_submit"]
+    assert state["kernels"]["03_finetune:products"]["inputs"] == {
+        f"{USER}/guie-nb-01-data-prep": 1, f"{USER}/guie-nb-03-finetune-backbone-80": 1}
+    polls = [r["body"]["kernelSlug"] for r in fake.calls("GetKernelSessionStatus")]
+    assert polls.count("guie-nb-03-finetune-backbone-80") == 2
+    assert chain.submit(_client(), state, work_dir=tmp_path / "w", message="stages")["version"] == 1
+
+    n = len(fake.calls("SaveKernel"))
+    changed = tmp_path / "notebooks"
+    changed.mkdir()
+    for f in (REPO / "notebooks").glob("*.py"):  # the fine-tune notebook changes: every 03 stage re-runs
+        text = f.read_text()
+        (changed / f.name).write_text(text.replace("# ## Continue training", "# ## Continue training (v2)", 1)
+                                      if f.stem == "03_finetune" else text)
+    out, state = one_run(changed)
+    assert out.done
+    assert [r["body"]["slug"].split("/")[1] for r in fake.calls("SaveKernel")][n:] == [*stages[1:], *SLUGS[3:]]

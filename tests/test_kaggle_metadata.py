@@ -229,16 +229,22 @@ def test_stage_bakes_kaggle_paths_and_writes_valid_metadata(tmp_path):
     assert 'out_dir = "/kaggle/working/train"' in parameters_cell(train).source
 
 
-def test_stage_refuses_a_broken_chain(tmp_path):
+def test_staged_kernel_sources_are_what_each_kernel_reads(tmp_path):
+    """The chain's kernel_sources come from the paths each kernel reads (so a stage or a left-out
+    notebook cannot leave a stale mount); a template's other kernels are kept; the templates must
+    still chain."""
     tdir = tmp_path / "templates"
     tdir.mkdir()
     for nb in NOTEBOOK_ORDER:
         (tdir / f"{nb}.json").write_text((TEMPLATES / f"{nb}.json").read_text())
     meta = json.loads((tdir / "04_export.json").read_text())
-    meta["kernel_sources"] = ["{owner}/guie-nb-03-finetune"]  # export also reads 01's and 02's output
+    meta["kernel_sources"] = ["{owner}/guie-nb-03-finetune", "bob/some-other-kernel"]  # 04 also reads 01, 02
     (tdir / "04_export.json").write_text(json.dumps(meta))
-    with pytest.raises(md.MetadataError, match="04_export reads the output of .*guie-nb-01-data-prep"):
-        stage_kernels(tmp_path / "out", "alice", "demo", REPO / "notebooks", tdir)
+    staged = {k.key: k for k in stage_kernels(tmp_path / "out", "alice", "demo", REPO / "notebooks", tdir)}
+    assert staged["04_export"].meta["kernel_sources"] == [
+        "alice/guie-nb-01-data-prep", "alice/guie-nb-02-train-tpu", "alice/guie-nb-03-finetune",
+        "bob/some-other-kernel"]
+    assert staged["05_submit"].meta["kernel_sources"] == ["alice/guie-nb-04-export"]
     meta["kernel_sources"] = []
     (tdir / "04_export.json").write_text(json.dumps(meta))
     with pytest.raises(md.MetadataError, match="must chain to 'alice/guie-nb-03-finetune'"):

@@ -137,7 +137,7 @@ def test_plan_for_reads_both_configs():
     p = plan_for(model_cfg, train_cfg, num_classes=40)
     # neck and sub-centre head included; the non-trainable margin vector is not counted
     assert p.params_total == sum(int(v.value.size) for v in model.trainable_variables)
-    trained, _, _ = param_groups.plan([v.path for v in model.trainable_variables], train_cfg, 4)
+    trained = param_groups.plan([v.path for v in model.trainable_variables], train_cfg, 4).trained
     assert p.params_trainable == sum(int(v.value.size) for v, t in zip(model.trainable_variables, trained) if t)
     assert (p.layout, p.remat, p.grad_accum_steps, p.batch_size) == ("data_parallel", True, 2, 64)
     assert p.breakdown["optimizer"] == p.breakdown["gradients"]  # SGD: one slot

@@ -80,7 +80,8 @@ def test_patch_geometry_errors_name_the_problem():
 
 def test_fine_tune_from_a_stride_14_run_into_an_overlapping_model(tmp_path):
     """transfer.load_training_weights: every weight carried, the position grid resampled."""
-    from guie_nb.training.transfer import TRAINING_WEIGHTS, load_training_weights
+    from guie_nb.run_dir import TRAINING_WEIGHTS
+    from guie_nb.training.transfer import load_training_weights
 
     old = ModelConfig(backbone="demo-tiny")
     source = build_training_model(build_embedding_model(old), 7, old.head)
@@ -149,8 +150,8 @@ def test_neck_branches_are_the_neck_parameter_group():
     paths = [v.path for v in training.trainable_variables]
     neck = [p for p in paths if p.startswith(("hidden", "projection"))]
     assert len(neck) == 16 and all(group_of(p, 4).part == "neck" for p in neck)
-    trained, mults, _ = plan(paths, TrainConfig(freeze_backbone=True, backbone_lr_multiplier=0.1), 4)
-    by_path = dict(zip(paths, zip(trained, mults)))
+    groups = plan(paths, TrainConfig(freeze_backbone=True, backbone_lr_multiplier=0.1), 4)
+    by_path = dict(zip(paths, zip(groups.trained, groups.multipliers)))
     assert all(by_path[p] == (True, 1.0) for p in neck)  # trained at the full rate
     assert not by_path["conv1/kernel"][0]
 

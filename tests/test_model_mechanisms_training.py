@@ -18,7 +18,8 @@ from guie_nb.model.convert import keras_to_open_clip_state_dict
 from guie_nb.model.embedding import ModelConfig, build_embedding_model
 from guie_nb.model.posemb import resample_pos_embed
 from guie_nb.training.config import TrainConfig
-from guie_nb.training.trainer import EMBEDDING_WEIGHTS, train
+from guie_nb.run_dir import EMBEDDING_WEIGHTS
+from guie_nb.training.trainer import train
 
 TRAIN = {"epochs": 1, "batch_size": 16, "learning_rate": 3e-3, "steps_per_epoch": 2, "freeze_backbone": True}
 

@@ -12,6 +12,7 @@ from guie_nb import presets
 from guie_nb.notebook_build import (
     NOTEBOOK_ORDER, bake_parameters, build_all, build_notebook, parameter_names, parameters_cell,
 )
+from guie_nb.stages import notebook_of
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = REPO / "notebooks"
@@ -38,11 +39,11 @@ def test_notebook_has_kernelspec_story_and_parameters(tmp_path, name):
 
 
 def test_every_preset_matches_notebook_parameters():
+    names = {name: set(parameter_names(build_notebook(SOURCES / f"{name}.py"))) for name in NOTEBOOK_ORDER}
     for preset in presets.available():
         params = presets.notebook_params(preset, "/tmp/root")
-        for name in NOTEBOOK_ORDER:
-            nb = build_notebook(SOURCES / f"{name}.py")
-            assert set(params[name]) <= set(parameter_names(nb)), (preset, name)
+        for key, values in params.items():  # a kernel: a notebook, or a notebook run as a stage
+            assert set(values) <= names[notebook_of(key)], (preset, key)
 
 
 def test_baking_replaces_values_and_keeps_comments(tmp_path):

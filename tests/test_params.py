@@ -18,6 +18,7 @@ from guie_nb.kaggle.stage import stage_kernels
 from guie_nb.notebook_build import NOTEBOOK_ORDER, build_notebook, parameters_cell
 from guie_nb.params import PATH_PARAMS, TARGETS, check, lookup
 from guie_nb.presets._kaggle import H14_LAION2B
+from guie_nb.stages import notebook_of
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,14 +62,16 @@ def test_every_preset_value_reaches_the_resolved_config(name, tmp_path):
     """The whole kind of the dropped-weights fault: nothing a preset sets is lost or overridden."""
     staged = stage_kernels(tmp_path / "stage", "alice", name, REPO / "notebooks", REPO / "kernel-metadata",
                            KaggleRoots(str(tmp_path / "in"), str(tmp_path / "work"), str(tmp_path / "tmp")))
-    baked = {k.notebook: _cell_values(parameters_cell(nbformat.read(k.folder / k.meta["code_file"], as_version=4)).source)
-             for k in staged}
-    params = {nb: {k: v for k, v in values.items() if k in presets.notebook_params(name)[nb]}
-              for nb, values in baked.items()}
+    baked = {k.key.split("#")[0]: _cell_values(parameters_cell(nbformat.read(k.folder / k.meta["code_file"],
+                                                                             as_version=4)).source)
+             for k in staged}  # by kernel key: a preset's stages run one notebook several times
+    preset = presets.notebook_params(name)
+    assert list(baked) == list(preset)
+    params = {kk: {k: v for k, v in values.items() if k in preset[kk]} for kk, values in baked.items()}
     resolved = check(params)
-    for nb, values in params.items():
+    for kk, values in params.items():
         for key, value in values.items():
-            _same(value, lookup(resolved[nb], TARGETS[nb][key]), key, f"{name}/{nb}/{key}")
+            _same(value, lookup(resolved[kk], TARGETS[notebook_of(kk)][key]), key, f"{name}/{kk}/{key}")
 
 
 @pytest.mark.parametrize("name", ["first_place", "seed_recipe"])

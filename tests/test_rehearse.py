@@ -86,13 +86,16 @@ def shared_out(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["first_place", "seed_recipe", "host_baseline"])
+@pytest.mark.parametrize("preset", ["first_place", "second_place", "third_place", "seed_recipe", "host_baseline"])
 def test_full_presets_rehearse(shared_out, preset):
+    from guie_nb import presets
+
     report = _rehearse(shared_out, preset)
     assert report["ok"], _problems(report)
-    notebooks = [k["notebook"] for k in report["kernels"]]
-    assert notebooks[-4:] == ["02_train_tpu", "03_finetune", "04_export", "05_submit"]
-    assert set(notebooks[:-4]) == {"01_data_prep"}
+    keys = [k["kernel"] for k in report["kernels"]]
+    assert [k.split("#")[0] for k in keys if not k.startswith("01_data_prep")] == \
+        [k for k in presets.notebook_params(preset) if k != "01_data_prep"]  # one kernel per stage, in order
+    assert report["scoring"]["fits"] and report["scoring"]["hours"] <= 9
     for k in report["kernels"]:
         if k["notebook"] in ("02_train_tpu", "03_finetune"):
             assert k["estimates"]["memory_gib_per_device_plan"] <= 16
@@ -133,3 +136,20 @@ def test_every_kernel_reads_a_split_data_prep(tmp_path):
     assert report["ok"], _problems(report)
     export = next(k for k in report["kernels"] if k["notebook"] == "04_export")
     assert len(export["resolved"]["data"]["data_dir"]) == 2
+
+
+def test_a_staged_preset_rehearses_each_stage_from_the_one_before(tmp_path):
+    """Each stage's dry run mounts the stage before's output and resolves its model with the
+    stage's changes; the report names every kernel and carries the preset's scoring estimate."""
+    report = _rehearse(tmp_path, "demo_stages")
+    assert report["ok"], _problems(report)
+    kernels = {k["kernel"]: k for k in report["kernels"]}
+    assert list(kernels) == ["01_data_prep", "02_train_tpu:train-64", "03_finetune:backbone-80",
+                             "03_finetune:products", "04_export", "05_submit"]
+    products = kernels["03_finetune:products"]
+    assert "kernel:rehearsal/guie-nb-03-finetune-backbone-80" in products["attached"]
+    assert products["resolved"]["model"]["image_size"] == 80 and products["resolved"]["model"]["head"]["margin"] == 0.15
+    assert products["estimates"]["train_images"] < products["estimates"]["data_train_images"]  # products10k only
+    assert kernels["04_export"]["resolved"]["export"]["model_dir"].endswith("guie-nb-03-finetune-products/products")
+    assert report["scoring"]["image_size"] == 80 and report["scoring"]["patch_stride"] == 6
+    assert report["scoring"]["tokens"] == ((80 - 8) // 6 + 1) ** 2 + 1

@@ -14,15 +14,14 @@ import jax
 import jax.numpy as jnp
 import keras
 import numpy as np
+import optax
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec
 
 from guie_nb.model.backbones import VitConfig, vit_config
-from guie_nb.model.embedding import ModelConfig, build_embedding_model, build_training_model
+from guie_nb.model.embedding import ModelConfig
 from guie_nb.model.vit import build_vit
-from guie_nb.training import param_groups
 from guie_nb.training.config import TrainConfig
-from guie_nb.training.trainer import TrainStep, _device_put_batches, build_optimizer, distribution_for
+from guie_nb.training.trainer import build_step, put_batches
 
 NUM_CLASSES = 10
 
@@ -86,54 +85,44 @@ def test_remat_keeps_only_block_inputs_for_the_backward_pass():
 
 
 def _step_setup(grad_accum_steps: int, steps: int = 2, batch: int = 16):
-    """A TrainStep on demo-tiny (dropout 0, Nesterov SGD) with fixed initial weights and data."""
+    """A TrainStep on demo-tiny (dropout 0, Nesterov SGD) with fixed initial weights and data:
+    `(step, state, batches)`, placed as train() places them."""
     model_cfg = ModelConfig(backbone="demo-tiny", dropout=0.0,
                             head={"kind": "arcface", "scale": 16.0, "margin": 0.1})
     cfg = TrainConfig(batch_size=batch, grad_accum_steps=grad_accum_steps, optimizer="sgd", learning_rate=0.1,
-                      warmup_epochs=0.0, weight_decay=1e-3, steps_per_execution=steps)
-    dist = distribution_for(cfg)
+                      warmup_epochs=0.0, weight_decay=1e-3, steps_per_execution=steps, label_smoothing=0.1)
     keras.utils.set_random_seed(0)  # the same initial weights for every k
-    with dist.scope():
-        model = build_training_model(build_embedding_model(model_cfg), NUM_CLASSES, model_cfg.head)
-    trained, mults, decay = param_groups.plan([v.path for v in model.trainable_variables], cfg, model_cfg.vit.layers)
-    opt = build_optimizer(cfg, 10, [m for m, t in zip(mults, trained) if t], [d for d, t in zip(decay, trained) if t])
-    step = TrainStep(model, opt, trained, 0.1, dist, grad_accum_steps=grad_accum_steps)
-    values = [v.value for v in model.trainable_variables]
-    params = [x for x, t in zip(values, trained) if t]
-    frozen = [x for x, t in zip(values, trained) if not t]
-    # placed as train() places them: step counter replicated, moments where their parameters are
-    replicated = NamedSharding(dist.device_mesh.backend_mesh, PartitionSpec())
-    opt_state = opt.init(params)
-    opt_state = [jax.device_put(a, s) for a, s in zip(opt_state, [replicated] + [p.sharding for p in params] * 2)]
-    state = (params, [v.value for v in model.non_trainable_variables], opt_state)
+    setup = build_step(model_cfg, cfg, NUM_CLASSES, steps=10)
     rng = np.random.default_rng(0)
     s = model_cfg.input_size
     labels = rng.integers(0, NUM_CLASSES, (steps, batch)).astype("int32")
     batches = ({"image": rng.uniform(0, 255, (steps, batch, s, s, 3)).astype("float32"), "label": labels}, labels)
-    return step, state, frozen, _device_put_batches(batches, dist)
+    return setup.step, setup.initial_state(), put_batches(batches, setup.distribution)
 
 
 @pytest.fixture(scope="module")
 def big_batch_result():
     """Initial weights, then state and (losses, accuracies) after two plain steps of 16."""
-    step, state, frozen, batches = _step_setup(1)
-    initial = [np.asarray(p) for p in state[0]]  # the step donates its state
-    return initial, *step(state, frozen, batches)
+    step, state, batches = _step_setup(1)
+    initial = [np.asarray(p) for p in state.params]  # the step donates its state
+    return initial, *step(state, batches)
 
 
 @pytest.mark.parametrize("k", [2, 4])
 def test_accumulated_step_equals_one_big_batch(k, big_batch_result):
     initial, big, (big_loss, big_acc) = big_batch_result
-    step_k, state_k, frozen_k, batches_k = _step_setup(k)
-    acc, (acc_loss, acc_acc) = step_k(state_k, frozen_k, batches_k)
+    step_k, state_k, batches_k = _step_setup(k)
+    acc, (acc_loss, acc_acc) = step_k(state_k, batches_k)
     assert step_k.compilations == 1
     np.testing.assert_allclose(np.asarray(acc_loss), np.asarray(big_loss), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(acc_acc), np.asarray(big_acc), atol=1e-6)
-    moved = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in zip(big[0], initial))
+    moved = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in zip(big.params, initial))
     assert moved > 1e-3  # the two steps really changed the weights
-    for a, b in zip(acc[0], big[0]):  # weights after two updates
+    for a, b in zip(acc.params, big.params):  # weights after two updates
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
-    for a, b in zip(acc[2][1:], big[2][1:]):  # momenta
+    momenta = [optax.tree_utils.tree_get(s.opt_state, "trace") for s in (acc, big)]
+    assert len(jax.tree.leaves(momenta[0])) == len(big.params)
+    for a, b in zip(*(jax.tree.leaves(m) for m in momenta)):  # momenta
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
@@ -165,12 +154,12 @@ EIGHT_DEVICES = textwrap.dedent(
         error = str(e)
     collectives, results = {}, {}
     for k in (1, 2):
-        step, state, frozen, batches = t._step_setup(k, steps=1, batch=32)
-        hlo = step._jit(state).lower(state, frozen, batches).compile().as_text()
+        step, state, batches = t._step_setup(k, steps=1, batch=32)
+        hlo = step.lower(state, batches).compile().as_text()
         ops = r" (all-to-all|collective-permute|all-gather|all-reduce)(?:-start)?\\("
         collectives[k] = sorted(re.findall(ops, hlo))
-        results[k], _ = step(state, frozen, batches)
-    diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(results[2][0], results[1][0]))
+        results[k], _ = step(state, batches)
+    diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(results[2].params, results[1].params))
     print("RESULT" + json.dumps({"error": error, "diff": diff, "collectives": collectives}))
     """
 )
@@ -228,6 +217,7 @@ def test_train_applies_remat_and_accumulation(tmp_path, monkeypatch):
         runs[name] = checkpoint.load(checkpoint.list_checkpoints(tmp_path / name)[-1])
     assert used == [False, 1, True, 2]
     (plain, plain_meta), (saving, saving_meta) = runs["plain"], runs["saving"]
-    for a, b in zip(saving["variables"], plain["variables"]):
+    variables = ("params", "frozen", "non_trainable")  # every model variable
+    for a, b in zip(jax.tree.leaves([saving[k] for k in variables]), jax.tree.leaves([plain[k] for k in variables])):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     assert saving_meta["history"][0]["loss"] == pytest.approx(plain_meta["history"][0]["loss"], rel=1e-5)

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -53,7 +54,7 @@ def test_killed_run_resumes_to_the_same_weights(data_dir, tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "killed" / "metrics.json").exists(), "the run finished before it was killed"
-    killed_at = json.loads(bytes(np.load(checkpoint.list_checkpoints(tmp_path / "killed")[-1])["meta"]))["step"]
+    killed_at = checkpoint.read_meta(checkpoint.list_checkpoints(tmp_path / "killed")[-1])["step"]
     assert 0 < killed_at < 12
 
     out = _finish(_worker(data_dir, tmp_path / "killed"))
@@ -69,10 +70,11 @@ def test_killed_run_resumes_to_the_same_weights(data_dir, tmp_path):
     a, meta_a = checkpoint.load(checkpoint.list_checkpoints(tmp_path / "straight")[-1])
     b, meta_b = checkpoint.load(checkpoint.list_checkpoints(tmp_path / "killed")[-1])
     assert meta_a["step"] == meta_b["step"] == 12
-    for name in ("variables", "optimizer"):
-        assert len(a[name]) == len(b[name])
-        for x, y in zip(a[name], b[name]):
-            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    # every array of the state: weights, RNG state, margins, optimizer moments and counters, step
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    assert {"params", "frozen", "non_trainable", "opt_state", "step"} == set(a) and len(jax.tree.leaves(a)) > 50
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
     assert [r["loss"] for r in meta_a["history"]] == pytest.approx([r["loss"] for r in meta_b["history"]], rel=1e-5)
     assert straight["final"] == pytest.approx(resumed["final"])
 
@@ -109,4 +111,4 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_
     assert kept, "no checkpoint was written before the loss went non-finite"
     assert str(kept[-1]) in str(err.value)
     arrays, _ = checkpoint.load(kept[-1])
-    assert all(np.all(np.isfinite(a)) for a in arrays["variables"])
+    assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(arrays["params"]))

@@ -51,10 +51,11 @@ def test_unknown_topology_gives_none_and_a_reason(caplog):
 PLACEMENT_SCRIPT = textwrap.dedent(
     """
     import jax
+    import optax
     import guie_nb
     from guie_nb.model.embedding import ModelConfig
     from guie_nb.training.config import TrainConfig
-    from guie_nb.training.trainer import build_step, optimizer_shardings
+    from guie_nb.training.trainer import build_step
     from guie_nb.training.xla_memory import abstract_inputs, abstract_variables
 
     assert len(jax.devices()) == 8
@@ -62,28 +63,24 @@ PLACEMENT_SCRIPT = textwrap.dedent(
     cfg = TrainConfig(batch_size=16, steps_per_execution=2, frozen_blocks=1, layout="model_parallel",
                       model_parallel=2, precision="mixed_bfloat16")
     # the real state, placed as train() places it
-    real = build_step(model, cfg, num_classes=5, steps=10)
-    values = [v.value for v in real.training_model.trainable_variables]
-    params = [x for x, t in zip(values, real.trained) if t]
-    opt_state = real.optimizer.init(params)
-    opt_state = [jax.device_put(a, s) for a, s in zip(
-        opt_state, optimizer_shardings(real.distribution, [p.sharding for p in params], len(opt_state)))]
-    real_state = (params, [v.value for v in real.training_model.non_trainable_variables], opt_state)
-    real_frozen = [x for x, t in zip(values, real.trained) if not t]
+    real_state = build_step(model, cfg, num_classes=5, steps=10).initial_state()
 
     with abstract_variables():
         setup = build_step(model, cfg, num_classes=5, steps=10)
-        state, frozen, batches = abstract_inputs(setup, model, cfg)
+        state, batches = abstract_inputs(setup, model, cfg)
     assert all(v._value is None for v in setup.training_model.variables), "abstract variables were allocated"
 
     def describe(tree):
         return jax.tree.map(lambda a: (a.shape, str(a.dtype), a.sharding.spec), tree)
 
-    assert describe((state, frozen)) == describe((real_state, real_frozen))
+    assert describe(state) == describe(real_state)
     P = jax.sharding.PartitionSpec
-    specs = {a.sharding.spec for a in jax.tree.leaves((state, frozen))}
+    specs = {a.sharding.spec for a in jax.tree.leaves(state)}
     assert {P("batch", "model"), P("model", "batch"), P("model"), P()} <= specs, specs  # a real mix
-    assert len(frozen) > 0 and len(state[2]) == 1 + 2 * len(state[0])
+    # AdamW: two moments per trained parameter, placed as the parameter
+    assert len(state.frozen) > 0
+    for moment in ("mu", "nu"):
+        assert describe(optax.tree_utils.tree_get(state.opt_state, moment)) == describe(state.params)
     images, labels = batches[0]["image"], batches[0]["label"]
     assert images.shape == (2, 16, 64, 64, 3) and labels.shape == (2, 16), batches
     assert images.sharding.spec == P(None, "batch")

@@ -19,13 +19,17 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 # package -> supported range. Lower bounds: the APIs guie_nb uses (Keras 3 distribution and
-# stateless_call, jax.tree, keras-hub's CLIP presets); upper bounds: the newest major/minor line
-# tested here (requirements.txt pins keras 3.15.1, jax 0.10.2, tensorflow 2.21.0, keras-hub 0.32.0).
+# stateless_call, jax.tree, keras-hub's CLIP presets, optax.tree_map_params and multi_transform,
+# Orbax's CheckpointManager with args.Composite and step name formats); upper bounds: the newest
+# major/minor line tested here (requirements.txt pins keras 3.15.1, jax 0.10.2, tensorflow 2.21.0,
+# keras-hub 0.32.0, optax 0.2.8, orbax-checkpoint 0.12.8). Kaggle's TPU image brings optax and orbax.
 SUPPORTED: dict[str, str] = {
     "keras": ">=3.8,<4",
     "jax": ">=0.4.35,<0.11",
     "tensorflow": ">=2.16,<2.22",
     "keras-hub": ">=0.20,<0.33",
+    "optax": ">=0.2.3,<0.3",
+    "orbax-checkpoint": ">=0.11,<0.13",
 }
 TENSORFLOW_DISTS = ("tensorflow", "tensorflow-cpu", "tensorflow-tpu")  # Kaggle's TPU image: tensorflow-cpu
 

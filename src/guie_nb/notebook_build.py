@@ -17,8 +17,9 @@ import jupytext
 import nbformat
 from papermill.translators import PythonTranslator, papermill_translators
 
+from guie_nb.stages import NOTEBOOK_ORDER  # noqa: F401  (re-exported)
+
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
-NOTEBOOK_ORDER = ("01_data_prep", "02_train_tpu", "03_finetune", "04_export", "05_submit")
 
 
 def source_files(notebook_dir: str | Path) -> list[Path]:
@@ -204,7 +205,8 @@ def write_notebook(nb, path: str | Path) -> Path:
 
 def build_all(notebook_dir: str | Path, out_dir: str | Path,
               params: dict[str, dict] | None = None) -> list[Path]:
-    """Build every notebook into `out_dir`; `params` maps notebook name -> values to bake."""
+    """Build every notebook into `out_dir`; `params` maps notebook name -> values to bake (one
+    build per notebook: a preset's stages are built per kernel by `build_notebook`)."""
     params = params or {}
     unknown = sorted(set(params) - set(NOTEBOOK_ORDER))
     if unknown:

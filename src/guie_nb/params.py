@@ -18,6 +18,8 @@ import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from guie_nb import run_dir
+
 RESOLVED_CONFIG = "resolved_config.json"
 
 # notebook -> parameter -> dotted key in the resolved config ("model": the whole dict)
@@ -31,7 +33,8 @@ TARGETS: dict[str, dict[str, str]] = {
                      "cpu_devices": "run.cpu_devices", "model": "model", "train": "train", "dry_run": "run.dry_run"},
     "03_finetune": {"data_dir": "data.data_dir", "init_dir": "init.init_dir", "out_dir": "outputs.out_dir",
                     "keras_backend": "run.keras_backend", "cpu_devices": "run.cpu_devices",
-                    "image_size": "model.image_size", "patch_stride": "model.patch_stride", "train": "train",
+                    "image_size": "model.image_size", "patch_stride": "model.patch_stride", "model_changes": "model",
+                    "train": "train",
                     "dry_run": "run.dry_run"},
     "04_export": {"data_dir": "data.data_dir", "model_dir": "export.model_dir", "train_dir": "export.train_dir",
                   "out_dir": "export.out_dir", "export_format": "export.format", "flip_tta": "export.flip_tta",
@@ -107,21 +110,48 @@ def resolve_training(*, data_dir, out_dir, model: dict, train: dict, keras_backe
             "run": {"keras_backend": keras_backend, "cpu_devices": cpu_devices, "dry_run": bool(dry_run)}}
 
 
+# what a later stage cannot change: the weights it starts from have these shapes
+FIXED_BY_INIT = ("backbone", "backbone_weights", "embedding_dim", "hidden_dim", "neck_branches", "size_features")
+
+
+def apply_model_changes(model_config: dict, changes: dict | None) -> dict:
+    """A stage's `model_changes` applied to the model it starts from (`head` merged key by key).
+    Raises ValueError for a change of what fixes the weights' shapes (FIXED_BY_INIT, the head's
+    kind of sub-centres)."""
+    changes = changes or {}
+    if not isinstance(changes, dict):
+        raise ValueError(f"model_changes must be a dict of ModelConfig values, got {changes!r}")
+    fixed = [k for k in FIXED_BY_INIT if k in changes and changes[k] != model_config.get(k)]
+    head = changes.get("head") or {}
+    if "subcenters" in head and head["subcenters"] != (model_config.get("head") or {}).get("subcenters", 1):
+        fixed.append("head.subcenters")
+    if fixed:
+        raise ValueError(f"model_changes {fixed}: these fix the shapes of the weights the stage starts from "
+                         "(init_dir's model); only resolution, patch stride, dropout and the head's margin and "
+                         "scale change between stages")
+    out = {**model_config, **{k: v for k, v in changes.items() if k != "head"}}
+    if head:
+        out["head"] = {**(model_config.get("head") or {}), **head}
+    return out
+
+
 def resolve_finetune(*, data_dir, init_dir, out_dir, train: dict, image_size=None, patch_stride=None,
-                     keras_backend="jax", cpu_devices=0, dry_run=False, model_config: dict | None = None) -> dict:
+                     model_changes=None, keras_backend="jax", cpu_devices=0, dry_run=False,
+                     model_config: dict | None = None) -> dict:
     """03's parameters -> the same sections as 02, the model read from `init_dir/model_config.json`
-    (or `model_config`, e.g. at staging before 02 has run), with `image_size` and `patch_stride`
-    (overlapping patches, `ModelConfig.patch_stride`) applied."""
+    (or `model_config`, e.g. at staging before the stage before has run), with `model_changes`
+    (a stage's new resolution, patch stride, margin, ...; `apply_model_changes`), then `image_size`
+    and `patch_stride` (overlapping patches, `ModelConfig.patch_stride`) applied."""
     from guie_nb.model.embedding import ModelConfig
     from guie_nb.training.config import TrainConfig
 
     train_cfg = TrainConfig.from_dict(train)
     if model_config is None:
-        path = Path(init_dir) / "model_config.json"
+        path = Path(init_dir) / run_dir.MODEL_CONFIG
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: init_dir must hold the training notebook's output")
         model_config = json.loads(path.read_text())
-    model_cfg = ModelConfig.from_dict(model_config)
+    model_cfg = ModelConfig.from_dict(apply_model_changes(model_config, model_changes))
     changes = {k: v for k, v in (("image_size", image_size), ("patch_stride", patch_stride)) if v}
     if changes:  # one replace: the patch geometry is checked with both applied
         model_cfg = replace(model_cfg, **changes)
@@ -141,7 +171,7 @@ def resolve_export(*, data_dir, model_dir, train_dir, out_dir, export_format="sa
 
     if export_format not in FORMATS:
         raise ValueError(f"unknown export_format {export_format!r}; choose one of {FORMATS}")
-    path = Path(model_dir) / "model_config.json"
+    path = Path(model_dir) / run_dir.MODEL_CONFIG
     if model_config is None and path.is_file():
         model_config = json.loads(path.read_text())
     out = {"notebook": "04_export", "data": {"data_dir": absolute(data_dir)},
@@ -178,16 +208,21 @@ def resolve(notebook: str, params: dict, **extra) -> dict:
 
 
 def check(params: dict[str, dict]) -> dict[str, dict]:
-    """Resolve every notebook's parameters as staging sees them (before any kernel has run): the
-    fine-tune and export get the training notebook's model config. Raises on any unknown or bad key."""
-    resolved = {}
-    for nb, values in params.items():
+    """Resolve every kernel's parameters (kernel key -> values, in chain order; `guie_nb.stages`) as
+    staging sees them, before any kernel has run: each fine-tune stage and the export get the model
+    of the training kernel before them. Raises on any unknown or bad key."""
+    from guie_nb.stages import notebook_of
+
+    resolved, model = {}, None
+    for key, values in params.items():
+        nb = notebook_of(key)
         try:
-            model = resolved.get("02_train_tpu", {}).get("model")
             extra = {"model_config": model} if nb in ("03_finetune", "04_export") and model else {}
-            resolved[nb] = resolve(nb, values, **extra)
+            resolved[key] = resolve(nb, values, **extra)
         except (TypeError, ValueError) as err:  # SourceError is a ValueError
-            raise ValueError(f"{nb}: {err}") from err
+            raise ValueError(f"{key}: {err}") from err
+        if nb in ("02_train_tpu", "03_finetune"):
+            model = resolved[key]["model"]
     return resolved
 
 

@@ -22,7 +22,8 @@ import os
 import time
 from pathlib import Path
 
-from guie_nb.params import write_resolved
+from guie_nb import run_dir
+from guie_nb.params import RESOLVED_CONFIG, write_resolved
 
 PREFLIGHT = "preflight.json"
 GB, GIB = 1e9, 1024**3
@@ -38,6 +39,8 @@ SCORER_IMAGES = 205_000  # 5,000 queries + 200,000 index images, one model call 
 # 0.79 TFLOP per image, `vit_forward_flops`) scored 205,000 images within 9 h, so the scorer sustained
 # at least ~5 TFLOP/s: that lower bound is the assumption.
 ASSUMED_SCORER_FLOPS = 5e12
+SCORER_ASSUMPTION = ("scorer hardware not published; assumed to sustain 5 TFLOP/s, the lower bound implied by the "
+                     "1st place's 290 px stride-12 ViT-H-14 (0.78 TFLOP/image) scoring 205,000 images within 9 h")
 
 
 def _input(name: str, path, found: bool | None = None) -> dict:
@@ -122,12 +125,64 @@ def preflight_data_prep(resolved: dict) -> dict:
 
 # ---- 02 / 03 training ------------------------------------------------------------------------
 
-def vit_forward_flops(vit) -> float:
+def model_patch_stride(model) -> int | None:
+    """The patch conv's stride of a model config (a dict or `ModelConfig`); None: the patch size.
+    `getattr` because ModelConfig.patch_stride arrives with wt-arch's overlapping patches."""
+    if isinstance(model, dict):
+        return model.get("patch_stride")
+    return getattr(model, "patch_stride", None) or getattr(model.vit, "patch_stride", None)
+
+
+def vision_tokens(vit, patch_stride: int | None = None) -> int:
+    """Tokens through the transformer for one image: the patches + the class token, the patch grid
+    from `guie_nb.model.flops.patch_grid` (a stride below the patch size overlaps the patches: the
+    1st place's 290 px stage, stride 12 for patch 14, has 24 x 24 patches, 2.24x the tokens of 224 px)."""
+    from guie_nb.model.flops import patch_grid
+
+    return patch_grid(vit.image_size, vit.patch_size, patch_stride) ** 2 + 1
+
+
+def vit_forward_flops(vit, patch_stride: int | None = None) -> float:
     """FLOPs of one image through the ViT: 2 per multiply-add of every matrix product (patch
-    embedding, QKV/out projections, MLP, QK^T and AV), as in Kaplan et al. 2020's 2N-per-token count."""
-    s, w, m = vit.grid_size**2 + 1, vit.width, vit.mlp_width
+    embedding, QKV/out projections, MLP, QK^T and AV), as in Kaplan et al. 2020's 2N-per-token count;
+    the tokens from `vision_tokens` (honours an overlapping `patch_stride`)."""
+    s, w, m = vision_tokens(vit, patch_stride), vit.width, vit.mlp_width
     per_block = 2 * s * (4 * w * w + 2 * w * m) + 2 * 2 * s * s * w
-    return 2 * vit.grid_size**2 * vit.patch_size**2 * 3 * w + vit.layers * per_block + 2 * w * (vit.output_dim or 0)
+    return 2 * (s - 1) * vit.patch_size**2 * 3 * w + vit.layers * per_block + 2 * w * (vit.output_dim or 0)
+
+
+def scoring_estimate(model, flip_tta: bool = False) -> dict:
+    """How long the scorer runs the exported model: FLOPs per image (x2 with flip TTA: the image and
+    its mirror) x `SCORER_IMAGES` / `ASSUMED_SCORER_FLOPS`, against the 9 h limit.
+
+    `model`: a model config as a dict (as a preset states it; keys ModelConfig does not know yet,
+    such as `patch_stride`, still count) or a `ModelConfig`. Returns `{"image_size", "patch_stride",
+    "tokens", "flops_per_image", "images", "scorer_flops", "hours", "limit_hours", "fits", "assumption"}`.
+    """
+    from guie_nb.model.backbones import vit_config
+
+    if isinstance(model, dict):
+        vit = vit_config(model["backbone"], **({"image_size": model["image_size"]} if model.get("image_size") else {}))
+        flip_tta = flip_tta or bool(model.get("flip_tta"))
+    else:
+        vit = model.vit
+        flip_tta = flip_tta or bool(getattr(model, "flip_tta", False))
+    stride = model_patch_stride(model)
+    flops = (2 if flip_tta else 1) * vit_forward_flops(vit, stride)
+    hours = flops * SCORER_IMAGES / ASSUMED_SCORER_FLOPS / 3600
+    return {"image_size": vit.image_size, "patch_stride": stride or vit.patch_size,
+            "tokens": vision_tokens(vit, stride), "flip_tta": flip_tta, "flops_per_image": flops,
+            "images": SCORER_IMAGES, "scorer_flops": ASSUMED_SCORER_FLOPS, "hours": hours,
+            "limit_hours": SCORING_LIMIT_H, "fits": hours <= SCORING_LIMIT_H, "assumption": SCORER_ASSUMPTION}
+
+
+def format_scoring(est: dict) -> str:
+    """One line: resolution, tokens, FLOPs, hours against the limit, and the verdict."""
+    return (f"scoring at {est['image_size']} px, patch stride {est['patch_stride']}"
+            f"{', flip TTA' if est['flip_tta'] else ''}: {est['tokens']} tokens, "
+            f"{est['flops_per_image'] / 1e12:.3g} TFLOP/image x {est['images']:,} images / "
+            f"{est['scorer_flops'] / 1e12:g} TFLOP/s = {est['hours']:.2f} h "
+            f"({'fits' if est['fits'] else 'OVER'} the {est['limit_hours']:g} h limit)")
 
 
 def train_flops_per_image(model_cfg, train_cfg, num_classes: int | None = None) -> float:
@@ -176,7 +231,7 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
     manifest = _manifest_inputs(resolved["data"]["data_dir"], inputs, problems)
     if nb == "03_finetune":
         init = Path(resolved["init"]["init_dir"])
-        for name in ("model_config.json", "training_model.weights.h5", "embedding.weights.h5"):
+        for name in run_dir.MODEL_FILES:
             inputs.append(_input(f"training output {name}", init / name))
     else:
         w = resolved["weights"]
@@ -203,22 +258,31 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
             xla = compiled_memory(model_cfg, train_cfg, num_classes)
             estimates["memory_gib_per_device_xla"] = None if xla is None else xla.peak_gib
         n_dev = memory_plan.DEVICES[device][0]
+        images = manifest["train_images"]
+        if train_cfg.train_sources:  # an epoch is one pass over the named sources' images
+            from guie_nb.data.prepare import source_labels
+
+            try:
+                images = source_labels(manifest, train_cfg.train_sources)[1]
+            except ValueError as err:
+                problems.append(str(err))
+        estimates.update(train_images=images, data_train_images=manifest["train_images"])
         # cached_embeddings: the backbone sees each image once; the neck + head epochs on the
         # features (~1e6 FLOPs per image against a ViT's ~1e11) are left out
         cached = getattr(train_cfg, "cached_embeddings", False)
-        flops = train_flops_per_image(model_cfg, train_cfg, num_classes) * manifest["train_images"] * (
-            1 if cached else train_cfg.epochs)
+        flops = train_flops_per_image(model_cfg, train_cfg, num_classes) * images * (1 if cached else train_cfg.epochs)
         estimates["hours"] = flops / (n_dev * TPU_V5E_PEAK_FLOPS * ASSUMED_MFU) / 3600
         estimates["assumed_mfu"] = ASSUMED_MFU
-        # float32: the two final weight files, and `keep_checkpoints` checkpoints of every variable
-        # plus the optimizer's slots for what is trained
+        # float32 (guie_nb.training.checkpoint): a checkpoint holds every variable plus the optimizer's
+        # slots for what is trained. The peak: while a checkpoint is written the oldest kept one is
+        # still there (keep + 1 of them); at the end, `keep_checkpoints` of them and the two weight files
         slots = memory_plan.OPTIMIZER_SLOTS[train_cfg.optimizer]
         checkpoint = mem.params_total + slots * mem.params_trainable
+        keep = train_cfg.keep_checkpoints
         if cached:  # no checkpoints; the feature cache: float16 features of every training image
-            estimates["output_gb"] = (4 * 2 * mem.params_total
-                                      + 2 * model_cfg.vit.feature_dim * manifest["train_images"]) / GB
+            estimates["output_gb"] = (4 * 2 * mem.params_total + 2 * model_cfg.vit.feature_dim * images) / GB
         else:
-            estimates["output_gb"] = 4 * (2 * mem.params_total + train_cfg.keep_checkpoints * checkpoint) / GB
+            estimates["output_gb"] = 4 * max((keep + 1) * checkpoint, keep * checkpoint + 2 * mem.params_total) / GB
     else:
         capacity = memory_plan.DEVICES[device][1] / GIB
     worst = max([v for v in (estimates["memory_gib_per_device_plan"], estimates["memory_gib_per_device_xla"])
@@ -240,16 +304,16 @@ def preflight_export(resolved: dict) -> dict:
 
     ex = resolved["export"]
     model_dir = Path(ex["model_dir"])
-    inputs = [_input(f"model {n}", model_dir / n) for n in ("model_config.json", "embedding.weights.h5")]
+    inputs = [_input(f"model {n}", model_dir / n) for n in (run_dir.MODEL_CONFIG, run_dir.EMBEDDING_WEIGHTS)]
     limits, problems = [], []
     _manifest_inputs(resolved["data"]["data_dir"], inputs, problems)  # the held-out queries and index
-    inputs.append(_input("training metrics", Path(ex["train_dir"]) / "metrics.json"))
+    inputs.append(_input("training metrics", Path(ex["train_dir"]) / run_dir.METRICS))
     estimates = {"output_gb": None, "hours": None, "scoring_hours": None, "memory_gib_per_device_xla": None,
                  "memory_gib_per_device_plan": None}
     if "model" in resolved:
         cfg = ModelConfig.from_dict(resolved["model"])
-        tta = 2 if ex["flip_tta"] or cfg.flip_tta else 1  # either way the scorer runs the ViT twice
-        estimates["scoring_hours"] = tta * vit_forward_flops(cfg.vit) * SCORER_IMAGES / ASSUMED_SCORER_FLOPS / 3600
+        scoring = scoring_estimate(resolved["model"], ex["flip_tta"])
+        estimates.update(scoring_hours=scoring["hours"], scoring=format_scoring(scoring))
         estimates["output_gb"] = 4 * vit_params(cfg.vit) / GB
         limits += [_limit("scoring_hours", SCORING_LIMIT_H, estimates["scoring_hours"]),
                    _limit("embedding_dim", MAX_EMBEDDING_DIM, cfg.embedding_dim)]
@@ -271,16 +335,23 @@ def preflight_submit(resolved: dict) -> dict:
     export_dir = Path(sub["export_dir"])
     inputs = [_input("the export's verification report", export_dir / VERIFICATION_REPORT),
               _input("the export's submission.zip", export_dir / SUBMISSION)]
-    estimates = {"output_gb": None, "hours": None, "memory_gib_per_device_xla": None,
+    estimates = {"output_gb": None, "hours": None, "scoring_hours": None, "memory_gib_per_device_xla": None,
                  "memory_gib_per_device_plan": None}
-    problems = []
+    problems, limits = [], []
+    exported = export_dir / RESOLVED_CONFIG  # the export's resolved config names the model it exported
+    if exported.is_file():
+        ex = json.loads(exported.read_text())
+        if ex.get("model"):
+            scoring = scoring_estimate(ex["model"], bool(ex.get("export", {}).get("flip_tta")))
+            estimates.update(scoring_hours=scoring["hours"], scoring=format_scoring(scoring))
+            limits.append(_limit("scoring_hours", SCORING_LIMIT_H, scoring["hours"]))
     if all(i["found"] for i in inputs):
         try:
             check_verified(export_dir)
             estimates["output_gb"] = (export_dir / SUBMISSION).stat().st_size / GB
         except HandoffError as err:
             problems.append(str(err))
-    limits = [_limit("output_gb", OUTPUT_LIMIT_GB, estimates["output_gb"])]
+    limits.append(_limit("output_gb", OUTPUT_LIMIT_GB, estimates["output_gb"]))
     return _finish("05_submit", sub["out_dir"], inputs, estimates, limits, problems, resolved)
 
 

@@ -51,27 +51,44 @@ def augment(image: tf.Tensor, size: int, seed: tf.Tensor, jitter: float = 0.1) -
 
 def train_dataset(files: list[str | Path], size: int, batch_size: int, seed: int = 0, epoch: int = 0,
                   steps: int | None = None, skip_steps: int = 0, steps_per_execution: int = 1,
-                  shuffle_buffer: int = 4096, jitter: float = 0.1, original_size: bool = False) -> tf.data.Dataset:
+                  shuffle_buffer: int = 4096, jitter: float = 0.1, original_size: bool = False,
+                  rows: slice | None = None,
+                  label_ranges: list[tuple[int, int]] | None = None) -> tf.data.Dataset:
     """One epoch of `({"image", "label"}, label)` batches for the margin-head training model.
 
+    `label_ranges`: keep only records whose label lies in one of these `[start, stop)` ranges
+    (a subset of the data-prep sources, `prepare.source_labels`); None keeps all.
     `steps` batches (None: one pass, remainder dropped), starting after `skip_steps` batches;
     batches come stacked `steps_per_execution` at a time: `[steps_per_execution, batch, ...]`.
     Records are skipped before decoding, so resuming mid-epoch costs only reading.
     `original_size`: add `"original_size"`, float32 `[2]` per image, the source image's height and
     width before data-prep's resize (`shard_reader.original_size`), for a `size_features` model.
+
+    `rows`: only rows `rows.start:rows.stop` of every batch (a multi-host process's part of the
+    global batch, `guie_nb.training.distributed.process_rows`): batches are then
+    `[steps_per_execution, stop - start, ...]`. Every process reads the same records in the same
+    order and drops the others' rows before decoding, so the global batches, augmentations
+    included, are the same whatever the process count. ValueError for rows outside the batch.
     """
     files = [str(f) for f in files]
     if not files:
         raise ValueError("no training TFRecord files")
+    start, stop = (0, batch_size) if rows is None else (rows.start or 0, batch_size if rows.stop is None else rows.stop)
+    if not 0 <= start < stop <= batch_size or (rows is not None and rows.step not in (None, 1)):
+        raise ValueError(f"rows {rows} is not a block of rows of a batch of {batch_size}")
     epoch_seed = int(np.random.default_rng([seed, epoch]).integers(2**31))
     order = np.random.default_rng([seed, epoch, 1]).permutation(len(files))
     ds = tf.data.Dataset.from_tensor_slices([files[i] for i in order])
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(8, len(files)), num_parallel_calls=AUTOTUNE,
                        deterministic=True)
+    if label_ranges is not None:  # before the shuffle: the buffer holds only records that are kept
+        ds = ds.filter(lambda raw: _label_in(parse(raw)["label"], label_ranges))
     ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=True)
     if steps is not None:
         ds = ds.repeat().take(steps * batch_size)
     ds = ds.enumerate().skip(skip_steps * batch_size)
+    if (start, stop) != (0, batch_size):
+        ds = ds.filter(lambda index, raw: tf.logical_and(index % batch_size >= start, index % batch_size < stop))
 
     def prepare(index, raw):
         ex = parse(raw)
@@ -84,8 +101,15 @@ def train_dataset(files: list[str | Path], size: int, batch_size: int, seed: int
         return inputs, label
 
     ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=True).batch(steps_per_execution, drop_remainder=True)
+    ds = ds.batch(stop - start, drop_remainder=True).batch(steps_per_execution, drop_remainder=True)
     return ds.prefetch(AUTOTUNE)
+
+
+def _label_in(label: tf.Tensor, ranges: list[tuple[int, int]]) -> tf.Tensor:
+    if not ranges:
+        raise ValueError("label_ranges is empty: no record would be kept")
+    label = tf.cast(label, tf.int64)
+    return tf.reduce_any(tf.stack([(label >= start) & (label < stop) for start, stop in ranges]))
 
 
 def class_counts(files: list[str | Path], num_classes: int) -> np.ndarray:

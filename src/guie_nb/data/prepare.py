@@ -657,6 +657,27 @@ def data_path(data_dir: DataDirs, name: str | os.PathLike) -> Path:
     return dirs[0] / path
 
 
+def source_labels(manifest: dict, names: list[str]) -> tuple[list[tuple[int, int]], int]:
+    """The label ranges `[start, stop)` and the training-image count of the named sources.
+
+    Each source's classes take one contiguous block of the label space (`label_offset` ..
+    `label_offset + train_classes`, `prepare`'s `plan_files`), so a subset of sources is a set of
+    label ranges. Raises ValueError naming an unknown or validation-only source, or a selection
+    without training images."""
+    sources = manifest["sources"]
+    trainable = sorted(n for n, s in sources.items() if not s.get("val_only") and s["train_classes"])
+    bad = [n for n in names if n not in trainable]
+    if bad:
+        raise ValueError(f"train_sources {bad} are not sources with training classes in this data-prep output; "
+                         f"choose from {trainable}")
+    ranges = sorted((sources[n]["label_offset"], sources[n]["label_offset"] + sources[n]["train_classes"])
+                    for n in dict.fromkeys(names))
+    images = sum(sources[n]["train_images"] for n in dict.fromkeys(names))
+    if not images:
+        raise ValueError(f"train_sources {list(names)} hold no training images in this data-prep output")
+    return ranges, images
+
+
 def train_paths(data_dir: DataDirs, manifest: dict) -> list[Path]:
     """The manifest's training shards as paths (for `pipeline.train_dataset`, `class_counts`)."""
     return [data_path(data_dir, f) for f in manifest["train_files"]]

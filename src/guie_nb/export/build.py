@@ -78,12 +78,9 @@ def main(argv=None) -> int:
     from guie_nb.notebook import use_backend
 
     use_backend("tensorflow")  # the SavedModel needs it; the TorchScript export reads weights only
-    from guie_nb.model.embedding import ModelConfig, build_embedding_model
-    from guie_nb.training.trainer import EMBEDDING_WEIGHTS
+    from guie_nb.run_dir import load_embedding_model
 
-    cfg = ModelConfig.load(args.model_dir / "model_config.json")
-    model = build_embedding_model(cfg)
-    model.load_weights(args.model_dir / EMBEDDING_WEIGHTS)
+    model, cfg = load_embedding_model(args.model_dir)
     if args.no_verify:
         print(write_submission(model, cfg, args.format, args.out, args.flip_tta))
         return 0

@@ -255,12 +255,9 @@ def _judge_images(report: VerifyReport, rows: list[dict], images: dict[str, np.n
 
 def _reference_from_dir(model_dir: Path, flip_tta: bool):
     from guie_nb.export.checks import keras_reference
-    from guie_nb.model.embedding import ModelConfig, build_embedding_model
-    from guie_nb.training.trainer import EMBEDDING_WEIGHTS
+    from guie_nb.run_dir import load_embedding_model
 
-    cfg = ModelConfig.load(model_dir / "model_config.json")
-    model = build_embedding_model(cfg)
-    model.load_weights(model_dir / EMBEDDING_WEIGHTS)
+    model, cfg = load_embedding_model(model_dir)
     return keras_reference(model, cfg, flip_tta)
 
 

@@ -9,9 +9,12 @@ running. The state is a JSON file (`save_state` / `load_state`); `make push` loo
 chain completes, CI runs one pass per dispatch or schedule and keeps the file as an artifact.
 `submit` submits the submit kernel's version that this state pushed, after checking its output.
 
+Kernels are keyed by their kernel key (`StagedKernel.key`): the notebook, a notebook run as a named
+stage (`03_finetune:backbone-280`, `guie_nb.stages`), or a data-prep part (`01_data_prep#0`).
+
 State (JSON):
     {"schema": 1, "preset": str, "owner": str, "active": bool, "helpers_sha256": str | null,
-     "kernels": {notebook: {"ref", "version": int, "run_id", "content_sha256",
+     "kernels": {kernel key: {"ref", "version": int, "run_id", "content_sha256",
                             "inputs": {ref: version}, "internet": bool,
                             "status": "pushed" | "complete" | "failed", "failure": str | null}},
      "submission": null | {"ref", "version", "run_id", "message", "sha256", "result"},
@@ -50,7 +53,7 @@ class SubmitRefused(KaggleError):
 @dataclass(frozen=True)
 class Outcome:
     """One pass's result: `done` (every kernel complete), else `waiting_for` names the kernel and
-    why; `pushed` lists the notebooks pushed in this pass; `idle`: nothing to resume."""
+    why; `pushed` lists the kernel keys pushed in this pass; `idle`: nothing to resume."""
 
     done: bool
     waiting_for: str | None = None
@@ -106,7 +109,7 @@ def advance(client: KaggleClient, staged: list[StagedKernel], state: dict, *, st
     changed kernels are pushed, the helper dataset first when its digest changed. Without it
     (a scheduled run) only a chain already under way moves on, and only as it was dispatched.
     Raises ChainFailed when a kernel ended in error (the state records it)."""
-    by_ref = {k.ref: k.notebook for k in staged}
+    by_ref = {k.ref: k.key for k in staged}
     pushed: list[str] = []
     if helpers_sha256 and state.get("helpers_sha256") != helpers_sha256:
         if not start:
@@ -121,7 +124,7 @@ def advance(client: KaggleClient, staged: list[StagedKernel], state: dict, *, st
         state["helpers_sha256"] = helpers_sha256
         save(state)
     for k in staged:
-        cur = state["kernels"].get(k.notebook)
+        cur = state["kernels"].get(k.key)
         inputs = _inputs(k, by_ref, state)
         changed = cur is None or cur["content_sha256"] != k.content_sha256 or cur["inputs"] != inputs
         retry = cur is not None and cur["status"] == "failed" and start
@@ -129,22 +132,23 @@ def advance(client: KaggleClient, staged: list[StagedKernel], state: dict, *, st
             if not start and not state.get("active"):
                 return Outcome(False, idle=True, pushed=tuple(pushed))
             if not start and changed and cur is not None and cur["content_sha256"] != k.content_sha256:
-                raise ChainFailed(f"{k.notebook}: the staged notebook differs from the one this chain was dispatched "
+                raise ChainFailed(f"{k.key}: the staged notebook differs from the one this chain was dispatched "
                                   "with; dispatch again")
             r = client.push_kernel(k.folder)
-            state["kernels"][k.notebook] = {
+            state["kernels"][k.key] = {
                 "ref": k.ref, "version": r.get("version"), "run_id": k.run_id, "content_sha256": k.content_sha256,
                 "inputs": inputs, "internet": md.flag(k.meta, "enable_internet"), "status": "pushed", "failure": None}
             state["active"] = True
-            pushed.append(k.notebook)
+            pushed.append(k.key)
             _note(state, log, f"pushed {k.ref} version {r.get('version')} (run {k.run_id}) {r.get('url') or ''}".rstrip())
             save(state)
-            return Outcome(False, waiting_for=f"{k.notebook}: pushed", pushed=tuple(pushed))
+            return Outcome(False, waiting_for=f"{k.key}: pushed", pushed=tuple(pushed))
         if cur["status"] == "complete":
             continue
         if cur["status"] == "failed":
-            raise ChainFailed(f"{k.notebook} (version {cur['version']}) failed: {cur['failure']}; dispatch again to retry")
-        st = client.run_status(k.ref, cur["run_id"], Path(work_dir) / "status" / k.notebook)
+            raise ChainFailed(f"{k.key} (version {cur['version']}) failed: {cur['failure']}; dispatch again to retry")
+        folder = Path(work_dir) / "status" / k.key.replace(":", "-").replace("#", "-")
+        st = client.run_status(k.ref, cur["run_id"], folder)
         if st["status"] == "COMPLETE":
             cur["status"] = "complete"
             _note(state, log, f"{k.ref} version {cur['version']}: COMPLETE (run {cur['run_id']})")
@@ -160,7 +164,7 @@ def advance(client: KaggleClient, staged: list[StagedKernel], state: dict, *, st
         if why == "STALE":
             why = (f"STALE (Kaggle reports {st['reported']}, but the output is from run {st['found_run_id']!r}, "
                    f"not {cur['run_id']!r})")
-        return Outcome(False, waiting_for=f"{k.notebook}: {why}", pushed=tuple(pushed))
+        return Outcome(False, waiting_for=f"{k.key}: {why}", pushed=tuple(pushed))
     return Outcome(True, pushed=tuple(pushed))
 
 

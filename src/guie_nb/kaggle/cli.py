@@ -26,8 +26,9 @@ from guie_nb.kaggle.client import AuthError, CredentialsError, KaggleClient, Kag
     owner_from_environment
 from guie_nb.kaggle.layout import HELPERS_SLUG
 from guie_nb.kaggle.metadata import MetadataError
-from guie_nb.kaggle.stage import build_helper_dataset, chain_metadata, stage_kernels
+from guie_nb.kaggle.stage import build_helper_dataset, chain_metadata, kernel_meta, stage_kernels
 from guie_nb.notebook_build import NOTEBOOK_ORDER
+from guie_nb.stages import notebook_of
 
 COMMANDS = ("stage", "push", "status", "output", "submit")
 
@@ -150,18 +151,20 @@ def _helpers_digest(dataset: Path) -> str:
 def _refs(args) -> list[str]:
     metas = chain_metadata(args.metadata_dir, _owner(args))
     names = args.notebooks or list(NOTEBOOK_ORDER)
-    return [metas[n]["id"] for n in names]
+    return [kernel_meta(metas[notebook_of(n)], n)["id"] for n in names]  # a stage's kernel: 03_finetune:<stage>
 
 
 def status_main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m guie_nb.kaggle status",
                                 description="Print the status of the kernels' latest sessions.")
     _common(p)
-    p.add_argument("notebooks", nargs="*", metavar="NOTEBOOK", help=f"some of {list(NOTEBOOK_ORDER)} (default: all)")
+    p.add_argument("notebooks", nargs="*", metavar="KERNEL",
+                   help=f"some of {list(NOTEBOOK_ORDER)}, or a stage's kernel (03_finetune:<stage>) "
+                        "(default: the five)")
     p.add_argument("--wait", action="store_true", help="poll until each session ends")
     p.add_argument("--poll", type=float, default=60.0)
     args = p.parse_args(argv)
-    unknown = sorted(set(args.notebooks) - set(NOTEBOOK_ORDER))
+    unknown = sorted(n for n in args.notebooks if notebook_of(n) not in NOTEBOOK_ORDER or "#" in n)
     if unknown:
         p.error(f"unknown notebook(s) {unknown}; choose from {list(NOTEBOOK_ORDER)}")
     try:
@@ -182,11 +185,14 @@ def output_main(argv=None) -> int:
                                 description="Download a kernel's output (default: the submit kernel's "
                                             "submission.zip and its report), every file checked.")
     _common(p)
-    p.add_argument("notebook", nargs="?", default=chain.SUBMIT_NOTEBOOK, choices=NOTEBOOK_ORDER)
+    p.add_argument("notebook", nargs="?", default=chain.SUBMIT_NOTEBOOK, metavar="KERNEL",
+                   help=f"one of {list(NOTEBOOK_ORDER)}, or a stage's kernel (03_finetune:<stage>)")
     p.add_argument("--dest", default=str(_repo() / "build" / "kaggle-output"))
     p.add_argument("--pattern", default=r"^(submission\.zip|submit_report\.json|verification\.json|guie_run\.json)$",
                    help="regex on file names ('.*' for all)")
     args = p.parse_args(argv)
+    if notebook_of(args.notebook) not in NOTEBOOK_ORDER:
+        p.error(f"unknown kernel {args.notebook!r}; choose from {list(NOTEBOOK_ORDER)} or 03_finetune:<stage>")
     try:
         args.notebooks = [args.notebook]
         ref = _refs(args)[0]

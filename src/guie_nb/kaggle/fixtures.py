@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from guie_nb import run_dir
 from guie_nb.model.backbones import VitConfig, vit_config
 
 
@@ -227,10 +228,10 @@ def training_output(folder: Path, sub: str, model_config: dict) -> Path:
     """The files a training / fine-tune kernel leaves in `<folder>/<sub>/` (weights stand-ins)."""
     out = folder / sub
     out.mkdir(parents=True, exist_ok=True)
-    (out / "model_config.json").write_text(json.dumps(model_config, indent=2))
-    for name in ("training_model.weights.h5", "embedding.weights.h5"):
+    (out / run_dir.MODEL_CONFIG).write_text(json.dumps(model_config, indent=2))
+    for name in (run_dir.TRAINING_WEIGHTS, run_dir.EMBEDDING_WEIGHTS):
         _empty_h5(out / name)
-    (out / "metrics.json").write_text(json.dumps({"initial": {"map5": 0.0}, "final": {"map5": 0.0}}))
+    (out / run_dir.METRICS).write_text(json.dumps({"initial": {"map5": 0.0}, "final": {"map5": 0.0}}))
     return folder
 
 

@@ -37,7 +37,7 @@ from guie_nb.kaggle.layout import HELPERS_SLUG, INPUT_ENV, TEMP_ENV, WORKING_ENV
 from guie_nb.kaggle.stage import StagedKernel, build_helper_dataset, stage_kernels
 from guie_nb.notebook_build import NOTEBOOK_ORDER
 from guie_nb.params import RESOLVED_CONFIG
-from guie_nb.preflight import PREFLIGHT, SESSION_HOURS
+from guie_nb.preflight import PREFLIGHT, SESSION_HOURS, format_scoring
 
 OWNER = "rehearsal"
 OFFLINE_SITE = '''"""Loaded by the rehearsal into kernels whose metadata has internet off: any connection or
@@ -125,11 +125,12 @@ def _kernel_output_fixture(kernel: StagedKernel, folder: Path, resolved: dict[st
         return folder
     if nb == "01_data_prep":
         return fixtures.data_prep_output(folder, part=kernel.part)
-    model = resolved.get(nb, {}).get("model") or resolved.get("02_train_tpu", {}).get("model")
-    sub = "train" if nb == "02_train_tpu" else "finetune"
     if nb == "04_export":
         return fixtures.export_output(folder)
-    return fixtures.training_output(folder, sub, model)
+    # the model this stage trains, as its dry run resolved it (else the latest training kernel's)
+    models = [r.get("model") for r in resolved.values() if r.get("model")]
+    model = resolved.get(kernel.key, {}).get("model") or (models[-1] if models else None)
+    return fixtures.training_output(folder, kernel.output_sub, model)
 
 
 def _link(target: Path, at: Path) -> None:
@@ -182,7 +183,8 @@ def _run_notebook(kernel: StagedKernel, roots: KaggleRoots, executed: Path, offl
 
 def _kernel_report(kernel: StagedKernel, attached: list[str], working: Path, error: str | None) -> dict:
     meta = kernel.meta
-    entry = {"notebook": kernel.notebook, "slug": meta["id"].split("/")[1], "machine_shape": meta.get("machine_shape"),
+    entry = {"notebook": kernel.notebook, "kernel": kernel.key, "stage": kernel.stage,
+             "slug": meta["id"].split("/")[1], "machine_shape": meta.get("machine_shape"),
              "internet": md.flag(meta, "enable_internet"),
              "attached": attached, "inputs": [], "resolved": {}, "limits": [], "problems": [],
              "estimates": {"output_gb": None, "hours": None, "memory_gib_per_device_xla": None,
@@ -206,7 +208,8 @@ def _scale_training_hours(entry: dict, planned_train_images: int | None) -> None
     """A training kernel reads the fixture data-prep output; its hours are scaled to the number of
     training images the data-prep kernels' dry runs planned from the (published-size) listings."""
     e = entry["estimates"]
-    fixture_images = e.get("train_images")
+    # the whole data-prep output: a stage on a subset of its sources (train_sources) scales alike
+    fixture_images = e.get("data_train_images") or e.get("train_images")
     if entry["notebook"] not in ("02_train_tpu", "03_finetune") or not planned_train_images or not fixture_images \
             or e.get("hours") is None:
         return
@@ -256,13 +259,13 @@ def rehearse(preset: str, out_root: str | Path = "build/rehearsal", *, notebook_
     planned: list[int | None] = []  # training images each data-prep kernel plans
     for kernel in staged:
         slug = kernel.meta["id"].split("/")[1]
-        if only and kernel.notebook not in only:
+        if only and kernel.notebook not in only and kernel.key not in only:
             continue
         for ref in kernel.meta.get("kernel_sources", []):  # earlier kernels' outputs: fixtures
             dep = ref.split("/")[1]
             producer = next(k for k in staged if k.meta["id"] == ref)
             outputs.setdefault(dep, _kernel_output_fixture(producer, root / "outputs" / dep, resolved))
-        log(f"== {kernel.notebook} ({slug}, {kernel.meta.get('machine_shape') or 'CPU'})")
+        log(f"== {kernel.key} ({slug}, {kernel.meta.get('machine_shape') or 'CPU'})")
         attached = _mount(kernel, Path(roots.input), fx, outputs, helpers)
         shutil.rmtree(roots.working, ignore_errors=True)
         shutil.rmtree(roots.temp, ignore_errors=True)
@@ -277,11 +280,25 @@ def rehearse(preset: str, out_root: str | Path = "build/rehearsal", *, notebook_
             planned.append(entry["estimates"].get("train_images_planned"))
         _scale_training_hours(entry, sum(planned) if planned and None not in planned else None)
         _session_limit(entry, kernel.meta)
-        resolved[kernel.notebook] = entry["resolved"]
+        resolved[kernel.key] = entry["resolved"]
         shutil.copytree(roots.working, root / "dry-run" / slug, symlinks=True)
         report["kernels"].append(entry)
-    report["ok"] = bool(report["kernels"]) and all(not k["problems"] for k in report["kernels"])
+    report["scoring"] = _scoring(preset)
+    if report["scoring"] and not report["scoring"]["fits"]:
+        report["problems"].append(f"over the limit: {format_scoring(report['scoring'])}")
+    report["ok"] = bool(report["kernels"]) and all(not k["problems"] for k in report["kernels"]) \
+        and not report["problems"]
     return _write(report, root, log)
+
+
+def _scoring(preset: str) -> dict | None:
+    """The scoring-time estimate of the model the preset exports, from the preset's own data (its
+    final stage's resolution and patch stride, flip TTA), `guie_nb.preflight.scoring_estimate`."""
+    from guie_nb import presets
+    from guie_nb.preflight import scoring_estimate
+
+    model, flip = presets.final_model(preset)
+    return None if model is None else scoring_estimate(model, flip)
 
 
 def _write(report: dict, root: Path, log) -> dict:
@@ -293,8 +310,9 @@ def _write(report: dict, root: Path, log) -> dict:
 
 
 def format_table(report: dict) -> str:
+    width = max([18] + [len(k.get("kernel", k["notebook"])) + 1 for k in report["kernels"]])
     rows = [f"rehearsal of {report['preset']}: {'OK' if report['ok'] else 'FAILED'}",
-            f"{'kernel':<18} {'machine':<9} {'net':<4} {'inputs':<7} {'out GB':>8} {'hours':>7} "
+            f"{'kernel':<{width}} {'machine':<9} {'net':<4} {'inputs':<7} {'out GB':>8} {'hours':>7} "
             f"{'GiB/chip plan':>13} {'XLA':>6} {'scoring h':>9}  problems"]
 
     def num(v, fmt):
@@ -304,14 +322,17 @@ def format_table(report: dict) -> str:
         e = k["estimates"]
         found = sum(i["found"] for i in k["inputs"])
         part = re.search(r"part-(\d+)-of-(\d+)$", k["slug"])
-        name = k["notebook"] + (f" {part.group(1)}/{part.group(2)}" if part else "")
-        rows.append(f"{name:<18} {k['machine_shape'] or 'CPU':<9} {'on' if k['internet'] else 'off':<4} "
+        name = k.get("kernel", k["notebook"]).split("#")[0] + (f" {part.group(1)}/{part.group(2)}" if part else "")
+        rows.append(f"{name:<{width}} {k['machine_shape'] or 'CPU':<9} {'on' if k['internet'] else 'off':<4} "
                     f"{found}/{len(k['inputs']):<5} {num(e['output_gb'], '.3g'):>8} {num(e['hours'], '.3g'):>7} "
                     f"{num(e['memory_gib_per_device_plan'], '.1f'):>13} {num(e['memory_gib_per_device_xla'], '.1f'):>6} "
                     f"{num(e.get('scoring_hours'), '.3g'):>9}  {len(k['problems'])}")
     for k in report["kernels"]:
-        rows += [f"  {k['notebook']}: {p}" for p in k["problems"]]
+        rows += [f"  {k.get('kernel', k['notebook'])}: {p}" for p in k["problems"]]
     rows += [f"  {p}" for p in report.get("problems", [])]
+    if report.get("scoring"):
+        rows.append(format_scoring(report["scoring"]))
+        rows.append(f"  ({report['scoring']['assumption']})")
     return "\n".join(rows)
 
 
@@ -322,7 +343,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", "--profile", dest="preset", default="demo")
     p.add_argument("--out", default=str(repo / "build" / "rehearsal"))
-    p.add_argument("--only", nargs="+", choices=NOTEBOOK_ORDER)
+    p.add_argument("--only", nargs="+", metavar="KERNEL",
+                   help=f"only these kernels: notebooks of {list(NOTEBOOK_ORDER)} or kernel keys (03_finetune:<stage>)")
     p.add_argument("--xla-memory", action="store_true",
                    help="also compile each training step for a TPU v5e-8 ahead of time (minutes per kernel; needs libtpu)")
     args = p.parse_args(argv)

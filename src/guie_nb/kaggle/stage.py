@@ -22,9 +22,10 @@ import nbformat
 from guie_nb.environment import package_digest, package_files
 from guie_nb.kaggle import metadata as md
 from guie_nb.kaggle.inputs import Attachments
-from guie_nb.kaggle.layout import HELPERS_SLUG, KaggleRoots, kaggle_params
+from guie_nb.kaggle.layout import OUTPUT_AT_TOP, HELPERS_SLUG, KaggleRoots, kaggle_params, output_subs, sentinel_params
 from guie_nb.kaggle.paths import HELPERS_VERSION_FILE
 from guie_nb.notebook_build import NOTEBOOK_ORDER, build_notebook, python_literal, source_files, write_notebook
+from guie_nb.stages import notebook_of, stage_of
 
 KERNEL_METADATA = "kernel-metadata.json"
 DATASET_METADATA = "dataset-metadata.json"
@@ -40,6 +41,18 @@ class StagedKernel:
     run_id: str = ""  # baked into the notebook, written by it to its output (guie_run.json)
     content_sha256: str = ""  # notebook + metadata without the run id: "did this kernel change?"
     part: tuple[int, int] | None = None  # (shard_index, num_shards) of a data-prep split over kernels
+    # the kernel's key in the chain: the notebook, `<notebook>:<stage>` (guie_nb.stages) or
+    # `01_data_prep#<i>` (a data-prep part); "" = the notebook
+    key: str = ""
+    output_sub: str = ""  # the folder under /kaggle/working it writes ("" = the top)
+
+    def __post_init__(self):
+        if not self.key:
+            object.__setattr__(self, "key", self.notebook)
+
+    @property
+    def stage(self) -> str | None:
+        return stage_of(self.key)
 
     @property
     def ref(self) -> str:
@@ -64,6 +77,31 @@ def chain_metadata(metadata_dir: str | Path, owner: str) -> dict[str, dict]:
         if i and metas[NOTEBOOK_ORDER[i - 1]]["id"] not in metas[nb].get("kernel_sources", []):
             raise md.MetadataError(f"{nb}: kernel_sources must chain to {metas[NOTEBOOK_ORDER[i - 1]]['id']!r}")
     return metas
+
+
+def kernel_meta(template: dict, key: str) -> dict:
+    """The metadata of the kernel `key` from its notebook's template: a stage's kernel has the
+    stage name at the end of its slug and title (`guie-nb-03-finetune-backbone-280`)."""
+    stage = stage_of(key)
+    if not stage:
+        return dict(template)
+    owner, slug = template["id"].split("/")
+    meta = {**template, "id": f"{owner}/{slug}-{stage}", "title": f"{template['title']} {stage.replace('-', ' ')}"}
+    md.validate(meta)
+    return meta
+
+
+def _chain_sources(metas: dict[str, dict], deps: dict[str, set[str]], templates: dict[str, dict]) -> dict[str, dict]:
+    """Each kernel's `kernel_sources`: the template's other kernels (not of this chain) and the
+    chain kernels whose output it reads, in chain order."""
+    chain_refs = {m["id"] for m in templates.values()} | {m["id"] for m in metas.values()}
+    order = list(metas)
+    out = {}
+    for key, meta in metas.items():
+        own = [r for r in meta.get("kernel_sources", []) if r not in chain_refs]
+        reads = [metas[d]["id"] for d in sorted(deps[key], key=order.index)]
+        out[key] = {**meta, "kernel_sources": reads + own}
+    return out
 
 
 STAGED_NAME = "STAGED"  # the bootstrap cell's `STAGED = {}`, baked here (guie_nb.environment.start_run)
@@ -96,7 +134,9 @@ def stage_kernels(out_root: str | Path, owner: str, preset: str, notebook_dir: s
                   metadata_dir: str | Path, roots: KaggleRoots | None = None,
                   overrides: dict[str, dict] | None = None, run_tag: str | None = None,
                   helpers_sha256: str | None = None) -> list[StagedKernel]:
-    """Stage every kernel under `out_root/<slug>/`; `overrides` replaces baked values.
+    """Stage every kernel of the preset's chain (one per kernel key: a notebook, or a notebook run
+    as a named stage, `guie_nb.stages`) under `out_root/<slug>/`; `overrides` (kernel key -> values)
+    replaces baked values. Each kernel's `kernel_sources` are the chain kernels it reads.
 
     Each notebook gets `STAGED = {"run_id": "<run_tag>-<notebook>", "notebook", "helpers_sha256"}`
     baked into its bootstrap cell (`run_tag` default: `new_run_tag()`; `helpers_sha256` default:
@@ -107,22 +147,23 @@ def stage_kernels(out_root: str | Path, owner: str, preset: str, notebook_dir: s
 
     run_tag = run_tag or new_run_tag()
     helpers_sha256 = helpers_sha256 or package_digest(Path(guie_nb.__file__).parent)
-    metas = chain_metadata(metadata_dir, owner)
-    slugs = {nb: m["id"].split("/")[1] for nb, m in metas.items()}
-    datasets = {nb: {d.split("/")[1] for d in m.get("dataset_sources", [])} for nb, m in metas.items()}
+    templates = chain_metadata(metadata_dir, owner)
+    local = sentinel_params(preset, overrides)
+    subs = output_subs(local)
+    metas = {key: kernel_meta(templates[notebook_of(key)], key) for key in local}
+    slugs = {key: m["id"].split("/")[1] for key, m in metas.items()}
+    datasets = {key: {d.split("/")[1] for d in m.get("dataset_sources", [])} for key, m in metas.items()}
     params, deps, attachments = kaggle_params(preset, slugs, datasets, roots, owner, overrides)
     _check_configs(preset, params)
     parts = _data_prep_parts(params["01_data_prep"])
     if parts > 1:
         metas, params, deps = _split_data_prep(metas, params, deps, parts, (roots or KaggleRoots.from_env()).input)
+    metas = _chain_sources(metas, deps, templates)
     staged = []
     sources = {src.stem: src for src in source_files(notebook_dir)}
     for key, meta in metas.items():
-        nb = key.split("#")[0]
-        meta = attach(meta, attachments[nb])
-        missing = sorted(metas[d]["id"] for d in deps[key] if metas[d]["id"] not in meta.get("kernel_sources", []))
-        if missing:
-            raise md.MetadataError(f"{nb} reads the output of {missing}: add them to its kernel_sources")
+        nb = notebook_of(key)
+        meta = attach(meta, attachments[key.split("#")[0]])
         folder = Path(out_root) / meta["id"].split("/")[1]
         if folder.exists():
             shutil.rmtree(folder)  # a stale notebook must never be pushed
@@ -130,12 +171,14 @@ def stage_kernels(out_root: str | Path, owner: str, preset: str, notebook_dir: s
         notebook = build_notebook(sources[nb], params[key])
         bake_staged(notebook, {"run_id": "", "notebook": nb, "helpers_sha256": helpers_sha256}, nb)
         digest = content_digest(notebook, meta)
-        run_id = f"{run_tag}-{nb}" + (f"-part-{part[0] + 1}-of-{parts}" if part else "")
+        run_id = f"{run_tag}-{nb}" + (f"-{stage_of(key)}" if stage_of(key) else "") + \
+            (f"-part-{part[0] + 1}-of-{parts}" if part else "")
         bake_staged(notebook, {"run_id": run_id, "notebook": nb, "helpers_sha256": helpers_sha256}, nb)
         write_notebook(notebook, folder / meta["code_file"])
         (folder / KERNEL_METADATA).write_text(json.dumps(meta, indent=2) + "\n")
         warnings = md.validate(meta, folder)
-        staged.append(StagedKernel(nb, folder, meta, tuple(warnings), run_id, digest, part))
+        sub = "" if nb in OUTPUT_AT_TOP else subs[key.split("#")[0]]
+        staged.append(StagedKernel(nb, folder, meta, tuple(warnings), run_id, digest, part, key, sub))
     return staged
 
 
@@ -174,8 +217,7 @@ def _split_data_prep(metas: dict, params: dict, deps: dict, parts: int, input_ro
                 new_params[key] = {**params[nb], "shard_index": int(key.split("#")[1])}
                 new_deps[key] = set()
             continue
-        sources = [s for s in meta.get("kernel_sources", []) if s != base["id"]]
-        new_metas[nb] = {**meta, "kernel_sources": [m["id"] for m in part_metas.values()] + sources}
+        new_metas[nb] = meta  # kernel_sources follow from new_deps (_chain_sources)
         new_params[nb] = fan_out(params[nb])
         new_deps[nb] = {d for d in deps[nb] if d != "01_data_prep"} | (set(part_metas) if "01_data_prep" in deps[nb] else set())
     return new_metas, new_params, new_deps

@@ -1,8 +1,11 @@
 """Presets: named parameter sets for the notebooks, each a small module.
 
-A preset module defines `notebook_params(root: str) -> dict[str, dict]`, mapping each notebook
-(`01_data_prep`, `02_train_tpu`, `03_finetune`, `04_export`, `05_submit`) to the values of its parameters;
-`root` is where the chain writes its outputs.
+A preset module defines `notebook_params(root: str) -> dict[str, dict]`, mapping each kernel of its
+chain to the values of its notebook's parameters; `root` is where the chain writes its outputs. A
+kernel is a notebook (`01_data_prep`, `02_train_tpu`, `03_finetune`, `04_export`, `05_submit`) or a
+notebook run as a named stage (`03_finetune:backbone-280`); a preset may leave the training notebooks
+out (`guie_nb.stages` has the rules). A preset with several training stages states them as data
+(`presets._kaggle.Stage`, `staged_chain_params`).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from guie_nb.notebook_build import NOTEBOOK_ORDER
+from guie_nb.stages import check_chain
 
 
 def available() -> list[str]:
@@ -22,7 +25,38 @@ def notebook_params(name: str, root: str | None = None) -> dict[str, dict]:
         raise ValueError(f"unknown preset {name!r}; available: {available()}")
     module = importlib.import_module(f"{__name__}.{name}")
     params = module.notebook_params(root or f"build/{name}")
-    missing = [nb for nb in NOTEBOOK_ORDER if nb not in params]
-    if missing:
-        raise ValueError(f"preset {name!r} gives no parameters for {missing}")
+    try:
+        check_chain(params)
+    except ValueError as err:
+        raise ValueError(f"preset {name!r}: {err}") from None
     return params
+
+
+def final_model(name: str) -> tuple[dict | None, bool]:
+    """The model the preset's export exports, as a dict, and whether it exports with flip TTA.
+
+    A staged preset (a module with `MODEL` and `STAGES`) gives its stages' data; otherwise the last training kernel's model with each fine-tune's
+    `model_changes` / `image_size` applied, or the export's own `model` parameter when the preset
+    trains nothing. None when the preset names no model."""
+    from guie_nb.presets import _kaggle
+    from guie_nb.stages import notebook_of
+
+    module = importlib.import_module(f"{__name__}.{name}")
+    params = notebook_params(name)
+    export = params["04_export"]
+    model = None
+    if hasattr(module, "STAGES") and hasattr(module, "MODEL"):
+        model = _kaggle.final_model(module.MODEL, module.STAGES)
+    else:
+        for key, values in params.items():
+            nb = notebook_of(key)
+            if nb == "02_train_tpu":
+                model = dict(values["model"])
+            elif nb == "03_finetune" and model is not None:
+                model = _kaggle.apply_changes(model, values.get("model_changes") or {})
+                if values.get("image_size"):
+                    model["image_size"] = values["image_size"]
+        if model is None and isinstance(export.get("model"), dict):
+            model = dict(export["model"])
+    flip = bool(export.get("flip_tta")) or bool(model and model.get("flip_tta"))
+    return model, flip

@@ -10,6 +10,8 @@ that reads it and rewrites it to its mount (`/kaggle/input/<slug>`); a local run
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from guie_nb.kaggle.inputs import competition_uri, dataset_uri
 
 # Products-10K is not on Kaggle as a competition: upload it (train.csv + train/, its licence allows
@@ -34,8 +36,9 @@ def raw_roots(products10k_dataset: str = PRODUCTS10K_DATASET) -> dict[str, str]:
 # OpenCLIP ViT-H-14 LAION-2B as KerasHub's Kaggle Model (staging attaches it as a model source)
 H14_LAION2B = "kaggle:keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k/3"
 VAL = {"val_classes": 200, "queries_per_class": 1}
-# keep_checkpoints 1: a ViT-H-14 checkpoint with AdamW's slots is 7.6 GB; two of them and the final
-# weights pass Kaggle's 20 GB of output (the rehearsal's output_gb estimate). Saves are atomic.
+# keep_checkpoints 1: a ViT-H-14 checkpoint with AdamW's slots is 7.6 GB; two kept ones, a third being
+# written and the final weights pass Kaggle's 20 GB of output (the rehearsal's output_gb estimate).
+# Saves are atomic: the previous checkpoint is removed only once the next one is complete.
 LONG_RUN = {"precision": "mixed_bfloat16", "steps_per_execution": 8, "checkpoint_every": 400, "keep_checkpoints": 1}
 
 
@@ -61,3 +64,83 @@ def chain_params(root: str, *, sources: list[dict], max_side: int, model: dict, 
                       "out_dir": root},
         "05_submit": {"export_dir": root, "out_dir": f"{root}/submit"},
     }
+
+
+# ---- presets with several training stages ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage of a preset, run as its own kernel: the first stage runs the training
+    notebook (02) from the preset's model, each later one the fine-tune notebook (03) from the
+    stage before it. Per stage: the input resolution (`image_size`, pixels; None keeps the previous
+    stage's), the patch conv's stride (`patch_stride`, pixels; below the patch size the patches
+    overlap), the margin of the margin head, other model changes that keep the weights' shapes
+    (`model`, e.g. `{"dropout": 0.1}`), and the training values (`train`: learning rate, frozen
+    parts `freeze_backbone` / `freeze_head`, data subset `train_sources`, ...; `LONG_RUN` added)."""
+
+    name: str  # the kernel's stage name: lowercase letters, digits, hyphens (guie_nb.stages)
+    train: dict
+    image_size: int | None = None
+    patch_stride: int | None = None
+    margin: float | None = None
+    model: dict = field(default_factory=dict)
+
+    def model_changes(self) -> dict:
+        """The ModelConfig changes this stage makes to the model it starts from."""
+        changes = {k: v for k, v in (("image_size", self.image_size), ("patch_stride", self.patch_stride))
+                   if v is not None}
+        changes.update(self.model)
+        if self.margin is not None:
+            changes["head"] = {**changes.get("head", {}), "margin": self.margin}
+        return changes
+
+
+def apply_changes(model: dict, changes: dict) -> dict:
+    """`model` with `changes` applied; `head` is merged key by key."""
+    out = {**model, **{k: v for k, v in changes.items() if k != "head"}}
+    if "head" in changes:
+        out["head"] = {**model.get("head", {}), **changes["head"]}
+    return out
+
+
+def final_model(model: dict, stages: list[Stage]) -> dict:
+    """The model the last stage trains (what the export exports), every stage's changes applied."""
+    for stage in stages:
+        model = apply_changes(model, stage.model_changes())
+    return model
+
+
+def staged_chain_params(root: str, *, sources: list[dict], max_side: int, model: dict, stages: list[Stage],
+                        export: dict | None = None, data_prep_kernels: int = 1) -> dict[str, dict]:
+    """The kernels of a full-size preset with several training stages: data-prep, one kernel per
+    stage (`training_stages`, LONG_RUN defaults), the export of the last stage, the submit kernel."""
+    data = f"{root}/data"
+    return {"01_data_prep": {"sources": sources, "out_dir": data, "demo_data_dir": None, "max_side": max_side,
+                             "images_per_shard": 2000, "seed": 0, "num_shards": data_prep_kernels},
+            **training_stages(root, data, model, stages, LONG_RUN, export)}
+
+
+def training_stages(root: str, data, model: dict, stages: list[Stage], train_defaults: dict,
+                    export: dict | None = None) -> dict[str, dict]:
+    """One kernel per stage: `02_train_tpu:<first>` from `model`, then `03_finetune:<name>` each
+    from the stage before (its `init_dir`), out_dir `root/<stage name>`; then `04_export` of the
+    last stage (`export`: more of its parameters) and `05_submit`."""
+    if not stages:
+        raise ValueError("a staged preset needs at least one stage")
+    first, *later = stages
+    params = {f"02_train_tpu:{first.name}": {
+        "data_dir": data, "out_dir": f"{root}/{first.name}", "keras_backend": "jax",
+        "model": apply_changes(model, first.model_changes()),
+        "train": {**train_defaults, **first.train}}}
+    previous = first
+    for stage in later:
+        changes = stage.model_changes()
+        params[f"03_finetune:{stage.name}"] = {
+            "data_dir": data, "init_dir": f"{root}/{previous.name}", "out_dir": f"{root}/{stage.name}",
+            "keras_backend": "jax", **({"model_changes": changes} if changes else {}),
+            "train": {**train_defaults, **stage.train}}
+        previous = stage
+    params["04_export"] = {"data_dir": data, "model_dir": f"{root}/{previous.name}",
+                           "train_dir": f"{root}/{first.name}", "out_dir": root, **(export or {})}
+    params["05_submit"] = {"export_dir": root, "out_dir": f"{root}/submit"}
+    return params

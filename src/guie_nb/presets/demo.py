@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+MODEL = {"backbone": "demo-tiny", "backbone_weights": "", "embedding_dim": 64, "dropout": 0.0,
+         "head": {"kind": "arcface", "scale": 16.0, "margin": 0.1}}
+
 
 def notebook_params(root: str) -> dict[str, dict]:
     data = f"{root}/data"
@@ -22,8 +25,7 @@ def notebook_params(root: str) -> dict[str, dict]:
             "data_dir": data,
             "out_dir": f"{root}/train",
             "keras_backend": "jax",
-            "model": {"backbone": "demo-tiny", "backbone_weights": "", "embedding_dim": 64, "dropout": 0.0,
-                      "head": {"kind": "arcface", "scale": 16.0, "margin": 0.1}},
+            "model": MODEL,
             "train": {"epochs": 12, "batch_size": 64, "learning_rate": 3e-3, "weight_decay": 0.02,
                       "checkpoint_every": 100},
         },

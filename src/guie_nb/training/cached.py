@@ -11,9 +11,8 @@ features held there), so the steps cost microseconds. 5th place trained its BN +
 precomputed ViT-H-14 embeddings this way (0.688 private); 3rd place's first stage is head-only.
 
 Same optimizer, schedule, label smoothing, margin schedule and validation mP@5 per epoch as
-`guie_nb.training.trainer.train`; the outputs are the normal run folder (`model_config.json`,
-`train_config.json`, `training_model.weights.h5`, `embedding.weights.h5` = backbone + trained
-neck, `history.csv`, `metrics.json`), so fine-tuning and export read it unchanged.
+`guie_nb.training.trainer.train`; the outputs are the normal run folder (`guie_nb.run_dir`; its
+embedding weights = backbone + trained neck), so fine-tuning and export read it unchanged.
 
 Differences from the on-the-fly path: the features are of the evaluation preprocessing, without
 augmentation (see `TrainConfig.cached_embeddings`); the neck + head train on one device (they are
@@ -34,28 +33,32 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-from guie_nb.data.prepare import DataDirs, load_manifest, train_paths
-from guie_nb.evaluation import ValidationSet, score
+import optax
+
+from guie_nb import run_dir
+from guie_nb.data.prepare import DataDirs
+from guie_nb.evaluation import score
 from guie_nb.model.embedding import ModelConfig, apply_neck, build_embedding_model, build_training_model
-from guie_nb.model.margin_heads import margins_for_epoch
 from guie_nb.model.weights import load_backbone_weights
 from guie_nb.training import param_groups
 from guie_nb.training.config import TrainConfig
 from guie_nb.training.feature_cache import (FeatureCache, backbone_fingerprint, build_feature_cache, cache_dir,
                                             cache_spec, is_complete, load_feature_cache)
-from guie_nb.training.transfer import TRAINING_WEIGHTS, load_training_weights
+from guie_nb.training.optim import optimizer_for, schedule_for
+from guie_nb.training.transfer import load_training_weights
 
-EMBEDDING_WEIGHTS = "embedding.weights.h5"  # as guie_nb.training.trainer
 
+def _optimizer(train_cfg: TrainConfig, steps: int, plan: param_groups.ParamPlan):
+    """`(init(params) -> state, update(state, grads, params) -> (params, state), learning_rate(step))`
+    over the list of trained parameters: the run's Optax transform (`optim.optimizer_for`, the same
+    per-group learning-rate multipliers and decay mask as the on-the-fly trainer) and its schedule."""
+    opt = optimizer_for(train_cfg, steps, *plan.of_trained())
 
-def _optimizer(train_cfg: TrainConfig, steps: int, multipliers: list[float], decay: list[bool]):
-    """`(init(params) -> state, update(state, grads, params) -> (params, state), learning_rate(step))`:
-    the run's optimizer and schedule, built exactly as the on-the-fly trainer builds them. The one
-    place this module touches the optimizer implementation."""
-    from guie_nb.training.trainer import build_optimizer
+    def update(state, grads, params):
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
 
-    opt = build_optimizer(train_cfg, steps, multipliers, decay)
-    return opt.init, opt.apply, opt.learning_rate
+    return opt.init, update, schedule_for(train_cfg, steps)
 
 
 def epoch_indices(seed: int, epoch: int, n: int, steps: int, batch_size: int) -> np.ndarray:
@@ -157,6 +160,14 @@ def _check_labels(cache: FeatureCache, num_classes: int) -> None:
                          "the cache belongs to other data; delete it")
 
 
+def _in_label_ranges(labels: np.ndarray, ranges: list[tuple[int, int]] | None) -> np.ndarray:
+    """bool `[N]`: the rows whose label lies in one of `ranges` (`[start, stop)`, TrainConfig.train_sources);
+    all rows for None."""
+    if ranges is None:
+        return np.ones(len(labels), bool)
+    return np.any([(labels >= lo) & (labels < hi) for lo, hi in ranges], axis=0)
+
+
 def _to_host(variables) -> list[np.ndarray]:
     return [np.asarray(keras.ops.convert_to_numpy(v.value)) for v in variables]
 
@@ -166,20 +177,26 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
     """Embed the data once with the frozen backbone (or reuse the cache), train the neck and head on
     the features, write the normal run outputs; returns the metrics (also `metrics.json`).
 
-    `data_dir`, `init_dir`: as `trainer.train`. Raises ValueError unless
-    `train_cfg.cached_embeddings` (which needs `freeze_backbone`), `feature_cache.StaleCacheError`
-    for a cache made with another backbone, weights or data, FloatingPointError for a non-finite loss.
+    `data_dir`, `init_dir`: as `trainer.train`. The cache holds every training image; with
+    `train_cfg.train_sources` the neck and head train on the named sources' rows of it. Raises
+    ValueError unless `train_cfg.cached_embeddings` (which needs `freeze_backbone`), RuntimeError in a
+    multi-process run (the cache is written by one process; not supported yet),
+    `feature_cache.StaleCacheError` for a cache made with another backbone, weights or data,
+    FloatingPointError for a non-finite loss.
     """
-    from guie_nb.training.trainer import distribution_for, dtype_policy, steps_per_epoch, write_history
+    from guie_nb.training.trainer import TrainingData, distribution_for, dtype_policy, steps_per_epoch, write_history
 
     if not train_cfg.cached_embeddings:
         raise ValueError("train_cached runs only with TrainConfig.cached_embeddings=True")
     if keras.backend.backend() != "jax":
         raise RuntimeError(f"training runs on Keras' JAX backend, not {keras.backend.backend()!r}")
+    if jax.process_count() > 1:  # every process would write the same cache files; the neck trains on one device
+        raise RuntimeError(f"cached_embeddings runs in one process, this run has {jax.process_count()} "
+                           "(guie_nb.training.distributed): train on one host, or set cached_embeddings=False")
     out_dir = Path(out_dir)
-    manifest = load_manifest(data_dir)
+    data = TrainingData.load(data_dir, model_cfg, train_cfg.train_sources)
     out_dir.mkdir(parents=True, exist_ok=True)
-    num_classes = manifest["num_classes"]
+    num_classes = data.num_classes
     keras.utils.set_random_seed(train_cfg.seed)
     distribution = distribution_for(train_cfg)
     with dtype_policy(train_cfg.precision), distribution.scope():
@@ -192,8 +209,7 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
 
     # 1. embed once (resumable; refused when made with another backbone, weights or data)
     size, mode = model_cfg.input_size, model_cfg.resize_mode
-    val = ValidationSet.from_manifest(data_dir, manifest)
-    train_files = train_paths(data_dir, manifest)
+    val, train_files = data.val, data.files
     spec = cache_spec(model_cfg, train_cfg.precision, backbone_fingerprint(embedding_model), train_files,
                       [*val.query_files, *val.index_files])
     backbone = backbone_model(embedding_model, size)
@@ -213,17 +229,21 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
     # 2. the neck + head over features, its variables on one device
     models = NeckHeadModels(model_cfg, embedding_model, training_model)
     tv, ntv = models.training.trainable_variables, models.training.non_trainable_variables
-    trained, multipliers, decay = param_groups.plan([v.path for v in tv], train_cfg, model_cfg.vit.layers)
-    n_train = len(cache.train_labels)
+    plan = param_groups.plan([v.path for v in tv], train_cfg, model_cfg.vit.layers)
+    trained = plan.trained
+    rows = np.flatnonzero(_in_label_ranges(cache.train_labels, data.label_ranges))  # train_sources' rows
+    n_train = len(rows)
+    if n_train == 0:
+        raise ValueError(f"the feature cache holds no training images of train_sources {train_cfg.train_sources}")
     steps = steps_per_epoch(train_cfg, n_train)
-    init, update, learning_rate = _optimizer(train_cfg, steps, [m for m, t in zip(multipliers, trained) if t],
-                                             [d for d, t in zip(decay, trained) if t])
+    init, update, learning_rate = _optimizer(train_cfg, steps, plan)
     step_fn = CachedStep(models, trained, update, train_cfg.label_smoothing)
     values = [jnp.asarray(a) for a in _to_host(tv)]
     params = [x for x, t in zip(values, trained) if t]
     frozen = [x for x, t in zip(values, trained) if not t]
     carry = (params, [jnp.asarray(a) for a in _to_host(ntv)], init(params))
-    data = (jnp.asarray(cache.train_features), jnp.asarray(cache.train_sizes), jnp.asarray(cache.train_labels))
+    features = (jnp.asarray(cache.train_features[rows]), jnp.asarray(cache.train_sizes[rows]),
+                jnp.asarray(cache.train_labels[rows]))
     queries = models.inputs(jnp.asarray(cache.queries), jnp.asarray(cache.query_sizes))
     index = models.inputs(jnp.asarray(cache.index), jnp.asarray(cache.index_sizes))
 
@@ -244,8 +264,6 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
                      cache.index_ids, np.asarray(embed(neck_tv, neck_ntv, index)))
 
     margin_index = ntv_paths.index("margin_head/margin")
-    head = model_cfg.head
-    counts = np.bincount(cache.train_labels, minlength=num_classes) if head.margin_schedule == "dynamic" else None
 
     initial = evaluate(carry)
     print(f"{n_train} cached training images, {steps} steps per epoch; before training: "
@@ -253,13 +271,12 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
     history, step, first_call_seconds, steady_seconds = [], 0, None, 0.0
     started = time.time()
     for epoch in range(train_cfg.epochs):
-        margins = margins_for_epoch(head.margin_schedule, epoch, num_classes, head.margin, head.margin_max,
-                                    head.margin_growth, counts, head.margin_min)
+        margins = data.margins(epoch)
         nt = list(carry[1])
         nt[margin_index] = jnp.asarray(margins)
         idx = jnp.asarray(epoch_indices(train_cfg.seed, epoch, n_train, steps, train_cfg.batch_size))
         t_call = time.time()
-        carry, (losses, accs) = step_fn((carry[0], nt, carry[2]), frozen, data, idx)
+        carry, (losses, accs) = step_fn((carry[0], nt, carry[2]), frozen, features, idx)
         losses, accs = np.asarray(losses), np.asarray(accs)
         seconds = time.time() - t_call
         if first_call_seconds is None:
@@ -285,11 +302,11 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
         v.assign(np.asarray(x))
     for v, x in zip(ntv, carry[1]):
         v.assign(np.asarray(x))
-    model_cfg.save(out_dir / "model_config.json")
-    (out_dir / "train_config.json").write_text(json.dumps(train_cfg.to_dict(), indent=2))
-    training_model.save_weights(out_dir / TRAINING_WEIGHTS)
-    embedding_model.save_weights(out_dir / EMBEDDING_WEIGHTS)
-    write_history(out_dir / "history.csv", history)
+    model_cfg.save(out_dir / run_dir.MODEL_CONFIG)
+    (out_dir / run_dir.TRAIN_CONFIG).write_text(json.dumps(train_cfg.to_dict(), indent=2))
+    training_model.save_weights(out_dir / run_dir.TRAINING_WEIGHTS)
+    embedding_model.save_weights(out_dir / run_dir.EMBEDDING_WEIGHTS)
+    write_history(out_dir / run_dir.HISTORY, history)
     steady_steps = step - steps  # the first epoch's call compiles; it is left out of the rates
     final = {k.removeprefix("val_"): v for k, v in history[-1].items() if k.startswith("val_")}
     metrics = {
@@ -300,11 +317,11 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
         "images_per_second": steady_steps * train_cfg.batch_size / steady_seconds
         if steady_steps and steady_seconds else None,
         "train_step_compilations": step_fn.compilations, "backend": keras.backend.backend(),
-        "devices": 1, "device_kind": jax.devices()[0].device_kind, "layout": train_cfg.layout,
+        "devices": 1, "processes": 1, "device_kind": jax.devices()[0].device_kind, "layout": train_cfg.layout,
         "precision": train_cfg.precision, "num_classes": num_classes,
         "cached_embeddings": True, "cached_images": cache.images, "embed_seconds": embed_seconds,
         # images through the backbone: each cached image once, in whichever session embedded it
         "backbone_forward_passes": cache.images, "backbone_forward_passes_this_run": embedded,
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / run_dir.METRICS).write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -1,67 +1,118 @@
-"""Checkpoints in `out_dir/checkpoints/`: every variable (model weights, RNG state, margins),
-the optimizer state, and where training stands, in one `.npz` written atomically.
+"""Checkpoints in `out_dir/checkpoints/` (guie_nb.run_dir) with Orbax: the train state (every
+variable incl. the dropout RNG state and margins, the optimizer state, the step) and, beside it,
+JSON metadata (configuration fingerprint, history, the epoch's partial sums, initial scores).
 
-A Kaggle session can end at any moment; a checkpoint is either complete or absent (write to a
-temporary name, then rename), and the newest complete one is what a rerun resumes from.
+- Sharded: each device's shard of each array is written by its process (Orbax's OCDBT format), so a
+  ViT-H checkpoint is never gathered on one host; on restore each array lands in the layout its
+  target asks for, on any device count or mesh.
+- Asynchronous: `save` returns once the arrays are copied to host memory; the files are written
+  in the background while training goes on. `wait` (and leaving the `Checkpoints` context) blocks
+  until they are complete.
+- Atomic: Orbax writes into a temporary folder and renames it when complete (on object stores, a
+  commit marker); a save cut off by the end of a session is never listed, restored or counted.
+- Keep-N: only the newest `keep` complete checkpoints stay.
+
+Layout: `checkpoints/ckpt_<step, 9 digits>/{state, meta}`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
 from pathlib import Path
+from typing import Any
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
 
-_NAME = re.compile(r"^ckpt-(\d{9})\.npz$")
+from guie_nb.run_dir import checkpoint_dir
+
+_PREFIX, _DIGITS = "ckpt", 9
 
 
-def checkpoint_dir(out_dir: str | Path) -> Path:
-    return Path(out_dir) / "checkpoints"
+def _options(keep: int | None, read_only: bool = False) -> ocp.CheckpointManagerOptions:
+    return ocp.CheckpointManagerOptions(max_to_keep=keep, step_prefix=_PREFIX, step_format_fixed_length=_DIGITS,
+                                        cleanup_tmp_directories=not read_only, enable_async_checkpointing=True,
+                                        create=not read_only, read_only=read_only)
 
 
-def save(out_dir: str | Path, step: int, arrays: dict[str, list], meta: dict, keep: int = 2) -> Path:
-    """Write `ckpt-<step>.npz` holding each named list of arrays plus `meta` (JSON); prune old ones."""
-    d = checkpoint_dir(out_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    flat = {f"{name}/{i:05d}": np.asarray(a) for name, items in arrays.items() for i, a in enumerate(items)}
-    flat["meta"] = np.frombuffer(json.dumps({**meta, "step": step}).encode(), np.uint8)
-    path = d / f"ckpt-{step:09d}.npz"
-    tmp = d / f".tmp-{step:09d}-{os.getpid()}.npz"
-    with open(tmp, "wb") as f:
-        np.savez(f, **flat)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    for old in list_checkpoints(out_dir)[:-keep]:
-        old.unlink()
-    return path
+class Checkpoints:
+    """The checkpoints of one run folder. Use as a context manager: leaving it (normally or by an
+    exception) waits for pending saves and closes the writer threads."""
+
+    def __init__(self, out_dir: str | Path, keep: int = 2):
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.run_dir = Path(out_dir)
+        self.directory = checkpoint_dir(out_dir).absolute()
+        self._manager = ocp.CheckpointManager(self.directory, options=_options(keep))
+
+    def __enter__(self) -> "Checkpoints":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def save(self, step: int, state: Any, meta: dict) -> Path:
+        """Start writing `state` (a pytree of jax arrays) and `meta` (JSON-able) as step `step`;
+        returns the folder it will have once complete. Returns after the device-to-host copy, so
+        the caller may donate or overwrite `state`'s arrays right away."""
+        self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                         meta=ocp.args.JsonSave({**meta, "step": step})))
+        return self.directory / _step_name(step)
+
+    def wait(self) -> None:
+        """Block until every save started so far is complete (written, renamed, old ones pruned)."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.wait()
+        self._manager.close()
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
+        """`(state, meta)` of `step` (default: the newest complete one).
+
+        `target`: a pytree like the saved state whose leaves are arrays or `jax.ShapeDtypeStruct`s
+        with a `sharding`; each array is restored with the target's shape, dtype and sharding (any
+        mesh or device count). Raises FileNotFoundError when there is no complete checkpoint.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        got = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                  meta=ocp.args.JsonRestore()))
+        return got.state, got.meta
+
+
+def _step_name(step: int) -> str:
+    return f"{_PREFIX}_{step:0{_DIGITS}d}"
 
 
 def list_checkpoints(out_dir: str | Path) -> list[Path]:
+    """The complete checkpoints' folders, oldest first (a save still being written is not listed)."""
     d = checkpoint_dir(out_dir)
     if not d.is_dir():
         return []
-    return sorted((p for p in d.iterdir() if _NAME.match(p.name)), key=lambda p: int(_NAME.match(p.name)[1]))
+    found = ocp.step.standard_name_format(step_prefix=_PREFIX, step_format_fixed_length=_DIGITS).find_all(epath.Path(d))
+    return [Path(m.path) for m in sorted(found, key=lambda m: m.step)]
 
 
-def load(path: str | Path) -> tuple[dict[str, list[np.ndarray]], dict]:
-    with np.load(path) as z:
-        meta = json.loads(bytes(z["meta"]).decode())
-        arrays: dict[str, list[np.ndarray]] = {}
-        for key in sorted(k for k in z.files if k != "meta"):
-            name = key.rsplit("/", 1)[0]
-            arrays.setdefault(name, []).append(z[key])
-    return arrays, meta
+def read_meta(path: str | Path) -> dict:
+    """The JSON metadata of the checkpoint folder `path` (history, step, fingerprint, ...)."""
+    return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(Path(path).absolute() / "meta")
 
 
-def latest(out_dir: str | Path) -> tuple[dict[str, list[np.ndarray]], dict] | None:
-    """The newest readable checkpoint, or None. An unreadable newest one (cut off mid-write by a
-    filesystem without atomic rename) falls back to the one before, with a warning."""
-    for path in reversed(list_checkpoints(out_dir)):
-        try:
-            return load(path)
-        except (OSError, ValueError, KeyError) as e:
-            print(f"warning: skipping unreadable checkpoint {path}: {e}")
-    return None
+def load(path: str | Path) -> tuple[dict, dict]:
+    """`(state, meta)` of the checkpoint folder `path`, every array as a host numpy array (for
+    inspection and tests; training restores onto devices with `Checkpoints.restore`). `state` is
+    the saved pytree as nested dicts/lists: `params`, `frozen`, `non_trainable`, `opt_state`, `step`."""
+    item = Path(path).absolute() / "state"
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = checkpointer.metadata(item).item_metadata.tree
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    state = checkpointer.restore(item, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    return state, read_meta(path)

@@ -47,6 +47,9 @@ class TrainConfig:
     # memory (guie_nb.model.memory_plan.plan_for says whether a config fits):
     remat: bool = False  # recompute each ViT block's forward in the backward pass (~1/3 more FLOPs)
     grad_accum_steps: int = 1  # split batch_size into this many micro-batches, one update per batch
+    # train on these data-prep sources only (their `name`s, e.g. ["products10k"] for the 1st place's
+    # last stage); None: all. The label space and the validation split stay the data-prep's.
+    train_sources: list[str] | None = None
     seed: int = 0
 
     def __post_init__(self):
@@ -76,6 +79,10 @@ class TrainConfig:
         if self.cached_embeddings and self.grad_accum_steps != 1:
             raise ValueError("cached_embeddings keeps no backbone activations, so there is nothing for "
                              f"grad_accum_steps={self.grad_accum_steps} to save: leave it at 1")
+        if self.train_sources is not None and (isinstance(self.train_sources, str) or not self.train_sources
+                                               or not all(isinstance(n, str) and n for n in self.train_sources)):
+            raise ValueError(f"train_sources must be None or a non-empty list of source names, "
+                             f"got {self.train_sources!r}")
         if self.grad_accum_steps < 1 or self.batch_size % self.grad_accum_steps:
             raise ValueError(f"grad_accum_steps ({self.grad_accum_steps}) must be >= 1 and divide "
                              f"batch_size ({self.batch_size}) into equal micro-batches")
@@ -106,4 +113,6 @@ class TrainConfig:
             d.pop("grad_accum_steps")
         if not d["cached_embeddings"]:  # off: left out, like grad_accum_steps at 1
             d.pop("cached_embeddings")
+        if d["train_sources"] is None:  # left out when unset: older checkpoints still resume
+            d.pop("train_sources")
         return json.dumps(d, sort_keys=True)

@@ -1,21 +1,38 @@
-"""AdamW and Nesterov SGD as pure functions of JAX arrays, with a learning rate per parameter.
+"""The recipes' optimizers as Optax transforms: AdamW or Nesterov SGD, linear warm-up + cosine,
+global-norm clipping, a learning-rate multiplier per parameter group and a weight-decay mask.
 
-Keras optimizers carry one learning rate; the recipes need one per group (layer-wise decay,
-a backbone multiplier, frozen parts). The state is a flat list of arrays, so a checkpoint is
-just those arrays and resuming is exact.
+Keras optimizers carry one learning rate; the recipes need one per group (layer-wise decay, a
+backbone multiplier). Frozen groups are not handed to the optimizer at all (no moments kept).
+
+Semantics (the numbers the recipes were tuned with, before Optax; tests/test_optax_parity.py):
+- AdamW (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", 2019): Adam's bias-corrected
+  step `m_hat / (sqrt(v_hat) + eps)` plus `weight_decay * p` where the mask is set, times
+  `lr(step) * multiplier` (`optax.scale_by_adam` -> `optax.add_decayed_weights` -> learning rate).
+- SGD: `weight_decay * p` added to the gradient (L2, coupled) before the momentum trace
+  `mu = momentum * mu + g`, then the Nesterov step `g + momentum * mu` (`optax.add_decayed_weights`
+  -> `optax.trace(nesterov=True)` -> learning rate).
+- Clipping (`optax.clip_by_global_norm`) comes first, over the trained parameters' gradients.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import jax.numpy as jnp
+import optax
+
+from guie_nb.training.config import TrainConfig
 
 
 def warmup_cosine(step, peak: float, total_steps: int, warmup_steps: int, end_ratio: float):
-    """Linear warm-up from 0 to `peak`, then cosine decay to `peak * end_ratio` at `total_steps`."""
+    """Learning rate at `step` (0-based, the update about to be applied): linear warm-up
+    `peak * (step + 1) / warmup_steps` for the first `warmup_steps` updates, then cosine decay from
+    `peak` to `peak * end_ratio` at `total_steps` (Loshchilov & Hutter, SGDR, 2017, without restarts).
+
+    The warm-up's `step + 1` makes the first update non-zero. Traceable (an Optax schedule).
+    """
     step = jnp.asarray(step, jnp.float32)
     warm = peak * (step + 1) / max(1, warmup_steps)
     progress = jnp.clip((step - warmup_steps) / max(1, total_steps - warmup_steps), 0.0, 1.0)
@@ -23,58 +40,50 @@ def warmup_cosine(step, peak: float, total_steps: int, warmup_steps: int, end_ra
     return jnp.where(step < warmup_steps, warm, cosine)
 
 
-@dataclass(frozen=True)
-class Optimizer:
-    kind: str  # adamw | sgd
-    peak_lr: float
-    total_steps: int
-    warmup_steps: int
-    end_ratio: float
-    lr_multipliers: tuple[float, ...]  # one per trained variable
-    decay_mask: tuple[bool, ...]  # weight decay on this variable?
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    grad_clip_norm: float | None = None
+def schedule_for(cfg: TrainConfig, steps_per_epoch: int) -> Callable:
+    """`step -> learning rate` of a run: `cfg.learning_rate` peak, `cfg.warmup_epochs` of warm-up
+    (at most all steps but one), cosine to `cfg.end_learning_rate_ratio` at the last step."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
+    return partial(warmup_cosine, peak=cfg.learning_rate, total_steps=total, warmup_steps=warmup,
+                   end_ratio=cfg.end_learning_rate_ratio)
 
-    def init(self, params: list) -> list:
-        """[step, then one (SGD) or two (AdamW) moment arrays per parameter]."""
-        zeros = [jnp.zeros_like(p, dtype=jnp.float32) for p in params]
-        moments = zeros if self.kind == "sgd" else zeros + [jnp.zeros_like(z) for z in zeros]
-        return [jnp.zeros((), jnp.int32), *moments]
 
-    def learning_rate(self, step):
-        return warmup_cosine(step, self.peak_lr, self.total_steps, self.warmup_steps, self.end_ratio)
+def _scaled(schedule: Callable, multiplier: float) -> Callable:
+    return lambda step: schedule(step) * multiplier
 
-    def apply(self, state: list, grads: list, params: list) -> tuple[list, list]:
-        step, n = state[0], len(params)
-        grads = [g.astype(jnp.float32) for g in grads]
-        if self.grad_clip_norm:
-            norm = jnp.sqrt(sum(jnp.sum(g * g) for g in grads))
-            grads = [g * jnp.minimum(1.0, self.grad_clip_norm / (norm + 1e-6)) for g in grads]
-        lr = self.learning_rate(step)
-        new_params, moments = [], []
-        if self.kind == "sgd":
-            for p, g, mu, mult, decay in zip(params, grads, state[1:], self.lr_multipliers, self.decay_mask):
-                if decay and self.weight_decay:
-                    g = g + self.weight_decay * p
-                mu = self.momentum * mu + g
-                update = g + self.momentum * mu  # Nesterov
-                new_params.append((p - lr * mult * update).astype(p.dtype))
-                moments.append(mu)
-            return new_params, [step + 1, *moments]
-        t = (step + 1).astype(jnp.float32)
-        ms, vs = state[1:1 + n], state[1 + n:]
-        new_m, new_v = [], []
-        for p, g, m, v, mult, decay in zip(params, grads, ms, vs, self.lr_multipliers, self.decay_mask):
-            m = self.beta1 * m + (1 - self.beta1) * g
-            v = self.beta2 * v + (1 - self.beta2) * g * g
-            update = (m / (1 - self.beta1**t)) / (jnp.sqrt(v / (1 - self.beta2**t)) + self.eps)
-            if decay and self.weight_decay:
-                update = update + self.weight_decay * p
-            new_params.append((p - lr * mult * update).astype(p.dtype))
-            new_m.append(m)
-            new_v.append(v)
-        return new_params, [step + 1, *new_m, *new_v]
+
+def make_optimizer(kind: str, schedule: Callable, groups: Sequence[str], multipliers: dict[str, float],
+                   decay_mask: Sequence[bool], weight_decay: float = 0.0, momentum: float = 0.9,
+                   grad_clip_norm: float | None = None, beta1: float = 0.9, beta2: float = 0.999,
+                   eps: float = 1e-8) -> optax.GradientTransformation:
+    """The transform for a list of trained parameters.
+
+    `groups[i]`: parameter i's group name (`guie_nb.model.param_groups`); `multipliers`: the
+    learning-rate multiplier of each group; `decay_mask[i]`: weight decay on parameter i?
+    The update of parameter i is `-schedule(step) * multipliers[groups[i]] * direction`.
+    """
+    if kind not in ("adamw", "sgd"):
+        raise ValueError(f"unknown optimizer {kind!r}; choose 'adamw' or 'sgd'")
+    if len(groups) != len(decay_mask):
+        raise ValueError(f"{len(groups)} group names for {len(decay_mask)} decay-mask entries")
+    missing = sorted(set(groups) - set(multipliers))
+    if missing:
+        raise ValueError(f"no learning-rate multiplier for parameter group(s) {missing}")
+    parts = [optax.clip_by_global_norm(grad_clip_norm)] if grad_clip_norm else []
+    decay = [optax.add_decayed_weights(weight_decay, mask=list(decay_mask))] if weight_decay else []
+    if kind == "adamw":
+        parts += [optax.scale_by_adam(b1=beta1, b2=beta2, eps=eps), *decay]
+    else:
+        parts += [*decay, optax.trace(decay=momentum, nesterov=True)]
+    # one learning rate per group: `lr * multiplier` as one scalar, as the recipes computed it
+    rates = {g: optax.scale_by_learning_rate(_scaled(schedule, multipliers[g])) for g in sorted(set(groups))}
+    parts.append(optax.multi_transform(rates, list(groups)))
+    return optax.chain(*parts)
+
+
+def optimizer_for(cfg: TrainConfig, steps_per_epoch: int, groups: Sequence[str], multipliers: dict[str, float],
+                  decay_mask: Sequence[bool]) -> optax.GradientTransformation:
+    """`make_optimizer` with a run's settings (`cfg.optimizer`, schedule, decay, momentum, clipping)."""
+    return make_optimizer(cfg.optimizer, schedule_for(cfg, steps_per_epoch), groups, multipliers, decay_mask,
+                          weight_decay=cfg.weight_decay, momentum=cfg.momentum, grad_clip_norm=cfg.grad_clip_norm)

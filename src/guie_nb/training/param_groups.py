@@ -1,43 +1,13 @@
-"""Which variables train, at what learning rate, with or without weight decay.
-
-Groups are read from Keras variable paths (`resblocks_3/attn/in_proj/kernel`, `projection/...`,
-`margin_head/centers`): the backbone is everything that is not the neck (`neck_bn`, `hidden`, `projection`, or `hidden_i`,
-`projection_i` of neck branch i)
-or the head (`margin_head`).
+"""A recipe's policy per parameter group: which groups train, at what learning-rate multiplier,
+with or without weight decay. The groups themselves are the model's (`guie_nb.model.param_groups`).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from guie_nb.model.param_groups import Group, decays, group_of
 from guie_nb.training.config import TrainConfig
-
-# neck: one branch (`hidden/`, `projection/`) or ModelConfig.neck_branches > 1 (`hidden_3/`, `projection_3/`)
-NECK = ("neck_bn/", "hidden/", "projection/", "hidden_", "projection_")
-HEAD = ("margin_head/",)
-STEM = ("conv1/", "embeddings/", "ln_pre/")
-NO_DECAY = ("gamma", "beta", "bias", "class_embedding", "positional_embedding", "centers")
-_BLOCK = re.compile(r"(?:^|/)resblocks_(\d+)/")
-
-
-@dataclass(frozen=True)
-class Group:
-    part: str  # stem | block | top | neck | head
-    depth: int  # 0 stem, i + 1 for block i, num_blocks + 1 for ln_post/proj
-
-
-def group_of(path: str, num_blocks: int) -> Group:
-    if path.startswith(HEAD):
-        return Group("head", num_blocks + 2)
-    if path.startswith(NECK):
-        return Group("neck", num_blocks + 2)
-    m = _BLOCK.search(path)
-    if m:
-        return Group("block", int(m.group(1)) + 1)
-    if path.startswith(STEM):
-        return Group("stem", 0)
-    return Group("top", num_blocks + 1)
 
 
 def is_frozen(g: Group, cfg: TrainConfig) -> bool:
@@ -50,18 +20,38 @@ def is_frozen(g: Group, cfg: TrainConfig) -> bool:
 
 
 def lr_multiplier(g: Group, cfg: TrainConfig, num_blocks: int) -> float:
-    """1 for neck and head; backbone: multiplier x layer_decay^(distance from the top)."""
+    """1 for neck and head; backbone: `backbone_lr_multiplier * layer_decay ** (distance from the top)`
+    (layer-wise learning-rate decay, Clark et al., ELECTRA, 2020; BEiT, 2021)."""
     if g.part in ("neck", "head"):
         return 1.0
     return cfg.backbone_lr_multiplier * cfg.layer_decay ** (num_blocks + 1 - g.depth)
 
 
-def plan(paths: list[str], cfg: TrainConfig, num_blocks: int) -> tuple[list[bool], list[float], list[bool]]:
-    """(trained?, lr multiplier, weight decay?) for each variable path."""
+@dataclass(frozen=True)
+class ParamPlan:
+    """Per trainable variable (in the order of the paths given to `plan`)."""
+
+    paths: list[str]
+    groups: list[str]  # group name: stem, block_<i>, top, neck, head
+    trained: list[bool]  # updated (True) or frozen
+    multipliers: list[float]  # learning-rate multiplier
+    decay: list[bool]  # weight decay?
+
+    def of_trained(self) -> tuple[list[str], dict[str, float], list[bool]]:
+        """(group of each trained variable, multiplier of each such group, decay mask): the optimizer's inputs."""
+        keep = [i for i, t in enumerate(self.trained) if t]
+        groups = [self.groups[i] for i in keep]
+        return groups, {self.groups[i]: self.multipliers[i] for i in keep}, [self.decay[i] for i in keep]
+
+
+def plan(paths: list[str], cfg: TrainConfig, num_blocks: int) -> ParamPlan:
+    """The plan for the trainable variables at `paths` of a model with `num_blocks` transformer blocks.
+
+    Raises ValueError when every variable is frozen, or (from `group_of`) for a path of no group.
+    """
     groups = [group_of(p, num_blocks) for p in paths]
     trained = [not is_frozen(g, cfg) for g in groups]
     if not any(trained):
         raise ValueError("every variable is frozen: check freeze_backbone / freeze_head / frozen_blocks")
-    mults = [lr_multiplier(g, cfg, num_blocks) for g in groups]
-    decay = [not p.rsplit("/", 1)[-1].startswith(NO_DECAY) for p in paths]
-    return trained, mults, decay
+    return ParamPlan(list(paths), [g.name for g in groups], trained,
+                     [lr_multiplier(g, cfg, num_blocks) for g in groups], [decays(p) for p in paths])

@@ -1,56 +1,71 @@
 """The training loop: data -> model -> jitted multi-step train function -> validation -> outputs.
 
 Keras 3 on the JAX backend (Kaggle's TPU v5e-8 runs JAX; the same code runs on GPU and CPU).
-The model is Keras; the step is `model.stateless_call` + `jax.value_and_grad` + our optimizer,
-scanned over `steps_per_execution` batches in one compiled call. Batches are sharded over the
-devices by a `keras.distribution` (data parallel by default).
+The model is Keras; the step is `model.stateless_call` + `jax.value_and_grad` + an Optax
+optimizer (`guie_nb.training.optim`), scanned over `steps_per_execution` batches in one compiled
+call, on a `TrainState` pytree. Batches are sharded over the devices by a `keras.distribution`
+(data parallel by default).
 
-Resumable: a checkpoint (all variables, optimizer state, step, epoch-so-far sums) is written every
-`checkpoint_every` steps and at every epoch end; a rerun with the same configuration continues
-from the newest one and, because the data stream is a function of (seed, epoch, position), ends
-with the same weights as an uninterrupted run.
+Resumable: an Orbax checkpoint (the train state, and where training stands) is written every
+`checkpoint_every` steps and at every epoch end, in the background; a rerun with the same
+configuration continues from the newest complete one and, because the data stream is a function
+of (seed, epoch, position), ends with the same weights as an uninterrupted run.
 
-Outputs in `out_dir`: `model_config.json`, `train_config.json`, `training_model.weights.h5`
-(embedding + head, for fine-tuning), `embedding.weights.h5` (for export), `history.csv`,
-`metrics.json` and `checkpoints/`.
+Outputs in `out_dir`: the files `guie_nb.run_dir` names (configs, weights, history, metrics, checkpoints).
+
+`train` reads top to bottom: set-up, restore (or score the starting point), the epoch loop,
+outputs. Multi-host (a TPU pod slice, one process per host) hooks in through
+`guie_nb.training.distributed`, at the places marked "multi-host": the label counts in
+`TrainingData`, each process's rows of the global batch (`train_dataset(rows=...)`,
+`put_batches`), the gathered evaluation in `evaluate`, and `write_outputs` on process 0 only.
+Orbax checkpoints are written by every process (each its shards) and need no hook.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
+import dataclasses
+import hashlib
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import keras
 import numpy as np
+import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from guie_nb import run_dir
 from guie_nb.data.pipeline import class_counts, train_dataset
-from guie_nb.data.prepare import DataDirs, load_manifest, train_paths
-from guie_nb.evaluation import ValidationSet, evaluate_keras
+from guie_nb.data.prepare import DataDirs, load_manifest, source_labels, train_paths
+from guie_nb.evaluation import ValidationSet
 from guie_nb.model.embedding import ModelConfig, build_embedding_model, build_training_model
-from guie_nb.model.weights import load_backbone_weights
 from guie_nb.model.margin_heads import margins_for_epoch
 from guie_nb.model.sharding import make_distribution
-from guie_nb.training import checkpoint, param_groups
+from guie_nb.model.weights import load_backbone_weights
+from guie_nb.training import checkpoint, distributed, param_groups
 from guie_nb.training.config import TrainConfig
-from guie_nb.training.optim import Optimizer
+from guie_nb.training.optim import optimizer_for, schedule_for
 from guie_nb.training.progress import EpochProgress
-from guie_nb.training.transfer import TRAINING_WEIGHTS, load_training_weights
+from guie_nb.training.transfer import load_training_weights
 
-EMBEDDING_WEIGHTS = "embedding.weights.h5"
+MARGIN_VARIABLE = "margin_head/margin"
 
+
+# ---- devices ---------------------------------------------------------------------------------
 
 def distribution_for(cfg: TrainConfig, devices=None):
     """The one place that picks how the run is spread over the devices (guie_nb.model.sharding).
 
     `devices`: the mesh's devices (default: all local ones; `xla_memory` passes a TPU topology's).
     """
+    distributed.check_layout(cfg.layout)  # multi-host
     dist = make_distribution(cfg.layout, devices=devices, model_parallel=cfg.model_parallel)
     replicas = dist.device_mesh.shape[dist.device_mesh.axis_names.index(dist.batch_dim_name)]
     if cfg.batch_size % replicas:
@@ -62,6 +77,23 @@ def distribution_for(cfg: TrainConfig, devices=None):
                          f"does not split over {replicas} data-parallel replicas; use a batch_size that is a "
                          f"multiple of {replicas * cfg.grad_accum_steps}, or fewer grad_accum_steps")
     return dist
+
+
+def replicated(distribution) -> NamedSharding:
+    """On every device of the distribution's mesh (scalars: the step counters)."""
+    return NamedSharding(distribution.device_mesh.backend_mesh, PartitionSpec())
+
+
+def batch_sharding(distribution) -> NamedSharding:
+    """`[steps, batch, ...]` arrays split over the devices along the batch axis."""
+    return NamedSharding(distribution.device_mesh.backend_mesh, PartitionSpec(None, distribution.batch_dim_name))
+
+
+def put_batches(batches, distribution):
+    """numpy `[steps, batch, ...]` arrays (from `train_dataset`) -> device arrays sharded along the
+    batch axis. The one place host batches become device arrays (multi-host: this process's rows,
+    `distributed.process_rows`, assembled into the global batch)."""
+    return distributed.global_batch(batches, batch_sharding(distribution))
 
 
 @contextlib.contextmanager
@@ -81,31 +113,29 @@ def steps_per_epoch(cfg: TrainConfig, train_images: int) -> int:
     return max(spe, train_images // cfg.batch_size // spe * spe)
 
 
-def build_optimizer(cfg: TrainConfig, steps: int, multipliers: list[float], decay: list[bool]) -> Optimizer:
-    total = cfg.epochs * steps
-    return Optimizer(
-        kind=cfg.optimizer, peak_lr=cfg.learning_rate, total_steps=total,
-        warmup_steps=min(int(round(cfg.warmup_epochs * steps)), total - 1), end_ratio=cfg.end_learning_rate_ratio,
-        lr_multipliers=tuple(multipliers), decay_mask=tuple(decay), weight_decay=cfg.weight_decay,
-        momentum=cfg.momentum, grad_clip_norm=cfg.grad_clip_norm,
-    )
+# ---- the train state and the step ------------------------------------------------------------
 
+@jax.tree_util.register_dataclass
+@dataclass
+class TrainState:
+    """Everything the train step reads and writes, as one pytree; a checkpoint holds exactly this.
 
-def optimizer_shardings(distribution, param_shardings: list, state_len: int) -> list:
-    """Where each optimizer state array lives: the step counter on every device, moments beside their parameter."""
-    replicated = NamedSharding(distribution.device_mesh.backend_mesh, PartitionSpec())
-    return [replicated] + [param_shardings[i % len(param_shardings)] for i in range(state_len - 1)]
+    `params`: the trained variables' values (the training model's `trainable_variables` in order,
+    frozen ones left out); `frozen`: the trainable variables held fixed (frozen groups);
+    `non_trainable`: `non_trainable_variables` (dropout RNG state, the margin head's margins);
+    `opt_state`: the Optax state of `params`; `step`: the global step (int32 scalar).
+    """
 
-
-def batch_sharding(distribution) -> NamedSharding:
-    """`[steps, batch, ...]` arrays split over the devices along the batch axis."""
-    return NamedSharding(distribution.device_mesh.backend_mesh, PartitionSpec(None, distribution.batch_dim_name))
+    params: list
+    frozen: list
+    non_trainable: list
+    opt_state: optax.OptState
+    step: jax.Array
 
 
 class TrainStep:
-    """`(state, frozen, batches) -> (state, (losses, accuracies))` over a stack of batches, jitted once.
+    """`(state, batches) -> (state, (losses, accuracies))` over a stack of batches, jitted once.
 
-    `state` = (trained variables, non-trainable variables incl. RNG and margins, optimizer state).
     `grad_accum_steps` = k > 1 splits each batch into k equal micro-batches run one after another
     (a `lax.scan`, so only one micro-batch's activations are alive): their gradients are averaged,
     then one optimizer update; the non-trainable state (RNG, margins) runs through them in order;
@@ -113,36 +143,34 @@ class TrainStep:
     `compilations` counts traces of the step: one per run unless shapes or dtypes change.
     """
 
-    def __init__(self, model: keras.Model, opt: Optimizer, trained: list[bool], label_smoothing: float,
-                 distribution, grad_accum_steps: int = 1):
-
+    def __init__(self, model: keras.Model, optimizer: optax.GradientTransformation, trained: list[bool],
+                 label_smoothing: float, distribution, grad_accum_steps: int = 1):
         if grad_accum_steps < 1:
             raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
-        self.model, self.opt, self.trained = model, opt, trained
+        self.model, self.optimizer, self.trained = model, optimizer, trained
         self.smoothing, self.distribution, self.compilations = label_smoothing, distribution, 0
         self.grad_accum_steps = grad_accum_steps
         self._jitted = None
 
-    def _merge(self, trained_vals, frozen_vals):
-        it_t, it_f = iter(trained_vals), iter(frozen_vals)
-        return [next(it_t) if t else next(it_f) for t in self.trained]
+    def _merge(self, params, frozen):
+        """The training model's `trainable_variables` values, in order."""
+        it_p, it_f = iter(params), iter(frozen)
+        return [next(it_p) if t else next(it_f) for t in self.trained]
 
     def _loss(self, logits, labels):
-
         n = logits.shape[-1]
         target = jax.nn.one_hot(labels, n) * (1 - self.smoothing) + self.smoothing / n
         return -jnp.mean(jnp.sum(target * jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1))
 
-    def _grads(self, frozen, trained, non_trainable, batch):
+    def _grads(self, params, frozen, non_trainable, batch):
         """`((loss, accuracy, non_trainable), gradients)` of one batch or micro-batch."""
         inputs, labels = batch
 
-        def loss_fn(trained):
-            logits, nt = self.model.stateless_call(self._merge(trained, frozen), non_trainable, inputs,
-                                                   training=True)
+        def loss_fn(params):
+            logits, nt = self.model.stateless_call(self._merge(params, frozen), non_trainable, inputs, training=True)
             return self._loss(logits, labels), (logits, nt)
 
-        (loss, (logits, non_trainable)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
+        (loss, (logits, non_trainable)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         accuracy = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
         return (loss, accuracy, non_trainable), grads
 
@@ -154,8 +182,7 @@ class TrainStep:
         where k contiguous chunks would each sit on a few devices and have to be moved.
         """
         k = self.grad_accum_steps
-        mesh = self.distribution.device_mesh.backend_mesh
-        sharding = NamedSharding(mesh, PartitionSpec(None, self.distribution.batch_dim_name))
+        sharding = batch_sharding(self.distribution)
 
         def split(a):
             if a.shape[0] % k:
@@ -165,57 +192,52 @@ class TrainStep:
 
         return jax.tree.map(split, batch)
 
-    def _accumulate(self, frozen, trained, non_trainable, batch):
+    def _accumulate(self, params, frozen, non_trainable, batch):
         """The k micro-batches' mean loss, accuracy and gradients, and the state after the last."""
 
         def body(carry, micro):
             non_trainable, sums = carry
-            (loss, accuracy, non_trainable), grads = self._grads(frozen, trained, non_trainable, micro)
+            (loss, accuracy, non_trainable), grads = self._grads(params, frozen, non_trainable, micro)
             return (non_trainable, jax.tree.map(jnp.add, sums, (grads, loss, accuracy))), None
 
-        zeros = ([jnp.zeros_like(p, dtype=jnp.float32) for p in trained], jnp.float32(0), jnp.float32(0))
+        zeros = ([jnp.zeros_like(p, dtype=jnp.float32) for p in params], jnp.float32(0), jnp.float32(0))
         (non_trainable, (grads, loss, accuracy)), _ = jax.lax.scan(body, (non_trainable, zeros),
                                                                   self._micro_batches(batch))
         k = self.grad_accum_steps  # equal micro-batches: the mean of the means is the batch mean
         return (loss / k, accuracy / k, non_trainable), [g / k for g in grads]
 
-    def _one(self, frozen, carry, batch):
+    def _one(self, state: TrainState, batch) -> tuple[TrainState, tuple]:
+        gradients = self._grads if self.grad_accum_steps == 1 else self._accumulate
+        (loss, accuracy, non_trainable), grads = gradients(state.params, state.frozen, state.non_trainable, batch)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, state.frozen, non_trainable, opt_state, state.step + 1), (loss, accuracy)
 
-        trained, non_trainable, opt_state = carry
-        if self.grad_accum_steps == 1:
-            (loss, accuracy, non_trainable), grads = self._grads(frozen, trained, non_trainable, batch)
-        else:
-            (loss, accuracy, non_trainable), grads = self._accumulate(frozen, trained, non_trainable, batch)
-        trained, opt_state = self.opt.apply(opt_state, grads, trained)
-        return (trained, non_trainable, opt_state), (loss, accuracy)
-
-    def _run(self, state, frozen, batches):
-
+    def _run(self, state: TrainState, batches):
         self.compilations += 1  # runs only while tracing
         with self.distribution.scope():
             if jax.tree.leaves(batches)[0].shape[0] == 1:  # no loop: XLA optimises a plain step better
-                state, out = self._one(frozen, state, jax.tree.map(lambda a: a[0], batches))
+                state, out = self._one(state, jax.tree.map(lambda a: a[0], batches))
                 return state, jax.tree.map(lambda o: o[None], out)
-            return jax.lax.scan(lambda c, b: self._one(frozen, c, b), state, batches)
+            return jax.lax.scan(self._one, state, batches)
 
-    def _jit(self, state):
+    def _jit(self, state: TrainState):
         if self._jitted is None:
             # the new state keeps the old one's placement, so the next call reuses the executable
-            replicated = NamedSharding(self.distribution.device_mesh.backend_mesh, PartitionSpec())
-            out = (jax.tree.map(lambda x: x.sharding, state), replicated)
+            out = (jax.tree.map(lambda x: x.sharding, state), replicated(self.distribution))
             self._jitted = jax.jit(self._run, donate_argnums=0, out_shardings=out)
         return self._jitted
 
-    def __call__(self, state, frozen, batches):
-        return self._jit(state)(state, frozen, batches)
+    def __call__(self, state: TrainState, batches) -> tuple[TrainState, tuple]:
+        return self._jit(state)(state, batches)
 
-    def lower(self, state, frozen, batches) -> jax.stages.Lowered:
+    def lower(self, state: TrainState, batches) -> jax.stages.Lowered:
         """The step lowered for these inputs (arrays or `jax.ShapeDtypeStruct`s with shardings), not run."""
-        return self._jit(state).lower(state, frozen, batches)
+        return self._jit(state).lower(state, batches)
 
-    def flops(self, state, frozen, batches) -> float | None:
+    def flops(self, state: TrainState, batches) -> float | None:
         """XLA's FLOP count for one call (all its steps), from the compiled executable's cost analysis."""
-        cost = self.lower(state, frozen, batches).compile().cost_analysis()
+        cost = self.lower(state, batches).compile().cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
         return float(cost["flops"]) if cost and "flops" in cost else None
 
@@ -225,21 +247,75 @@ class TrainStep:
         return self._jitted._cache_size()
 
 
-def _device_put_batches(batches, distribution):
-    """Shard `[steps, batch, ...]` arrays over the devices along the batch axis."""
-    return jax.device_put(batches, batch_sharding(distribution))
+def _committed(arrays: list) -> list:
+    # explicit placement: a committed array and an uncommitted one compile to different executables
+    return [jax.device_put(x, x.sharding) for x in arrays]
 
 
 @dataclass
 class StepSetup:
-    """What `train` builds before it touches data or weights: models, trained mask, optimizer, step."""
+    """What `train` builds before it touches data or weights: models, parameter plan, optimizer, step.
+
+    The Keras variables hold the weights between steps only at the edges (loading, evaluation,
+    saving); `state_from_model` and `write_to_model` move them into and out of a `TrainState`.
+    """
 
     distribution: object  # keras.distribution.Distribution
     embedding_model: keras.Model
     training_model: keras.Model
-    trained: list[bool]  # per trainable variable of training_model: updated (True) or frozen
-    optimizer: Optimizer
+    plan: param_groups.ParamPlan  # per trainable variable: group, trained?, lr multiplier, decay?
+    optimizer: optax.GradientTransformation
+    learning_rate: Callable  # step -> learning rate (before group multipliers)
     step: TrainStep
+
+    @property
+    def trained(self) -> list[bool]:
+        return self.plan.trained
+
+    def _split(self, values: list) -> tuple[list, list]:
+        return ([x for x, t in zip(values, self.trained) if t], [x for x, t in zip(values, self.trained) if not t])
+
+    def _opt_shardings(self, params: list):
+        """Where each optimizer state array lives: moments beside their parameter, counters everywhere."""
+        shapes = jax.eval_shape(self.optimizer.init, params)
+        return optax.tree_map_params(self.optimizer, lambda _, s: s, shapes, [p.sharding for p in params],
+                                     transform_non_params=lambda _: replicated(self.distribution))
+
+    def abstract_state(self) -> TrainState:
+        """The state as `jax.ShapeDtypeStruct`s placed as the distribution places each variable
+        (no values needed: works on uninitialised variables and a TPU topology's devices)."""
+        dist = self.distribution
+
+        def spec(v):
+            return jax.ShapeDtypeStruct(tuple(v.shape), v.dtype, sharding=dist.get_variable_layout(v).backend_layout)
+
+        params, frozen = self._split([spec(v) for v in self.training_model.trainable_variables])
+        opt_state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                                 jax.eval_shape(self.optimizer.init, params), self._opt_shardings(params))
+        return TrainState(params, frozen, [spec(v) for v in self.training_model.non_trainable_variables], opt_state,
+                          jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated(dist)))
+
+    def state_from_model(self, opt_state, step) -> TrainState:
+        """The Keras variables' current values with this optimizer state and step. Read again after
+        any Keras call (evaluation): Keras' predict step donates the variables' buffers."""
+        model = self.training_model
+        params, frozen = self._split(_committed([v.value for v in model.trainable_variables]))
+        return TrainState(params, frozen, _committed([v.value for v in model.non_trainable_variables]), opt_state,
+                          step)
+
+    def initial_state(self) -> TrainState:
+        """The Keras variables' values, a fresh optimizer state placed beside them, step 0."""
+        params, _ = self._split(_committed([v.value for v in self.training_model.trainable_variables]))
+        opt_state = jax.jit(self.optimizer.init, out_shardings=self._opt_shardings(params))(params)
+        return self.state_from_model(opt_state, jax.device_put(jnp.int32(0), replicated(self.distribution)))
+
+    def write_to_model(self, state: TrainState) -> None:
+        """Assign `state`'s values to the Keras variables (before evaluating or saving weights)."""
+        model = self.training_model
+        for v, x in zip(model.trainable_variables, self.step._merge(state.params, state.frozen)):
+            v.assign(x)
+        for v, x in zip(model.non_trainable_variables, state.non_trainable):
+            v.assign(x)
 
 
 def build_step(model_cfg: ModelConfig, train_cfg: TrainConfig, num_classes: int, steps: int,
@@ -248,19 +324,145 @@ def build_step(model_cfg: ModelConfig, train_cfg: TrainConfig, num_classes: int,
 
     `devices`: as `distribution_for`. Variables are created by Keras as usual: inside a
     `keras.StatelessScope` they stay uninitialised (shapes only), which `xla_memory` relies on.
+    Raises ValueError for a variable of no parameter group (`guie_nb.model.param_groups`).
     """
     distribution = distribution_for(train_cfg, devices)
     with dtype_policy(train_cfg.precision), distribution.scope():
         embedding_model = build_embedding_model(model_cfg, remat=train_cfg.remat)
         training_model = build_training_model(embedding_model, num_classes, model_cfg.head)
-    paths = [v.path for v in training_model.trainable_variables]
-    trained, multipliers, decay = param_groups.plan(paths, train_cfg, model_cfg.vit.layers)
-    opt = build_optimizer(train_cfg, steps, [m for m, t in zip(multipliers, trained) if t],
-                          [d for d, t in zip(decay, trained) if t])
-    train_step = TrainStep(training_model, opt, trained, train_cfg.label_smoothing, distribution,
+    plan = param_groups.plan([v.path for v in training_model.trainable_variables], train_cfg, model_cfg.vit.layers)
+    optimizer = optimizer_for(train_cfg, steps, *plan.of_trained())
+    train_step = TrainStep(training_model, optimizer, plan.trained, train_cfg.label_smoothing, distribution,
                            grad_accum_steps=train_cfg.grad_accum_steps)
-    return StepSetup(distribution, embedding_model, training_model, trained, opt, train_step)
+    return StepSetup(distribution, embedding_model, training_model, plan, optimizer,
+                     schedule_for(train_cfg, steps), train_step)
 
+
+# ---- data, evaluation and where a run stands -------------------------------------------------
+
+@dataclass
+class TrainingData:
+    """The run's training files, held-out validation set and per-epoch margins."""
+
+    files: list[Path]
+    val: ValidationSet
+    num_classes: int
+    train_images: int  # one epoch's images: those of `train_sources`, or all
+    manifest: dict
+    model_cfg: ModelConfig
+    counts: np.ndarray | None  # images per class (the dynamic margin schedule only)
+    label_ranges: list[tuple[int, int]] | None  # TrainConfig.train_sources as label ranges; None: all
+
+    @classmethod
+    def load(cls, data_dir: DataDirs, model_cfg: ModelConfig,
+             train_sources: list[str] | None = None) -> "TrainingData":
+        """`data_dir`: data-prep's output directory, or the list of a split data-prep's part directories.
+        The training files are chosen here: all of them, in every process of a multi-host run too
+        (each decodes only its rows of every batch); the label counts are split by file.
+        `train_sources`: train on these data-prep sources only (`prepare.source_labels`; ValueError
+        naming an unknown one); validation is unchanged."""
+        manifest = load_manifest(data_dir)
+        files = train_paths(data_dir, manifest)
+        head, n = model_cfg.head, manifest["num_classes"]
+        label_ranges, images = (source_labels(manifest, train_sources) if train_sources
+                                else (None, manifest["train_images"]))
+        counts = None
+        if head.margin_schedule == "dynamic":  # multi-host: each process counts its files' labels, summed
+            counts = distributed.sum_over_processes(class_counts(distributed.process_files(files), n))
+        return cls(files, ValidationSet.from_manifest(data_dir, manifest), n, images, manifest,
+                   model_cfg, counts, label_ranges)
+
+    def val_images(self) -> int:
+        """Validation queries + index images: what one evaluation runs through the model."""
+        from guie_nb.data.tfrecord_format import iter_records
+
+        return sum(1 for f in (*self.val.query_files, *self.val.index_files) for _ in iter_records(f, verify=False))
+
+    def margins(self, epoch: int) -> np.ndarray:
+        """The margin head's per-class margins in `epoch` (0-based; guie_nb.model.margin_heads)."""
+        h = self.model_cfg.head
+        return margins_for_epoch(h.margin_schedule, epoch, self.num_classes, h.margin, h.margin_max,
+                                 h.margin_growth, self.counts, h.margin_min)
+
+
+def evaluate(run: StepSetup, data: TrainingData) -> dict[str, float]:
+    """Validation scores (mP@5, ...) of the embedding model's current Keras weights."""
+    cfg = data.model_cfg
+    # multi-host: each process embeds its rows, gathered to every process
+    return distributed.evaluate_keras(run.embedding_model, data.val, cfg.input_size, cfg.resize_mode, run.distribution)
+
+
+def _zero_partial() -> dict:
+    return {"loss": 0.0, "accuracy": 0.0, "steps": 0, "seconds": 0.0}
+
+
+@dataclass
+class RunLog:
+    """Where a run stands (a checkpoint's JSON metadata): the initial scores, one history row per
+    finished epoch, and the running sums of the epoch in progress."""
+
+    initial: dict
+    history: list[dict] = field(default_factory=list)
+    partial: dict = field(default_factory=_zero_partial)
+
+    def add(self, losses: np.ndarray, accuracies: np.ndarray) -> None:
+        self.partial["loss"] += float(np.sum(losses, dtype=np.float64))
+        self.partial["accuracy"] += float(np.sum(accuracies, dtype=np.float64))
+        self.partial["steps"] += len(losses)
+
+    def meta(self, fingerprint: dict) -> dict:
+        """A checkpoint's JSON metadata: this log and the run's configuration fingerprint."""
+        # a copy: the JSON is written in the background while the log moves on
+        return copy.deepcopy({"fingerprint": fingerprint, "history": self.history, "initial": self.initial,
+                              "partial": self.partial})
+
+    def mean_loss(self) -> float:
+        return self.partial["loss"] / self.partial["steps"]
+
+    def end_epoch(self, epoch: int, step: int, learning_rate: float, margin: float, scores: dict) -> dict:
+        """Close epoch `epoch` (1-based) at global `step`: its `history.csv` row."""
+        p = self.partial
+        row = {"epoch": epoch, "step": step, "loss": p["loss"] / p["steps"], "accuracy": p["accuracy"] / p["steps"],
+               "learning_rate": learning_rate, "margin": margin, "seconds": p["seconds"],
+               **{f"val_{k}": v for k, v in scores.items()}}
+        self.history.append(row)
+        self.partial = _zero_partial()
+        return row
+
+
+@dataclass
+class Throughput:
+    """Images per second over the steady calls (the first call compiles and is timed apart)."""
+
+    images: int = 0
+    seconds: float = 0.0
+    first_call_seconds: float | None = None
+
+    def add(self, images: int, seconds: float) -> None:
+        if self.first_call_seconds is None:
+            self.first_call_seconds = seconds
+        else:
+            self.images, self.seconds = self.images + images, self.seconds + seconds
+
+    @property
+    def images_per_second(self) -> float | None:
+        return self.images / self.seconds if self.images else None
+
+
+def _fingerprint(model_cfg: ModelConfig, train_cfg: TrainConfig, data: TrainingData, init_dir) -> dict:
+    """What a checkpoint must match to be resumed: configs, initial weights, data."""
+    return {"train": train_cfg.fingerprint(), "model": json.dumps(model_cfg.to_dict(), sort_keys=True),
+            "init_weights": _file_digest(Path(init_dir) / run_dir.TRAINING_WEIGHTS) if init_dir else None,
+            "data": [data.num_classes, data.train_images, data.manifest["train_files"]]}
+
+
+def _require_jax_backend() -> None:
+    if keras.backend.backend() != "jax":
+        raise RuntimeError(f"training runs on Keras' JAX backend, not {keras.backend.backend()!r}: "
+                           "set keras_backend = 'jax' (guie_nb.notebook.use_backend) before importing keras")
+
+
+# ---- the run ---------------------------------------------------------------------------------
 
 def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
           init_dir: str | Path | None = None, stop_after_steps: int | None = None) -> dict:
@@ -268,204 +470,153 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
 
     `data_dir`: data-prep's output directory, or the list of a split data-prep's part directories.
 
-    A rerun into the same `out_dir` resumes from its newest checkpoint. `stop_after_steps` ends the
-    run early after that many global steps (for tests and timing), leaving the checkpoints.
+    A rerun into the same `out_dir` resumes from its newest complete checkpoint. `stop_after_steps`
+    ends the run early after that many global steps (for tests and timing), leaving the checkpoints.
+    Returns the metrics (`metrics.json`), or, stopped early, `{step, total_steps, ...}`.
+    Raises FloatingPointError on a non-finite loss (the last good checkpoint is kept), ValueError
+    for checkpoints of another configuration in `out_dir`.
     """
-    if keras.backend.backend() != "jax":
-        raise RuntimeError(f"training runs on Keras' JAX backend, not {keras.backend.backend()!r}: "
-                           "set keras_backend = 'jax' (guie_nb.notebook.use_backend) before importing keras")
+    # -- set-up: data, models, optimizer, step
+    _require_jax_backend()
     if train_cfg.cached_embeddings:  # embed once, then neck + head on the stored features
         if stop_after_steps is not None:
             raise ValueError("stop_after_steps is not supported with cached_embeddings (no mid-run checkpoints)")
         from guie_nb.training.cached import train_cached
 
         return train_cached(data_dir, out_dir, model_cfg, train_cfg, init_dir=init_dir)
-
     out_dir = Path(out_dir)
-    manifest = load_manifest(data_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    num_classes = manifest["num_classes"]
+    data = TrainingData.load(data_dir, model_cfg, train_cfg.train_sources)
     keras.utils.set_random_seed(train_cfg.seed)
-    steps = steps_per_epoch(train_cfg, manifest["train_images"])
-    setup = build_step(model_cfg, train_cfg, num_classes, steps)
-    distribution, embedding_model, training_model = setup.distribution, setup.embedding_model, setup.training_model
-    trained, opt, train_step = setup.trained, setup.optimizer, setup.step
-    if init_dir is not None:
-        load_training_weights(training_model, init_dir, num_classes)
-    elif model_cfg.backbone_weights:  # pretrained backbone for a fresh run (a resume overwrites it)
-        load_backbone_weights(embedding_model, model_cfg.backbone_weights, model_cfg.backbone)
-
-    size, mode = model_cfg.input_size, model_cfg.resize_mode
-    val = ValidationSet.from_manifest(data_dir, manifest)
-    train_files = train_paths(data_dir, manifest)
-    spe = train_cfg.steps_per_execution
+    steps = steps_per_epoch(train_cfg, data.train_images)
     total_steps = train_cfg.epochs * steps
-    fingerprint = {"train": train_cfg.fingerprint(), "model": json.dumps(model_cfg.to_dict(), sort_keys=True),
-                   "init_weights": _file_digest(Path(init_dir) / TRAINING_WEIGHTS) if init_dir else None,
-                   "data": [num_classes, manifest["train_images"], manifest["train_files"]]}
+    run = build_step(model_cfg, train_cfg, data.num_classes, steps)
+    if init_dir is not None:
+        load_training_weights(run.training_model, init_dir, data.num_classes)
+    elif model_cfg.backbone_weights:  # pretrained backbone for a fresh run (a resume overwrites it)
+        load_backbone_weights(run.embedding_model, model_cfg.backbone_weights, model_cfg.backbone)
+    fingerprint = _fingerprint(model_cfg, train_cfg, data, init_dir)
+    margin_index = [v.path for v in run.training_model.non_trainable_variables].index(MARGIN_VARIABLE)
 
-    margin_index = [v.path for v in training_model.non_trainable_variables].index("margin_head/margin")
-    head = model_cfg.head
-    counts = class_counts(train_files, num_classes) if head.margin_schedule == "dynamic" else None
+    with checkpoint.Checkpoints(out_dir, keep=train_cfg.keep_checkpoints) as checkpoints:  # waits for saves on exit
+        # -- restore, or score the starting point
+        if checkpoints.latest_step() is not None:
+            state, meta = checkpoints.restore(run.initial_state())  # the target: shapes and placement
+            if meta["fingerprint"] != fingerprint:
+                raise ValueError(f"{checkpoints.directory} holds a run with another configuration; "
+                                 "use a new out_dir, or delete the checkpoints to start over")
+            log = RunLog(meta["initial"], meta["history"], meta["partial"])
+            step = meta["step"]
+            print(f"resuming from step {step} of {total_steps} ({checkpoint.list_checkpoints(out_dir)[-1].name})")
+        else:
+            log, step = RunLog(evaluate(run, data)), 0
+            state = run.initial_state()  # after evaluating: Keras' predict step donates the variables' buffers
+            print("before training: " + ", ".join(f"{k} {v:.4f}" for k, v in log.initial.items()))
+        resumed_from, started, speed = step, time.time(), Throughput()
+        rows = distributed.process_rows(batch_sharding(run.distribution),  # multi-host: this process's rows
+                                        (train_cfg.steps_per_execution, train_cfg.batch_size), axis=1)
 
-    def margins(epoch):
-        return margins_for_epoch(head.margin_schedule, epoch, num_classes, head.margin, head.margin_max,
-                                 head.margin_growth, counts, head.margin_min)
-
-    # resume, or start and score the untrained (or initial) model
-    resumed = checkpoint.latest(out_dir)
-    opt_state_np = None
-    if resumed is not None:
-        arrays, meta = resumed
-        if meta["fingerprint"] != fingerprint:
-            raise ValueError(f"{checkpoint.checkpoint_dir(out_dir)} holds a run with another configuration; "
-                             "use a new out_dir, or delete the checkpoints to start over")
-        for v, a in zip(training_model.variables, arrays["variables"]):
-            v.assign(a)
-        opt_state_np = arrays["optimizer"]
-        step, history, initial = meta["step"], meta["history"], meta["initial"]
-        partial = meta["partial"]
-        print(f"resuming from step {step} of {total_steps} ({checkpoint.list_checkpoints(out_dir)[-1].name})")
-    else:
-        step, history, partial = 0, [], {"loss": 0.0, "accuracy": 0.0, "steps": 0, "seconds": 0.0}
-        initial = evaluate_keras(embedding_model, val, size, mode)
-        print("before training: " + ", ".join(f"{k} {v:.4f}" for k, v in initial.items()))
-    resumed_from = step
-
-    # The loop's state lives in arrays that the step donates; Keras variables are written from it
-    # (sync) before anything reads them, and the state is re-read from them afterwards, because
-    # Keras' own predict step donates its inputs too.
-    def committed(arrays):
-        # explicit placement: a committed array and an uncommitted one compile to different executables
-        return [jax.device_put(x, x.sharding) for x in arrays]
-
-    def pull_state(opt_state):
-        values = committed([v.value for v in training_model.trainable_variables])
-        params = [x for x, t in zip(values, trained) if t]
-        frozen = [x for x, t in zip(values, trained) if not t]
-        return (params, committed([v.value for v in training_model.non_trainable_variables]), opt_state), frozen
-
-    state, frozen = pull_state(None)
-    # optimizer moments live where their parameters live; the step counter on every device
-    opt_state = opt.init(state[0])
-
-    shardings = optimizer_shardings(distribution, [p.sharding for p in state[0]], len(opt_state))
-    opt_state = [jax.device_put(a, s) for a, s in zip(opt_state if opt_state_np is None else opt_state_np, shardings)]
-    state = (state[0], state[1], opt_state)
-
-    def sync_model():
-        for v, x in zip([v for v, t in zip(training_model.trainable_variables, trained) if t], state[0]):
-            v.assign(x)
-        for v, x in zip(training_model.non_trainable_variables, state[1]):
-            v.assign(x)
-
-    def save_checkpoint():
-        meta = {"fingerprint": fingerprint, "history": history, "initial": initial, "partial": partial}
-        arrays = {"variables": [keras.ops.convert_to_numpy(v.value) for v in training_model.variables],
-                  "optimizer": [np.asarray(x) for x in state[2]]}
-        return checkpoint.save(out_dir, step, arrays, meta, keep=train_cfg.keep_checkpoints)
-
-    started = time.time()
-    images, first_call_seconds, steady_seconds = 0, None, 0.0  # the first call compiles; it is left out of images/s
-    while step < total_steps and (stop_after_steps is None or step < stop_after_steps):
-        epoch, in_epoch = divmod(step, steps)
-        nt = list(state[1])
-        nt[margin_index] = jax.device_put(margins(epoch), nt[margin_index].sharding)
-        state = (state[0], nt, state[2])
-        ds = train_dataset(train_files, size, train_cfg.batch_size, seed=train_cfg.seed, epoch=epoch,
-                           steps=steps, skip_steps=in_epoch, steps_per_execution=spe,
-                           original_size=model_cfg.size_features)
-        t0 = time.time()
-        progress = EpochProgress(epoch + 1, train_cfg.epochs, steps, train_cfg.batch_size, done=in_epoch)
-        for batches in ds.as_numpy_iterator():
-            t_call = time.time()
-            state, (losses, accs) = train_step(state, frozen, _device_put_batches(batches, distribution))
-            losses, accs = np.asarray(losses), np.asarray(accs)
-            if first_call_seconds is None:
-                first_call_seconds = time.time() - t_call
-            else:
-                images += len(losses) * train_cfg.batch_size
-                steady_seconds += time.time() - t_call
-            if not np.all(np.isfinite(losses)):
-                bad = step + int(np.argmin(np.isfinite(losses)))
-                last = checkpoint.list_checkpoints(out_dir)
-                raise FloatingPointError(
-                    f"training loss became non-finite at step {bad} (epoch {epoch + 1}): {losses.tolist()}. "
-                    f"Stopped; the last good checkpoint is kept ({last[-1] if last else 'none written yet'}). "
-                    "Lower learning_rate, set grad_clip_norm, or check the data.")
-            step += len(losses)
-            partial["loss"] += float(np.sum(losses, dtype=np.float64))
-            partial["accuracy"] += float(np.sum(accs, dtype=np.float64))
-            partial["steps"] += len(losses)
-            progress.update(step - epoch * steps, partial["loss"] / partial["steps"], float(opt.learning_rate(step - 1)))
-            if stop_after_steps is not None and step >= stop_after_steps:
+        # -- the epoch loop
+        while step < total_steps and (stop_after_steps is None or step < stop_after_steps):
+            epoch, in_epoch = divmod(step, steps)
+            state = _with_margins(state, margin_index, data.margins(epoch))
+            ds = train_dataset(data.files, model_cfg.input_size, train_cfg.batch_size, seed=train_cfg.seed,
+                               epoch=epoch, steps=steps, skip_steps=in_epoch,
+                               steps_per_execution=train_cfg.steps_per_execution,
+                               original_size=model_cfg.size_features, rows=rows,
+                               label_ranges=data.label_ranges)
+            t0 = time.time()
+            progress = EpochProgress(epoch + 1, train_cfg.epochs, steps, train_cfg.batch_size, done=in_epoch)
+            for batches in ds.as_numpy_iterator():
+                t_call = time.time()
+                state, (losses, accs) = run.step(state, put_batches(batches, run.distribution))
+                losses, accs = np.asarray(losses), np.asarray(accs)
+                speed.add(len(losses) * train_cfg.batch_size, time.time() - t_call)
+                _stop_if_not_finite(losses, step, epoch, checkpoints)
+                step += len(losses)
+                log.add(losses, accs)
+                progress.update(step - epoch * steps, log.mean_loss(), float(run.learning_rate(step - 1)))
+                if stop_after_steps is not None and step >= stop_after_steps:
+                    break
+                if train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0 and step % steps:
+                    log.partial["seconds"] += time.time() - t0
+                    t0 = time.time()
+                    saved = checkpoints.save(step, state, log.meta(fingerprint))  # returns once copied to the host
+                    progress.write(f"checkpoint {saved.name}")
+            progress.close()
+            log.partial["seconds"] += time.time() - t0
+            if step % steps:  # stopped early, mid-epoch
                 break
-            if train_cfg.checkpoint_every and step % train_cfg.checkpoint_every == 0 and step % steps:
-                partial["seconds"] += time.time() - t0
-                sync_model()
-                progress.write(f"checkpoint {save_checkpoint().name}")
-                state, frozen = pull_state(state[2])
-                t0 = time.time()
-        progress.close()
-        partial["seconds"] += time.time() - t0
-        if step % steps:  # stopped early, mid-epoch
-            break
-        sync_model()
-        scores = evaluate_keras(embedding_model, val, size, mode)
-        row = {"epoch": epoch + 1, "step": step, "loss": partial["loss"] / partial["steps"],
-               "accuracy": partial["accuracy"] / partial["steps"],
-               "learning_rate": float(opt.learning_rate(step - 1)), "margin": float(np.mean(margins(epoch))),
-               "seconds": partial["seconds"], **{f"val_{k}": v for k, v in scores.items()}}
-        history.append(row)
-        partial = {"loss": 0.0, "accuracy": 0.0, "steps": 0, "seconds": 0.0}
-        print(f"epoch {epoch + 1}/{train_cfg.epochs}: loss {row['loss']:.4f} accuracy {row['accuracy']:.3f} "
-              + " ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({row['seconds']:.1f} s)")
-        save_checkpoint()
-        state, frozen = pull_state(state[2])
-    seconds = time.time() - started
-    sync_model()
+            run.write_to_model(state)
+            scores = evaluate(run, data)
+            state = run.state_from_model(state.opt_state, state.step)  # evaluation donated the buffers
+            row = log.end_epoch(epoch + 1, step, float(run.learning_rate(step - 1)),
+                                float(np.mean(data.margins(epoch))), scores)
+            print(f"epoch {epoch + 1}/{train_cfg.epochs}: loss {row['loss']:.4f} accuracy {row['accuracy']:.3f} "
+                  + " ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({row['seconds']:.1f} s)")
+            checkpoints.save(step, state, log.meta(fingerprint))
+        seconds = time.time() - started
+        run.write_to_model(state)
+        if step < total_steps:
+            if step % steps:
+                checkpoints.save(step, state, log.meta(fingerprint))
+            print(f"stopped at step {step} of {total_steps}; rerun to resume")
+            return {"step": step, "total_steps": total_steps, "train_step_compilations": run.step.compilations}
 
-    if step < total_steps:
-        if step % steps:
-            save_checkpoint()
-        print(f"stopped at step {step} of {total_steps}; rerun to resume")
-        return {"step": step, "total_steps": total_steps, "train_step_compilations": train_step.compilations}
-
-    model_cfg.save(out_dir / "model_config.json")
-    (out_dir / "train_config.json").write_text(json.dumps(train_cfg.to_dict(), indent=2))
-    training_model.save_weights(out_dir / TRAINING_WEIGHTS)
-    embedding_model.save_weights(out_dir / EMBEDDING_WEIGHTS)
-    write_history(out_dir / "history.csv", history)
-    final = {k.removeprefix("val_"): v for k, v in history[-1].items() if k.startswith("val_")}
+    # -- outputs
     metrics = {
-        "initial": initial, "final": final, "epochs": train_cfg.epochs, "steps_per_epoch": steps,
-        "step": step, "total_steps": total_steps, "resumed_from_step": resumed_from,
-        "train_seconds": seconds, "first_call_seconds": first_call_seconds,
-        "images_per_second": images / steady_seconds if images else None,
-        "train_step_compilations": train_step.compilations,
-        "train_step_executables": train_step.executables, "backend": keras.backend.backend(),
-        "devices": len(jax.devices()), "device_kind": jax.devices()[0].device_kind,
-        "layout": train_cfg.layout, "mesh": dict(zip(distribution.device_mesh.axis_names, distribution.device_mesh.shape)),
-        "precision": train_cfg.precision, "num_classes": num_classes,
-        "remat": train_cfg.remat, "grad_accum_steps": train_cfg.grad_accum_steps,
+        "initial": log.initial, "final": {k.removeprefix("val_"): v for k, v in log.history[-1].items()
+                                          if k.startswith("val_")},
+        "epochs": train_cfg.epochs, "steps_per_epoch": steps, "step": step, "total_steps": total_steps,
+        "resumed_from_step": resumed_from, "train_seconds": seconds, "first_call_seconds": speed.first_call_seconds,
+        "images_per_second": speed.images_per_second, "train_step_compilations": run.step.compilations,
+        "train_step_executables": run.step.executables, "backend": keras.backend.backend(),
+        "devices": len(jax.devices()), "processes": jax.process_count(),
+        "device_kind": jax.devices()[0].device_kind, "layout": train_cfg.layout,
+        "mesh": dict(zip(run.distribution.device_mesh.axis_names, run.distribution.device_mesh.shape)),
+        "precision": train_cfg.precision, "num_classes": data.num_classes, "remat": train_cfg.remat,
+        "grad_accum_steps": train_cfg.grad_accum_steps,
         # images through the backbone over the whole run (every session): each step's batch, and the
         # validation queries + index at the start and after every epoch
-        "backbone_forward_passes": step * train_cfg.batch_size + (1 + len(history)) * _count_records(
-            val.query_files + val.index_files),
+        "backbone_forward_passes": step * train_cfg.batch_size + (1 + len(log.history)) * data.val_images(),
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if distributed.is_writer():  # multi-host: process 0 alone writes the outputs
+        write_outputs(out_dir, run, model_cfg, train_cfg, log.history, metrics)
     return metrics
 
 
-def _count_records(files: list[Path]) -> int:
-    from guie_nb.data.tfrecord_format import iter_records
+def _with_margins(state: TrainState, index: int, margins: np.ndarray) -> TrainState:
+    """`state` with the margin head's per-class margins (non-trainable variable `index`) replaced."""
+    placed = jax.device_put(margins, state.non_trainable[index].sharding)
+    return dataclasses.replace(state, non_trainable=[placed if i == index else x
+                                                     for i, x in enumerate(state.non_trainable)])
 
-    return sum(1 for f in files for _ in iter_records(f, verify=False))
+
+def _stop_if_not_finite(losses: np.ndarray, step: int, epoch: int, checkpoints: checkpoint.Checkpoints) -> None:
+    """Raise FloatingPointError naming the first bad step and the last good (complete) checkpoint."""
+    if np.all(np.isfinite(losses)):
+        return
+    checkpoints.wait()  # the last good checkpoint is complete before it is named
+    bad = step + int(np.argmin(np.isfinite(losses)))
+    last = checkpoint.list_checkpoints(checkpoints.run_dir)
+    raise FloatingPointError(
+        f"training loss became non-finite at step {bad} (epoch {epoch + 1}): {losses.tolist()}. "
+        f"Stopped; the last good checkpoint is kept ({last[-1] if last else 'none written yet'}). "
+        "Lower learning_rate, set grad_clip_norm, or check the data.")
+
+
+def write_outputs(out_dir: Path, run: StepSetup, model_cfg: ModelConfig, train_cfg: TrainConfig,
+                  history: list[dict], metrics: dict) -> None:
+    """A finished run's files (`guie_nb.run_dir`), from the Keras models' current weights."""
+    model_cfg.save(out_dir / run_dir.MODEL_CONFIG)
+    (out_dir / run_dir.TRAIN_CONFIG).write_text(json.dumps(train_cfg.to_dict(), indent=2))
+    run.training_model.save_weights(out_dir / run_dir.TRAINING_WEIGHTS)
+    run.embedding_model.save_weights(out_dir / run_dir.EMBEDDING_WEIGHTS)
+    write_history(out_dir / run_dir.HISTORY, history)
+    (out_dir / run_dir.METRICS).write_text(json.dumps(metrics, indent=2))
 
 
 def _file_digest(path: Path) -> str:
-    import hashlib
-
     if not path.is_file():
         raise FileNotFoundError(f"no {path.name} in {path.parent}: run the training notebook first")
     h = hashlib.sha256()

@@ -8,22 +8,22 @@ from pathlib import Path
 
 import keras
 
-from guie_nb.model.embedding import ModelConfig, build_embedding_model, build_training_model
+from guie_nb import run_dir
+from guie_nb.model.embedding import build_embedding_model, build_training_model
 from guie_nb.model.posemb import carry_weights
-
-TRAINING_WEIGHTS = "training_model.weights.h5"
 
 
 def load_training_weights(training_model: keras.Model, init_dir: str | Path, num_classes: int) -> None:
-    """Load `init_dir`'s training weights into `training_model`; a changed patch grid (fine-tuning
-    at a higher resolution, or with overlapping patches: `ModelConfig.patch_stride`) resamples the
-    position embeddings. `flip_tta` may differ (it adds no weight); a changed neck (branches,
-    size features) is refused by `carry_weights` naming the variable."""
+    """Load `init_dir`'s training weights (`run_dir.TRAINING_WEIGHTS`) into `training_model`; a
+    changed patch grid (fine-tuning at a higher resolution, or with overlapping patches:
+    `ModelConfig.patch_stride`) resamples the position embeddings. `flip_tta` may differ (it adds
+    no weight); a changed neck (branches, size features) is refused by `carry_weights` naming the
+    variable. Raises FileNotFoundError when `init_dir` holds no finished run."""
     init_dir = Path(init_dir)
-    weights = init_dir / TRAINING_WEIGHTS
+    weights = init_dir / run_dir.TRAINING_WEIGHTS
     if not weights.is_file():
-        raise FileNotFoundError(f"no {TRAINING_WEIGHTS} in {init_dir}: run the training notebook first")
-    old_cfg = ModelConfig.load(init_dir / "model_config.json")
+        raise FileNotFoundError(f"no {run_dir.TRAINING_WEIGHTS} in {init_dir}: run the training notebook first")
+    old_cfg = run_dir.load_model_config(init_dir)
     source = build_training_model(build_embedding_model(old_cfg), num_classes, old_cfg.head)
     source.load_weights(weights)
     old_rows = source.get_layer("embedding_model").get_layer("visual").get_layer("embeddings").positional_embedding

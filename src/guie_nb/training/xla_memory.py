@@ -29,7 +29,7 @@ import keras
 from guie_nb.data.pipeline import train_dataset
 from guie_nb.model.embedding import ModelConfig
 from guie_nb.training.config import TrainConfig
-from guie_nb.training.trainer import StepSetup, batch_sharding, build_step, optimizer_shardings
+from guie_nb.training.trainer import StepSetup, batch_sharding, build_step
 
 log = logging.getLogger(__name__)
 
@@ -157,34 +157,19 @@ def abstract_variables():
 
 
 def abstract_inputs(setup: StepSetup, model_cfg: ModelConfig, train_cfg: TrainConfig):
-    """`(state, frozen, batches)` for `setup.step` as `jax.ShapeDtypeStruct`s placed as `train` places them.
+    """`(state, batches)` for `setup.step` as `jax.ShapeDtypeStruct`s placed as `train` places them.
 
-    Variables: the layout `setup.distribution` gives each (Keras places a variable's value there);
-    optimizer state: `trainer.optimizer_shardings`; batches: `train_dataset`'s element spec (a
-    graph only, no file is read) split by `trainer.batch_sharding`.
+    State: `StepSetup.abstract_state` (each variable where `setup.distribution` lays it out, the
+    optimizer's moments beside their parameter); batches: `train_dataset`'s element spec (a graph
+    only, no file is read) split by `trainer.batch_sharding`.
     """
-    dist = setup.distribution
-    model = setup.training_model
-
-    def spec(variable):
-        return jax.ShapeDtypeStruct(tuple(variable.shape), variable.dtype,
-                                    sharding=dist.get_variable_layout(variable).backend_layout)
-
-    values = [spec(v) for v in model.trainable_variables]
-    params = [x for x, t in zip(values, setup.trained) if t]
-    frozen = [x for x, t in zip(values, setup.trained) if not t]
-    non_trainable = [spec(v) for v in model.non_trainable_variables]
-    opt_shapes = jax.eval_shape(setup.optimizer.init, params)
-    opt_state = [jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh) for s, sh in
-                 zip(opt_shapes, optimizer_shardings(dist, [p.sharding for p in params], len(opt_shapes)))]
-
     element_spec = train_dataset(["abstract.tfrecord"], model_cfg.input_size, train_cfg.batch_size,
                                  steps_per_execution=train_cfg.steps_per_execution,
                                  original_size=model_cfg.size_features).element_spec
-    placed = batch_sharding(dist)
+    placed = batch_sharding(setup.distribution)
     batches = jax.tree.map(lambda s: jax.ShapeDtypeStruct(tuple(s.shape), s.dtype.as_numpy_dtype, sharding=placed),
                            element_spec)
-    return (params, non_trainable, opt_state), frozen, batches
+    return setup.abstract_state(), batches
 
 
 def _bytes(text: str) -> int:
@@ -254,8 +239,8 @@ def compiled_memory(model_cfg: ModelConfig, train_cfg: TrainConfig, num_classes:
         return None
     with abstract_variables():
         setup = build_step(model_cfg, train_cfg, num_classes, steps=1000, devices=devices)
-        state, frozen, batches = abstract_inputs(setup, model_cfg, train_cfg)
-        lowered = setup.step.lower(state, frozen, batches)
+        state, batches = abstract_inputs(setup, model_cfg, train_cfg)
+        lowered = setup.step.lower(state, batches)
     head = dict(topology=topology, device_kind=devices[0].device_kind, devices=len(devices))
     started = time.time()
     try:
