@@ -267,10 +267,12 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
             except ValueError as err:
                 problems.append(str(err))
         estimates.update(train_images=images, data_train_images=manifest["train_images"])
-        # cached_embeddings: the backbone sees each image once; the neck + head epochs on the
-        # features (~1e6 FLOPs per image against a ViT's ~1e11) are left out
+        # cached_embeddings: the backbone sees each training image once (all of them: the cache does
+        # not depend on train_sources); the neck + head epochs on the features (~1e6 FLOPs per image
+        # against a ViT's ~1e11) are left out
         cached = getattr(train_cfg, "cached_embeddings", False)
-        flops = train_flops_per_image(model_cfg, train_cfg, num_classes) * images * (1 if cached else train_cfg.epochs)
+        per_image = train_flops_per_image(model_cfg, train_cfg, num_classes)
+        flops = per_image * manifest["train_images"] if cached else per_image * images * train_cfg.epochs
         estimates["hours"] = flops / (n_dev * TPU_V5E_PEAK_FLOPS * ASSUMED_MFU) / 3600
         estimates["assumed_mfu"] = ASSUMED_MFU
         # float32 (guie_nb.training.checkpoint): a checkpoint holds every variable plus the optimizer's
@@ -280,7 +282,8 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
         checkpoint = mem.params_total + slots * mem.params_trainable
         keep = train_cfg.keep_checkpoints
         if cached:  # no checkpoints; the feature cache: float16 features of every training image
-            estimates["output_gb"] = (4 * 2 * mem.params_total + 2 * model_cfg.vit.feature_dim * images) / GB
+            features = 2 * model_cfg.vit.feature_dim * manifest["train_images"]
+            estimates["output_gb"] = (4 * 2 * mem.params_total + features) / GB
         else:
             estimates["output_gb"] = 4 * max((keep + 1) * checkpoint, keep * checkpoint + 2 * mem.params_total) / GB
     else:

@@ -24,7 +24,6 @@ data reuses `init_dir`'s cache.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -35,7 +34,6 @@ import numpy as np
 
 import optax
 
-from guie_nb import run_dir
 from guie_nb.data.prepare import DataDirs
 from guie_nb.evaluation import score
 from guie_nb.model.embedding import ModelConfig, apply_neck, build_embedding_model, build_training_model
@@ -184,7 +182,7 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
     `feature_cache.StaleCacheError` for a cache made with another backbone, weights or data,
     FloatingPointError for a non-finite loss.
     """
-    from guie_nb.training.trainer import TrainingData, distribution_for, dtype_policy, steps_per_epoch, write_history
+    from guie_nb.training.trainer import TrainingData, distribution_for, dtype_policy, steps_per_epoch, write_outputs
 
     if not train_cfg.cached_embeddings:
         raise ValueError("train_cached runs only with TrainConfig.cached_embeddings=True")
@@ -302,11 +300,6 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
         v.assign(np.asarray(x))
     for v, x in zip(ntv, carry[1]):
         v.assign(np.asarray(x))
-    model_cfg.save(out_dir / run_dir.MODEL_CONFIG)
-    (out_dir / run_dir.TRAIN_CONFIG).write_text(json.dumps(train_cfg.to_dict(), indent=2))
-    training_model.save_weights(out_dir / run_dir.TRAINING_WEIGHTS)
-    embedding_model.save_weights(out_dir / run_dir.EMBEDDING_WEIGHTS)
-    write_history(out_dir / run_dir.HISTORY, history)
     steady_steps = step - steps  # the first epoch's call compiles; it is left out of the rates
     final = {k.removeprefix("val_"): v for k, v in history[-1].items() if k.startswith("val_")}
     metrics = {
@@ -323,5 +316,5 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
         # images through the backbone: each cached image once, in whichever session embedded it
         "backbone_forward_passes": cache.images, "backbone_forward_passes_this_run": embedded,
     }
-    (out_dir / run_dir.METRICS).write_text(json.dumps(metrics, indent=2))
+    write_outputs(out_dir, training_model, embedding_model, model_cfg, train_cfg, history, metrics)
     return metrics

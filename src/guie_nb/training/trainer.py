@@ -581,7 +581,7 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
         "backbone_forward_passes": step * train_cfg.batch_size + (1 + len(log.history)) * data.val_images(),
     }
     if distributed.is_writer():  # multi-host: process 0 alone writes the outputs
-        write_outputs(out_dir, run, model_cfg, train_cfg, log.history, metrics)
+        write_outputs(out_dir, run.training_model, run.embedding_model, model_cfg, train_cfg, log.history, metrics)
     return metrics
 
 
@@ -605,13 +605,14 @@ def _stop_if_not_finite(losses: np.ndarray, step: int, epoch: int, checkpoints: 
         "Lower learning_rate, set grad_clip_norm, or check the data.")
 
 
-def write_outputs(out_dir: Path, run: StepSetup, model_cfg: ModelConfig, train_cfg: TrainConfig,
-                  history: list[dict], metrics: dict) -> None:
-    """A finished run's files (`guie_nb.run_dir`), from the Keras models' current weights."""
+def write_outputs(out_dir: Path, training_model: keras.Model, embedding_model: keras.Model, model_cfg: ModelConfig,
+                  train_cfg: TrainConfig, history: list[dict], metrics: dict) -> None:
+    """A finished run's files (`guie_nb.run_dir`), from the Keras models' current weights (the
+    on-the-fly trainer's and `guie_nb.training.cached`'s)."""
     model_cfg.save(out_dir / run_dir.MODEL_CONFIG)
     (out_dir / run_dir.TRAIN_CONFIG).write_text(json.dumps(train_cfg.to_dict(), indent=2))
-    run.training_model.save_weights(out_dir / run_dir.TRAINING_WEIGHTS)
-    run.embedding_model.save_weights(out_dir / run_dir.EMBEDDING_WEIGHTS)
+    training_model.save_weights(out_dir / run_dir.TRAINING_WEIGHTS)
+    embedding_model.save_weights(out_dir / run_dir.EMBEDDING_WEIGHTS)
     write_history(out_dir / run_dir.HISTORY, history)
     (out_dir / run_dir.METRICS).write_text(json.dumps(metrics, indent=2))
 
