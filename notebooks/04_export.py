@@ -54,6 +54,9 @@ train_dir = "build/demo/train"  # for the untrained score in the report
 out_dir = "build/demo"
 export_format = "saved_model"  # "saved_model" (TF 2.6.4) or "torchscript" (PyTorch 1.11.0)
 flip_tta = False  # add the mirrored image's embedding inside the model (2x the scoring time)
+# instead of model_dir (then set model_dir = None; see "The model to export" below):
+zero_shot = None  # {"model": {...}, "reduction": "pca" | "whiten", "sample_images": 2000}: no training
+soup = None  # {"model_dirs": [...], "mode": "uniform" | "greedy", "reduction": None}: runs' weights averaged
 dry_run = False  # True: check the model to export, estimate zip size and scoring time, stop
 
 # %%
@@ -65,7 +68,8 @@ from guie_nb.preflight import preflight
 
 use_backend("tensorflow")  # before keras is imported: the export runs on TensorFlow
 resolved = resolve_export(data_dir=data_dir, model_dir=model_dir, train_dir=train_dir, out_dir=out_dir,
-                          export_format=export_format, flip_tta=flip_tta, dry_run=dry_run)
+                          export_format=export_format, flip_tta=flip_tta, zero_shot=zero_shot, soup=soup,
+                          dry_run=dry_run)
 print(json.dumps(resolved["export"], indent=1))
 
 # %% [markdown]
@@ -80,17 +84,44 @@ if dry_run:
 else:
     write_resolved(resolved, out_dir)
 
+# %% [markdown]
+# ## The model to export
+# One of three sources, whichever the parameters name:
+#
+# - **`model_dir`**: a trained run folder (the fine-tune's output), loaded as it is.
+# - **`zero_shot`**: no training at all. The pretrained backbone (`backbone_weights`) keeps its
+#   features; only the projection to 64-d is fitted, as **PCA** (or **PCA-whitening**: each component
+#   divided by the square root of its variance) of the backbone's features on a sample of the
+#   training images, mean-centred. The fit is written into the model's own `projection` layer
+#   (kernel = the components, bias = -mean @ kernel), so the export below is unchanged. This is
+#   the 4th-place team's zero-shot notebook (CLIP + PCA to 64-d: 0.603 private), the first thing to
+#   try: it needs only a CPU. The model before the fit (the backbone with a random projection) is
+#   scored as the baseline. The result is saved as a run folder, `out_dir/zero_shot`.
+# - **`soup`**: a *weight soup* of several fine-tuned runs of one architecture (Wortsman et al.
+#   2022): their weights averaged (`uniform`), or runs added best first while the held-out mP@5
+#   does not drop (`greedy`); optionally the projection refitted as PCA of the soup's features.
+#   Saved as `out_dir/soup`.
+
+# %%
+if not dry_run:
     from pathlib import Path
 
     from guie_nb import run_dir
     from guie_nb.data.prepare import load_manifest
     from guie_nb.evaluation import ValidationSet, embed_validation, score
     from guie_nb.export.build import export_submission
+    from guie_nb.export.model_source import export_model
     from guie_nb.export.submission import SubmissionEmbedder
 
     ex = resolved["export"]
     out = Path(ex["out_dir"])
-    model, cfg = run_dir.load_embedding_model(ex["model_dir"])
+    data = resolved["data"]["data_dir"]
+    val = ValidationSet.from_manifest(data, load_manifest(data))
+    source = export_model(ex, data, val)
+    model, cfg = source.model, source.cfg
+    print(f"{cfg.backbone} -> {cfg.embedding_dim}-d, exported from {ex['run_dir']}")
+    if source.info:
+        print(json.dumps(source.info, indent=1))
 
 # %% [markdown]
 # ## Export, then verify in the scorer runtime
@@ -118,14 +149,18 @@ if not dry_run:
 
 # %%
 if not dry_run:
-    val = ValidationSet.from_manifest(resolved["data"]["data_dir"], load_manifest(resolved["data"]["data_dir"]))
     embedder = SubmissionEmbedder(zip_path)
     embeddings = embed_validation(embedder, val)  # as the scorer runs it: one image at a time
     embedder.close()
     scores = score(val, *embeddings)
-    train_metrics = json.loads((Path(ex["train_dir"]) / run_dir.METRICS).read_text())
+    # the untrained baseline: the training notebook's score before its first step, or (zero-shot)
+    # the backbone with its random projection, scored before the fit
+    if source.initial is not None:
+        initial = source.initial
+    else:
+        initial = json.loads((Path(ex["train_dir"]) / run_dir.METRICS).read_text())["initial"]
     report = {
-        "map5_untrained": train_metrics["initial"]["map5"],
+        "map5_untrained": initial["map5"],
         "map5_trained": scores["map5"],
         **{f"{k}_trained": v for k, v in scores.items() if k != "map5"},
         "embedding_dim": verified.embedding_dim,
@@ -139,6 +174,7 @@ if not dry_run:
         "per_image_ms_in_scorer_runtime": 1000 * verified.per_image_seconds,
         "scoring_hours_estimate": verified.scoring_hours_estimate,
         "warnings": verified.warnings,
+        **source.info,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
@@ -163,12 +199,12 @@ if not dry_run:
 
 # %% [markdown]
 # ## mP@5 per domain
-# The submission against the untrained model (the training notebook's score before its first step),
-# overall and per source domain. Saved as `map5_per_domain.png`.
+# The submission against the untrained model (the training notebook's score before its first step;
+# for a zero-shot export, the backbone with a random projection), overall and per source domain. Saved as `map5_per_domain.png`.
 
 # %%
 if not dry_run:
-    plots.domain_scores(scores, out / "map5_per_domain.png", baseline=train_metrics["initial"],
+    plots.domain_scores(scores, out / "map5_per_domain.png", baseline=initial,
                         labels=("untrained", "submission"))
 
 # %% [markdown]

@@ -22,6 +22,7 @@ import re
 import threading
 from collections import defaultdict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import urlsplit
 
 SUBMISSION_BYTES = b"PK\x05\x06" + b"\0" * 18  # an empty zip archive
@@ -178,6 +179,18 @@ class FakeKaggle:
 
 def basic_auth(username: str, key: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{key}".encode()).decode()
+
+
+def assert_no_key(username: str, key: str, *texts: str, folders=()) -> None:
+    """Neither the key nor its Basic-auth form appears in `texts` or any file under `folders`."""
+    secrets = [key, basic_auth(username, key).split()[1]]
+    for text in texts:
+        assert not any(s in text for s in secrets)
+    for folder in folders:
+        for f in Path(folder).rglob("*"):
+            if f.is_file():
+                data = f.read_bytes()
+                assert not any(s.encode() in data for s in secrets), f"credential written to {f}"
 
 
 def client_env(fake: FakeKaggle, home, username: str, key: str) -> dict:

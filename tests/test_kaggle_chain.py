@@ -19,12 +19,17 @@ from pathlib import Path
 import pytest
 
 from _kaggle_helpers import FakeKaggle, basic_auth, client_env
+from _kaggle_helpers import assert_no_key as _assert_no_key
 from guie_nb.kaggle import chain
 from guie_nb.kaggle.client import Credentials, KaggleClient
 from guie_nb.kaggle.stage import stage_kernels
 
 REPO = Path(__file__).resolve().parents[1]
 USER, KEY = "alice", "k3y-0f-al1ce-5ecret"
+
+
+def assert_no_key(*texts: str, folders=()) -> None:
+    _assert_no_key(USER, KEY, *texts, folders=folders)
 SLUGS = ["guie-nb-01-data-prep", "guie-nb-02-train-tpu", "guie-nb-03-finetune", "guie-nb-04-export",
          "guie-nb-05-submit"]
 
@@ -74,14 +79,6 @@ def kaggle(args: list[str], env: dict) -> subprocess.CompletedProcess:
                           timeout=600, cwd=REPO)
 
 
-def assert_no_key(*texts: str, folders=()) -> None:
-    secrets = [KEY, basic_auth(USER, KEY).split()[1]]
-    for text in texts:
-        assert not any(s in text for s in secrets)
-    for folder in folders:
-        for f in Path(folder).rglob("*"):
-            if f.is_file():
-                assert not any(s.encode() in f.read_bytes() for s in secrets), f"credential written to {f}"
 
 
 def pushed_run_ids(fake) -> dict[str, str]:

@@ -19,11 +19,16 @@ from pathlib import Path
 import pytest
 
 from _kaggle_helpers import SUBMISSION_BYTES, FakeKaggle, basic_auth, client_env
+from _kaggle_helpers import assert_no_key as _assert_no_key
 from guie_nb.kaggle.client import AuthError, KaggleClient, KaggleError
 from guie_nb.kaggle.credentials import Credentials, CredentialsError, load_credentials
 
 REPO = Path(__file__).resolve().parents[1]
 USER, KEY = "alice", "k3y-0f-al1ce-5ecret"
+
+
+def assert_no_key(*texts: str, folders=()) -> None:
+    _assert_no_key(USER, KEY, *texts, folders=folders)
 
 
 @pytest.fixture
@@ -48,15 +53,6 @@ def run_script(name: str, args: list[str], env: dict) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=300, cwd=REPO)
 
 
-def assert_no_key(*texts: str, folders=()) -> None:
-    secrets = [KEY, basic_auth(USER, KEY).split()[1]]
-    for text in texts:
-        assert not any(s in text for s in secrets)
-    for folder in folders:
-        for f in Path(folder).rglob("*"):
-            if f.is_file():
-                data = f.read_bytes()
-                assert not any(s.encode() in data for s in secrets), f"credential written to {f}"
 
 
 def notebook_text(body: dict) -> str:

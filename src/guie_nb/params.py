@@ -38,7 +38,7 @@ TARGETS: dict[str, dict[str, str]] = {
                     "dry_run": "run.dry_run"},
     "04_export": {"data_dir": "data.data_dir", "model_dir": "export.model_dir", "train_dir": "export.train_dir",
                   "out_dir": "export.out_dir", "export_format": "export.format", "flip_tta": "export.flip_tta",
-                  "dry_run": "run.dry_run"},
+                  "zero_shot": "export.zero_shot", "soup": "export.soup", "dry_run": "run.dry_run"},
     "05_submit": {"export_dir": "submit.export_dir", "out_dir": "submit.out_dir", "dry_run": "run.dry_run"},
 }
 PATH_PARAMS = {"out_dir", "data_dir", "init_dir", "model_dir", "train_dir", "demo_data_dir", "root", "export_dir"}
@@ -160,10 +160,81 @@ def resolve_finetune(*, data_dir, init_dir, out_dir, train: dict, image_size=Non
             "run": {"keras_backend": keras_backend, "cpu_devices": cpu_devices, "dry_run": bool(dry_run)}}
 
 
-def resolve_export(*, data_dir, model_dir, train_dir, out_dir, export_format="saved_model", flip_tta=False,
+ZERO_SHOT_KEYS = ("model", "reduction", "sample_images", "eps")
+SOUP_KEYS = ("model_dirs", "mode", "reduction", "sample_images", "eps")
+
+
+def _reduction_settings(section: dict, name: str, required: bool) -> dict:
+    from guie_nb.model.reduction import REDUCTIONS
+
+    kind = section.get("reduction", "pca" if required else None)
+    if kind is not None and kind not in REDUCTIONS:
+        raise ValueError(f"{name}.reduction must be one of {REDUCTIONS}{'' if required else ' or None'}, got {kind!r}")
+    sample = section.get("sample_images", 2000)
+    if not isinstance(sample, int) or sample < 2:
+        raise ValueError(f"{name}.sample_images must be an int >= 2, got {sample!r}")
+    eps = section.get("eps", 1e-6)
+    if not isinstance(eps, (int, float)) or eps < 0:
+        raise ValueError(f"{name}.eps must be a number >= 0, got {eps!r}")
+    return {"reduction": kind, "sample_images": sample, "eps": float(eps)}
+
+
+def _zero_shot(zero_shot: dict, out_dir) -> tuple[dict, dict]:
+    """(export.zero_shot, the model config) of a zero-shot export: pretrained backbone, the
+    projection fitted as PCA / whitening on training images (guie_nb.model.reduction)."""
+    from guie_nb.model.embedding import ModelConfig
+
+    if not isinstance(zero_shot, dict):
+        raise ValueError(f"zero_shot must be a dict with keys {list(ZERO_SHOT_KEYS)}, got {zero_shot!r}")
+    unknown = sorted(set(zero_shot) - set(ZERO_SHOT_KEYS))
+    if unknown or "model" not in zero_shot:
+        raise ValueError(f"zero_shot: unknown key(s) {unknown} or no 'model'; keys: {list(ZERO_SHOT_KEYS)}")
+    cfg = ModelConfig.from_dict(zero_shot["model"])
+    if cfg.hidden_dim:
+        raise ValueError(f"zero_shot: hidden_dim {cfg.hidden_dim} would put an untrained layer between the backbone "
+                         "and the fitted projection; leave it None")
+    if cfg.embedding_dim > cfg.vit.feature_dim:
+        raise ValueError(f"zero_shot: embedding_dim {cfg.embedding_dim} exceeds the {cfg.backbone} feature width "
+                         f"{cfg.vit.feature_dim}: PCA cannot add dimensions")
+    settings = {"model": cfg.to_dict(), **_reduction_settings(zero_shot, "zero_shot", required=True),
+                "run_dir": absolute(Path(out_dir) / "zero_shot")}
+    return settings, cfg.to_dict()
+
+
+def _soup(soup: dict, out_dir) -> dict:
+    from guie_nb.model.soup import SOUP_MODES
+
+    if not isinstance(soup, dict):
+        raise ValueError(f"soup must be a dict with keys {list(SOUP_KEYS)}, got {soup!r}")
+    unknown = sorted(set(soup) - set(SOUP_KEYS))
+    if unknown:
+        raise ValueError(f"soup: unknown key(s) {unknown}; keys: {list(SOUP_KEYS)}")
+    dirs = soup.get("model_dirs")
+    if not isinstance(dirs, (list, tuple)) or len(dirs) < 2:
+        raise ValueError(f"soup.model_dirs must list at least 2 run folders, got {dirs!r}")
+    mode = soup.get("mode", "uniform")
+    if mode not in SOUP_MODES:
+        raise ValueError(f"soup.mode must be one of {SOUP_MODES}, got {mode!r}")
+    return {"model_dirs": absolute(list(dirs)), "mode": mode, **_reduction_settings(soup, "soup", required=False),
+            "run_dir": absolute(Path(out_dir) / "soup")}
+
+
+def resolve_export(*, data_dir, out_dir, model_dir=None, train_dir=None, export_format="saved_model",
+                   flip_tta=False, zero_shot: dict | None = None, soup: dict | None = None,
                    dry_run=False, model_config: dict | None = None) -> dict:
-    """04's parameters -> export settings and the model it exports (from `model_dir/model_config.json`
-    when present)."""
+    """04's parameters -> export settings and the model it exports. Exactly one model source:
+
+    - `model_dir`: a run folder (`model_config.json` + embedding weights), e.g. the fine-tune's;
+    - `zero_shot`: `{"model": {...ModelConfig}, "reduction": "pca" | "whiten", "sample_images": int,
+      "eps": float}`: no training, the pretrained backbone with its projection fitted on training
+      images, written to `<out_dir>/zero_shot` and exported from there;
+    - `soup`: `{"model_dirs": [...], "mode": "uniform" | "greedy", "reduction": None | "pca" |
+      "whiten", "sample_images": int}`: the runs' weights averaged (guie_nb.model.soup), optionally
+      with the projection refitted as PCA, written to `<out_dir>/soup`.
+
+    `train_dir` (its `metrics.json`) gives the untrained score for the report; without it (zero-shot)
+    the export scores the model before its projection is fitted. ValueError for several sources or none.
+    """
     from guie_nb.export.submission import SAVED_MODEL, TORCHSCRIPT
 
     FORMATS = (SAVED_MODEL, TORCHSCRIPT)
@@ -171,12 +242,27 @@ def resolve_export(*, data_dir, model_dir, train_dir, out_dir, export_format="sa
 
     if export_format not in FORMATS:
         raise ValueError(f"unknown export_format {export_format!r}; choose one of {FORMATS}")
-    path = Path(model_dir) / run_dir.MODEL_CONFIG
-    if model_config is None and path.is_file():
-        model_config = json.loads(path.read_text())
-    out = {"notebook": "04_export", "data": {"data_dir": absolute(data_dir)},
-           "export": {"model_dir": absolute(model_dir), "train_dir": absolute(train_dir), "out_dir": absolute(out_dir),
-                      "format": export_format, "flip_tta": bool(flip_tta)},
+    given = [name for name, v in (("model_dir", model_dir), ("zero_shot", zero_shot), ("soup", soup)) if v]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of model_dir, zero_shot, soup (the model to export); got {given or 'none'}")
+    # run_dir: the run folder exported (model_dir, or where the zero-shot model / the soup is written)
+    export = {"model_dir": absolute(model_dir), "train_dir": absolute(train_dir), "out_dir": absolute(out_dir),
+              "format": export_format, "flip_tta": bool(flip_tta), "zero_shot": None, "soup": None,
+              "run_dir": absolute(model_dir)}
+    if zero_shot:
+        export["zero_shot"], model_config = _zero_shot(zero_shot, out_dir)
+        export["run_dir"] = export["zero_shot"]["run_dir"]
+    elif soup:
+        export["soup"] = _soup(soup, out_dir)
+        export["run_dir"] = export["soup"]["run_dir"]
+        path = Path(export["soup"]["model_dirs"][0]) / run_dir.MODEL_CONFIG
+        if model_config is None and path.is_file():
+            model_config = json.loads(path.read_text())
+    else:
+        path = Path(model_dir) / run_dir.MODEL_CONFIG
+        if model_config is None and path.is_file():
+            model_config = json.loads(path.read_text())
+    out = {"notebook": "04_export", "data": {"data_dir": absolute(data_dir)}, "export": export,
            "run": {"dry_run": bool(dry_run)}}
     if model_config is not None:
         out.update(_model_section(ModelConfig.from_dict(model_config)))

@@ -155,8 +155,8 @@ def scoring_estimate(model, flip_tta: bool = False) -> dict:
     """How long the scorer runs the exported model: FLOPs per image (x2 with flip TTA: the image and
     its mirror) x `SCORER_IMAGES` / `ASSUMED_SCORER_FLOPS`, against the 9 h limit.
 
-    `model`: a model config as a dict (as a preset states it; keys ModelConfig does not know yet,
-    such as `patch_stride`, still count) or a `ModelConfig`. Returns `{"image_size", "patch_stride",
+    `model`: a model config as a dict (as a preset states it) or a `ModelConfig`; each of its
+    `extra_backbones` adds its own forward pass at the main backbone's input size. Returns `{"image_size", "patch_stride",
     "tokens", "flops_per_image", "images", "scorer_flops", "hours", "limit_hours", "fits", "assumption"}`.
     """
     from guie_nb.model.backbones import vit_config
@@ -164,11 +164,16 @@ def scoring_estimate(model, flip_tta: bool = False) -> dict:
     if isinstance(model, dict):
         vit = vit_config(model["backbone"], **({"image_size": model["image_size"]} if model.get("image_size") else {}))
         flip_tta = flip_tta or bool(model.get("flip_tta"))
+        # extra_backbones (concatenated towers) at the main backbone's input size, without patch_stride
+        extras = [vit_config(e if isinstance(e, str) else e["backbone"], image_size=vit.image_size)
+                  for e in model.get("extra_backbones") or []]
     else:
         vit = model.vit
         flip_tta = flip_tta or bool(getattr(model, "flip_tta", False))
+        extras = list(getattr(model, "extra_vits", []))
     stride = model_patch_stride(model)
-    flops = (2 if flip_tta else 1) * vit_forward_flops(vit, stride)
+    # every concatenated backbone runs on every image
+    flops = (2 if flip_tta else 1) * (vit_forward_flops(vit, stride) + sum(vit_forward_flops(v) for v in extras))
     hours = flops * SCORER_IMAGES / ASSUMED_SCORER_FLOPS / 3600
     return {"image_size": vit.image_size, "patch_stride": stride or vit.patch_size,
             "tokens": vision_tokens(vit, stride), "flip_tta": flip_tta, "flops_per_image": flops,
@@ -306,18 +311,26 @@ def preflight_export(resolved: dict) -> dict:
     from guie_nb.model.memory_plan import vit_params
 
     ex = resolved["export"]
-    model_dir = Path(ex["model_dir"])
-    inputs = [_input(f"model {n}", model_dir / n) for n in (run_dir.MODEL_CONFIG, run_dir.EMBEDDING_WEIGHTS)]
+    model_dir = Path(ex["run_dir"])
+    if ex.get("zero_shot"):  # no run folder yet: the pretrained backbone is the input
+        w = resolved.get("weights") or {}
+        inputs = [] if w.get("source", "none") == "none" else [_input("backbone weights", w.get("path"), w.get("found"))]
+    else:  # a run folder, or each of the soup's
+        dirs = ex["soup"]["model_dirs"] if ex.get("soup") else [model_dir]
+        inputs = [_input(f"model {n}", Path(d) / n) for d in dirs
+                  for n in (run_dir.MODEL_CONFIG, run_dir.EMBEDDING_WEIGHTS)]
     limits, problems = [], []
     _manifest_inputs(resolved["data"]["data_dir"], inputs, problems)  # the held-out queries and index
-    inputs.append(_input("training metrics", Path(ex["train_dir"]) / run_dir.METRICS))
+    if ex.get("train_dir"):
+        inputs.append(_input("training metrics", Path(ex["train_dir"]) / run_dir.METRICS))
     estimates = {"output_gb": None, "hours": None, "scoring_hours": None, "memory_gib_per_device_xla": None,
                  "memory_gib_per_device_plan": None}
     if "model" in resolved:
         cfg = ModelConfig.from_dict(resolved["model"])
         scoring = scoring_estimate(resolved["model"], ex["flip_tta"])
         estimates.update(scoring_hours=scoring["hours"], scoring=format_scoring(scoring))
-        estimates["output_gb"] = 4 * vit_params(cfg.vit) / GB
+        # concatenated backbones (extra_backbones) are each exported whole
+        estimates["output_gb"] = 4 * sum(vit_params(v) for v in [cfg.vit, *cfg.extra_vits]) / GB
         limits += [_limit("scoring_hours", SCORING_LIMIT_H, estimates["scoring_hours"]),
                    _limit("embedding_dim", MAX_EMBEDDING_DIM, cfg.embedding_dim)]
     else:

@@ -1,7 +1,10 @@
 """A training run's folder: the one place that names its files, and reads the model back.
 
-Written by `guie_nb.training.trainer.train` (02 train, 03 fine-tune); read by fine-tuning
-(`guie_nb.training.transfer`), export (04, `guie_nb.export`), preflight and the benchmarks:
+Written by `guie_nb.training.trainer.train` (02 train, 03 fine-tune), and by the export notebook
+for a model it builds itself (a zero-shot model, a weight soup: `save_embedding_model`, which
+writes only `model_config.json` + `embedding.weights.h5`); read by fine-tuning
+(`guie_nb.training.transfer`), export (04, `guie_nb.export`), soups (`guie_nb.model.soup`),
+preflight and the benchmarks:
 
 | file                         | what                                                        |
 |------------------------------|-------------------------------------------------------------|
@@ -67,3 +70,14 @@ def load_embedding_model(run_dir: str | Path) -> tuple["keras.Model", "ModelConf
     model = build_embedding_model(cfg)
     model.load_weights(weights)
     return model, cfg
+
+
+def save_embedding_model(run_dir: str | Path, model: "keras.Model", cfg: "ModelConfig") -> Path:
+    """Write `cfg` (`model_config.json`) and the embedding model's weights (`embedding.weights.h5`)
+    into `run_dir` (created if absent): the folder `load_embedding_model` and the export read. Used
+    for a model no training run wrote (zero-shot, soup). Returns `run_dir` as a Path."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / MODEL_CONFIG)
+    model.save_weights(run_dir / EMBEDDING_WEIGHTS)
+    return run_dir

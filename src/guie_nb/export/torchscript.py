@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from guie_nb.model.backbones import VitConfig
 from guie_nb.model.embedding import SIZE_FEATURES, SIZE_REFERENCE_PX, ModelConfig
 from guie_nb.model.preprocessing import CLIP_MEAN, CLIP_STD, center_crop_offset, torchvision_resize_size
 
@@ -160,20 +161,13 @@ def size_features(height: float, width: float, batch: int, log_reference: float)
     return feats.view(1, 3).expand(batch, 3)
 
 
-class EmbeddingModule(nn.Module):
-    """uint8 `[B, 3, H, W]` -> L2-normalised float32 `[B, D]`: the Keras embedding model in torch.
+class Tower(nn.Module):
+    """open_clip's VisionTransformer: normalised float `[B, 3, S, S]` -> features `[B, feature_dim]`
+    (state-dict names as open_clip's, Linear weights `[in, out]`); the patch conv at `v.stride`."""
 
-    The patch conv runs at `cfg.vit.stride` (overlapping patches below the patch size); the neck is
-    `cfg.neck_branches` averaged branches; with `cfg.size_features` the raw input's H and W become
-    `[ln(h/500), ln(w/500), ln(w/h)]` joined to the backbone feature; flip TTA (`cfg.flip_tta`, or the
-    export-time `flip_tta`) averages the image's and its mirror's unit embeddings."""
-
-    def __init__(self, cfg: ModelConfig, flip_tta: bool = False):
+    def __init__(self, v: VitConfig):
         super().__init__()
-        v = cfg.vit
-        self.flip_tta, self.patch, self.stride, self.width = flip_tta or cfg.flip_tta, v.patch_size, v.stride, v.width
-        self.with_size, self.log_size_reference = cfg.size_features, math.log(SIZE_REFERENCE_PX)
-        self.preprocess = Preprocess(v.image_size, cfg.resize_mode)
+        self.patch, self.stride, self.width = v.patch_size, v.stride, v.width
         self.conv1 = nn.Parameter(torch.zeros(v.width, 3, v.patch_size, v.patch_size))
         self.class_embedding = nn.Parameter(torch.zeros(v.width))
         self.positional_embedding = nn.Parameter(torch.zeros(v.num_tokens, v.width))
@@ -181,11 +175,8 @@ class EmbeddingModule(nn.Module):
         self.blocks = nn.ModuleList([Block(v.width, v.heads, v.mlp_width, v.quick_gelu, v.layer_norm_eps)
                                      for _ in range(v.layers)])
         self.proj = Linear(v.width, v.output_dim, bias=False) if v.output_dim else None
-        n_in = v.feature_dim + (SIZE_FEATURES if cfg.size_features else 0)
-        dims = [n_in] + ([cfg.hidden_dim] if cfg.hidden_dim else []) + [cfg.embedding_dim]
-        self.branches = nn.ModuleList([Neck(dims) for _ in range(cfg.neck_branches)])
 
-    def embed(self, x: Tensor, sizes: Tensor) -> Tensor:
+    def features(self, x: Tensor) -> Tensor:
         x = torch.conv2d(x, self.conv1, None, [self.stride, self.stride])
         x = x.flatten(2).transpose(1, 2)  # [B, grid*grid, width], row-major like Keras' Reshape
         cls = self.class_embedding.view(1, 1, self.width).expand(x.shape[0], 1, self.width)
@@ -197,6 +188,35 @@ class EmbeddingModule(nn.Module):
         proj = self.proj
         if proj is not None:
             x = proj(x)
+        return x
+
+
+class EmbeddingModule(Tower):
+    """uint8 `[B, 3, H, W]` -> L2-normalised float32 `[B, D]`: the Keras embedding model in torch.
+
+    The patch conv runs at `cfg.vit.stride` (overlapping patches below the patch size); the extra
+    backbones (`cfg.extra_backbones`, weights under `extra.{j}.`) run on the same pixels, their
+    features concatenated after the main backbone's (top-level weights) as Keras' `backbone_concat`;
+    the neck is `cfg.neck_branches` averaged branches; with `cfg.size_features` the raw input's H and
+    W become `[ln(h/500), ln(w/500), ln(w/h)]` joined to the backbone feature; flip TTA
+    (`cfg.flip_tta`, or the export-time `flip_tta`) averages the image's and its mirror's unit embeddings."""
+
+    def __init__(self, cfg: ModelConfig, flip_tta: bool = False):
+        super().__init__(cfg.vit)
+        v = cfg.vit
+        self.flip_tta = flip_tta or cfg.flip_tta
+        self.with_size, self.log_size_reference = cfg.size_features, math.log(SIZE_REFERENCE_PX)
+        self.preprocess = Preprocess(v.image_size, cfg.resize_mode)
+        self.extra = nn.ModuleList([Tower(e) for e in cfg.extra_vits])
+        n_in = cfg.feature_dim + (SIZE_FEATURES if cfg.size_features else 0)
+        dims = [n_in] + ([cfg.hidden_dim] if cfg.hidden_dim else []) + [cfg.embedding_dim]
+        self.branches = nn.ModuleList([Neck(dims) for _ in range(cfg.neck_branches)])
+
+    def embed(self, x: Tensor, sizes: Tensor) -> Tensor:
+        feats = [self.features(x)]
+        for tower in self.extra:
+            feats.append(tower.features(x))
+        x = torch.cat(feats, dim=1)
         if self.with_size:
             x = torch.cat([x, sizes], dim=1)
         # the mean of the branches, summed in order then divided, as Keras' Average layer does
@@ -253,6 +273,11 @@ def _keras_weights(embedding_model) -> dict[str, np.ndarray]:
     from guie_nb.model.convert import keras_to_open_clip_state_dict
 
     out = open_clip_to_module_state(keras_to_open_clip_state_dict(embedding_model))
+    extras = sorted((layer.name for layer in embedding_model.layers if re.fullmatch(r"visual_\d+", layer.name)),
+                    key=lambda n: int(n.split("_")[1]))
+    for j, name in enumerate(extras):  # visual_1, visual_2, ... -> extra.0., extra.1., ...
+        tower = open_clip_to_module_state(keras_to_open_clip_state_dict(embedding_model.get_layer(name)))
+        out.update({f"extra.{j}.{k}": v for k, v in tower.items()})
     names = {layer.name for layer in embedding_model.layers}
     suffixes = [""] if "projection" in names else sorted(
         (n[len("projection"):] for n in names if re.fullmatch(r"projection_\d+", n)), key=lambda x: int(x[1:]))

@@ -54,6 +54,10 @@ class ModelConfig:
     # pretrained backbone, loaded once when training starts fresh (guie_nb.model.weights):
     # "" random init, "open_clip:<tag>", "kaggle:<handle>", or a local file / folder
     backbone_weights: str = ""
+    # more backbones run on the same (resized, normalised) image, their features concatenated after
+    # the main backbone's before the neck (4th place: ViT-H-14 + ViT-L-14-336 -> PCA 64):
+    # [{"backbone": name, "backbone_weights": spec}], each at this model's input size
+    extra_backbones: list[dict] = field(default_factory=list)
     # the patch conv's stride (None: the patch size); below it the patches overlap and the position
     # embeddings are resampled to the larger grid when weights are loaded (1st place: 14 -> 12 at 290 px)
     patch_stride: int | None = None
@@ -78,6 +82,20 @@ class ModelConfig:
         if self.neck_branches < 1:
             raise ValueError(f"neck_branches must be >= 1, got {self.neck_branches}")
         self.vit.check_geometry()  # image size, patch size and stride fit together
+        self.extra_backbones = [self._extra(e) for e in self.extra_backbones]
+        for extra, v in zip(self.extra_backbones, self.extra_vits):
+            if v.image_size % v.patch_size:
+                raise ValueError(f"extra backbone {extra['backbone']}: the model's input size {v.image_size} is not a "
+                                 f"multiple of its patch size {v.patch_size}")
+
+    @staticmethod
+    def _extra(entry) -> dict:
+        if isinstance(entry, str):
+            entry = {"backbone": entry}
+        if not isinstance(entry, dict) or "backbone" not in entry or set(entry) - {"backbone", "backbone_weights"}:
+            raise ValueError(f"extra_backbones entries are {{'backbone': name, 'backbone_weights': spec}}, got {entry!r}")
+        vit_config(entry["backbone"])
+        return {"backbone": entry["backbone"], "backbone_weights": entry.get("backbone_weights", "")}
 
     @property
     def vit(self):
@@ -89,6 +107,16 @@ class ModelConfig:
     @property
     def input_size(self) -> int:
         return self.vit.image_size
+
+    @property
+    def extra_vits(self) -> list:
+        """The extra backbones' configs, at the main backbone's input size."""
+        return [vit_config(e["backbone"], image_size=self.input_size) for e in self.extra_backbones]
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the features that enter the neck: every backbone's, concatenated."""
+        return self.vit.feature_dim + sum(v.feature_dim for v in self.extra_vits)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -229,6 +257,9 @@ def apply_neck(cfg: ModelConfig, features, reuse: keras.Model, original_size=Non
 def build_embedding_model(cfg: ModelConfig, remat: bool = False) -> keras.Model:
     """float32 RGB `[B, S, S, 3]` in 0..255 -> L2-normalised embedding `[B, embedding_dim]`.
 
+    The ViT is the layer `visual`; `cfg.extra_backbones` add `visual_1`, `visual_2`, ... on the same
+    normalised pixels, their features concatenated after `visual`'s (`backbone_concat`).
+
     With `cfg.size_features` the model takes a second input, `original_size`: float32 `[B, 2]`, the
     raw image's height and width in pixels before any resize (`embedding_inputs` builds the inputs).
     With `cfg.flip_tta`, inference (`training` false or unset) returns the L2-normalised mean of the
@@ -245,7 +276,9 @@ def build_embedding_model(cfg: ModelConfig, remat: bool = False) -> keras.Model:
     x = layers.Normalization(mean=mean, variance=var, name="clip_normalize")(pixels)
     if cfg.flip_tta:
         x = MirrorBatch(name="flip_tta_images")(x)
-    x = build_vit(cfg.vit, name="visual", remat=remat)(x)
+    features = [build_vit(cfg.vit, name="visual", remat=remat)(x)]
+    features += [build_vit(v, name=f"visual_{i}", remat=remat)(x) for i, v in enumerate(cfg.extra_vits, 1)]
+    x = features[0] if len(features) == 1 else layers.Concatenate(name="backbone_concat")(features)
     if cfg.size_features:
         original_size = keras.Input((2,), name=ORIGINAL_SIZE)
         inputs.append(original_size)

@@ -240,3 +240,13 @@ def locate_weights(spec: str | None, backbone: str = "") -> dict:
         return {**out, "source": "open_clip", "path": cached, "found": cached is not None, "open_clip": name_tag}
     path = Path(spec).expanduser().resolve()
     return {**out, "source": "folder" if path.is_dir() else "file", "path": str(path), "found": path.exists()}
+
+
+def load_pretrained_backbones(embedding_model: keras.Model, cfg) -> keras.Model:
+    """Every backbone of an embedding model built from `cfg` (`ModelConfig`): `backbone_weights`
+    into `visual`, each of `extra_backbones`' weights into `visual_1`, `visual_2`, ... Errors as
+    `load_backbone_weights`."""
+    load_backbone_weights(embedding_model, cfg.backbone_weights, cfg.backbone)
+    for i, extra in enumerate(cfg.extra_backbones, 1):
+        load_backbone_weights(embedding_model.get_layer(f"visual_{i}"), extra["backbone_weights"], extra["backbone"])
+    return embedding_model

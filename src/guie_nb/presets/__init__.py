@@ -36,8 +36,8 @@ def final_model(name: str) -> tuple[dict | None, bool]:
     """The model the preset's export exports, as a dict, and whether it exports with flip TTA.
 
     A staged preset (a module with `MODEL` and `STAGES`) gives its stages' data; otherwise the last training kernel's model with each fine-tune's
-    `model_changes` / `image_size` applied, or the export's own `model` parameter when the preset
-    trains nothing. None when the preset names no model."""
+    `model_changes` / `image_size` applied, or, when the preset trains nothing, the export's own
+    `model` parameter or its `zero_shot` section's model. None when the preset names no model."""
     from guie_nb.presets import _kaggle
     from guie_nb.stages import notebook_of
 
@@ -58,5 +58,7 @@ def final_model(name: str) -> tuple[dict | None, bool]:
                     model["image_size"] = values["image_size"]
         if model is None and isinstance(export.get("model"), dict):
             model = dict(export["model"])
+        if model is None and isinstance(export.get("zero_shot"), dict):  # 04 builds it: pretrained + PCA
+            model = dict(export["zero_shot"]["model"])
     flip = bool(export.get("flip_tta")) or bool(model and model.get("flip_tta"))
     return model, flip

@@ -48,7 +48,7 @@ from guie_nb.evaluation import ValidationSet
 from guie_nb.model.embedding import ModelConfig, build_embedding_model, build_training_model
 from guie_nb.model.margin_heads import margins_for_epoch
 from guie_nb.model.sharding import make_distribution
-from guie_nb.model.weights import load_backbone_weights
+from guie_nb.model.weights import load_pretrained_backbones
 from guie_nb.training import checkpoint, distributed, param_groups
 from guie_nb.training.config import TrainConfig
 from guie_nb.training.optim import optimizer_for, schedule_for
@@ -324,8 +324,16 @@ def build_step(model_cfg: ModelConfig, train_cfg: TrainConfig, num_classes: int,
 
     `devices`: as `distribution_for`. Variables are created by Keras as usual: inside a
     `keras.StatelessScope` they stay uninitialised (shapes only), which `xla_memory` relies on.
-    Raises ValueError for a variable of no parameter group (`guie_nb.model.param_groups`).
+    Raises ValueError for a variable of no parameter group (`guie_nb.model.param_groups`), and for
+    an extra backbone deeper than `backbone`.
     """
+    # concatenated towers (extra_backbones) repeat the variable paths (`resblocks_<i>/...`), so
+    # block i of every tower is in group block_i: a deeper extra tower would have blocks of no group
+    deeper = [e["backbone"] for e, v in zip(model_cfg.extra_backbones, model_cfg.extra_vits)
+              if v.layers > model_cfg.vit.layers]
+    if deeper:
+        raise ValueError(f"extra_backbones {deeper} have more blocks than backbone {model_cfg.backbone} "
+                         f"({model_cfg.vit.layers}); to train, make the deepest one `backbone`")
     distribution = distribution_for(train_cfg, devices)
     with dtype_policy(train_cfg.precision), distribution.scope():
         embedding_model = build_embedding_model(model_cfg, remat=train_cfg.remat)
@@ -493,8 +501,8 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
     run = build_step(model_cfg, train_cfg, data.num_classes, steps)
     if init_dir is not None:
         load_training_weights(run.training_model, init_dir, data.num_classes)
-    elif model_cfg.backbone_weights:  # pretrained backbone for a fresh run (a resume overwrites it)
-        load_backbone_weights(run.embedding_model, model_cfg.backbone_weights, model_cfg.backbone)
+    elif model_cfg.backbone_weights or model_cfg.extra_backbones:  # pretrained backbones for a fresh run
+        load_pretrained_backbones(run.embedding_model, model_cfg)  # (a resume overwrites them)
     fingerprint = _fingerprint(model_cfg, train_cfg, data, init_dir)
     margin_index = [v.path for v in run.training_model.non_trainable_variables].index(MARGIN_VARIABLE)
 

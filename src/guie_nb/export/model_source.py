@@ -1,0 +1,91 @@
+"""The model notebook 04 exports, from whichever source its parameters name (`guie_nb.params.
+resolve_export`): a run folder, a zero-shot model (pretrained backbone + PCA/whitening, no
+training), or a weight soup of several runs. The zero-shot model and the soup are written as a
+run folder (`model_config.json` + embedding weights) before export, so they can be re-exported or
+verified later like any trained run (`make verify ... MODEL_DIR=<out_dir>/zero_shot`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from guie_nb import run_dir
+
+
+@dataclass
+class ExportModel:
+    """The Keras embedding model to export, its config, and what was done to make it.
+
+    `initial`: the scores before the reduction was fitted (zero-shot: the backbone with its random
+    projection, the "untrained" baseline) or None; `info`: reduction / soup summaries for the report.
+    """
+
+    cfg: object
+    model: object
+    initial: dict | None = None
+    info: dict = field(default_factory=dict)
+
+
+def _train_files(data_dir):
+    from guie_nb.data.prepare import load_manifest, train_paths
+
+    return train_paths(data_dir, load_manifest(data_dir))
+
+
+def zero_shot_model(settings: dict, data_dir, val, seed: int = 0) -> ExportModel:
+    """Build `settings["model"]`, load its pretrained backbone (`backbone_weights`), score it with the
+    random projection (the untrained baseline), fit `settings["reduction"]` on `sample_images`
+    training images into `projection`, score again, and write the run folder `settings["run_dir"]`."""
+    import keras
+
+    from guie_nb.evaluation import evaluate_keras
+    from guie_nb.model.embedding import ModelConfig, build_embedding_model
+    from guie_nb.model.reduction import fit_model_reduction
+    from guie_nb.model.weights import load_pretrained_backbones
+
+    cfg = ModelConfig.from_dict(settings["model"])
+    keras.utils.set_random_seed(seed)  # the random projection scored as the baseline is reproducible
+    model = build_embedding_model(cfg)
+    load_pretrained_backbones(model, cfg)
+    initial = evaluate_keras(model, val, cfg.input_size, cfg.resize_mode)
+    reduction = fit_model_reduction(model, cfg, _train_files(data_dir), settings["reduction"],
+                                    settings["sample_images"], settings["eps"])
+    fitted = evaluate_keras(model, val, cfg.input_size, cfg.resize_mode)
+    run_dir.save_embedding_model(settings["run_dir"], model, cfg)
+    return ExportModel(cfg, model, initial, {"reduction": reduction.summary(), "keras_map5": fitted["map5"]})
+
+
+def soup_model(settings: dict, data_dir, val) -> ExportModel:
+    """Average the runs `settings["model_dirs"]` (uniform or greedy on the held-out mP@5), optionally
+    refit `projection` as PCA / whitening of the soup's features, write the run folder."""
+    from guie_nb.evaluation import evaluate_keras
+    from guie_nb.model.reduction import fit_model_reduction
+    from guie_nb.model.soup import soup_runs
+
+    first = run_dir.load_model_config(settings["model_dirs"][0])  # soup_runs checks the others
+
+    def score(model) -> float:  # the greedy soup's criterion: held-out mP@5
+        return evaluate_keras(model, val, first.input_size, first.resize_mode)["map5"]
+
+    cfg, model, summary = soup_runs(settings["model_dirs"], settings["mode"], score)
+    info = {"soup": summary}
+    if settings.get("reduction"):
+        reduction = fit_model_reduction(model, cfg, _train_files(data_dir), settings["reduction"],
+                                        settings["sample_images"], settings["eps"])
+        info["reduction"] = reduction.summary()
+    run_dir.save_embedding_model(settings["run_dir"], model, cfg)
+    return ExportModel(cfg, model, None, info)
+
+
+def run_model(model_dir) -> ExportModel:
+    model, cfg = run_dir.load_embedding_model(model_dir)
+    return ExportModel(cfg, model)
+
+
+def export_model(export: dict, data_dir, val) -> ExportModel:
+    """The resolved `export` section -> the model to export (see the module doc)."""
+    if export.get("zero_shot"):
+        return zero_shot_model(export["zero_shot"], data_dir, val)
+    if export.get("soup"):
+        return soup_model(export["soup"], data_dir, val)
+    return run_model(export["model_dir"])
