@@ -123,6 +123,19 @@ elif distributed.is_writer():  # on a pod slice, process 0 writes the outputs
 # step), the epoch's loss so far and the learning rate. Whole lines, so the saved notebook and the
 # Kaggle log stay readable.
 
+#
+# **Cached embeddings** (`train["cached_embeddings"] = True`, with `freeze_backbone`; the
+# `fifth_place` preset): a frozen backbone gives every image the same features in every epoch, so
+# instead of running it on every batch, the run first embeds each training and validation image
+# once (evaluation preprocessing, no augmentation) into `out_dir/feature_cache/` (float16 features
+# and labels, one file per data-prep shard, a manifest with the backbone's weights hash), then
+# trains only the neck and the margin head on those features, one compiled call per epoch, and
+# scores each epoch on the cached validation features. A rerun skips the shards already embedded;
+# a cache made with another backbone, other weights or other data is refused. The outputs are the
+# usual ones (`embedding.weights.h5` = backbone + trained neck), so fine-tuning and export do not
+# change. `metrics.json` counts the images that went through the backbone in either mode
+# (`backbone_forward_passes`).
+
 # %%
 if not dry_run:
     metrics = run_training(resolved["data"]["data_dir"], resolved["outputs"]["out_dir"], model_cfg, train_cfg)
@@ -136,6 +149,9 @@ if not dry_run:
 # %%
 if not dry_run:
     print(f"mP@5 before training {metrics['initial']['map5']:.4f} -> after {metrics['final']['map5']:.4f}")
+    print(f"{metrics['backbone_forward_passes']} images through the backbone"
+          + (f" (cached once; {metrics['steps_per_second']:.0f} neck + head steps/s)"
+             if metrics.get("cached_embeddings") and metrics.get("steps_per_second") else ""))
     print(f"{metrics['images_per_second']:.1f} images/s on {metrics['devices']} x {metrics['device_kind']} "
           f"({metrics['layout']}, {metrics['precision']}); the step compiled {metrics['train_step_compilations']} time(s)")
     history_dir = Path(resolved["outputs"]["out_dir"])

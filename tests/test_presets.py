@@ -19,8 +19,8 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from _training_helpers import make_small_data  # noqa: E402
 
-ALL = ["demo", "demo_stages", "first_place", "fourth_place", "host_baseline", "second_place", "seed_recipe",
-       "third_place"]
+ALL = ["demo", "demo_stages", "fifth_place", "first_place", "fourth_place", "host_baseline", "second_place",
+       "seed_recipe", "third_place"]
 ONE_STEP = {"batch_size": 16, "epochs": 1, "steps_per_epoch": 1, "steps_per_execution": 1, "checkpoint_every": 0}
 
 

@@ -89,6 +89,15 @@ def _model_section(model_cfg) -> dict:
             "weights": locate_weights(model_cfg.backbone_weights, model_cfg.backbone)}
 
 
+def _outputs(out_dir, train_cfg) -> dict:
+    """Where a training run writes; with cached_embeddings also its feature cache
+    (`guie_nb.training.feature_cache`; a fine-tune reuses its init_dir's when it fits)."""
+    out = {"out_dir": absolute(out_dir)}
+    if train_cfg.cached_embeddings:
+        out["feature_cache"] = os.path.join(out["out_dir"], "feature_cache")
+    return out
+
+
 def resolve_training(*, data_dir, out_dir, model: dict, train: dict, keras_backend="jax", cpu_devices=0,
                      dry_run=False) -> dict:
     """02's parameters -> data, model (backbone, weights location), head, train, outputs."""
@@ -97,7 +106,7 @@ def resolve_training(*, data_dir, out_dir, model: dict, train: dict, keras_backe
 
     model_cfg, train_cfg = ModelConfig.from_dict(model), TrainConfig.from_dict(train)
     return {"notebook": "02_train_tpu", "data": {"data_dir": absolute(data_dir)}, **_model_section(model_cfg),
-            "train": train_cfg.to_dict(), "outputs": {"out_dir": absolute(out_dir)},
+            "train": train_cfg.to_dict(), "outputs": _outputs(out_dir, train_cfg),
             "run": {"keras_backend": keras_backend, "cpu_devices": cpu_devices, "dry_run": bool(dry_run)}}
 
 
@@ -147,7 +156,7 @@ def resolve_finetune(*, data_dir, init_dir, out_dir, train: dict, image_size=Non
     if changes:  # one replace: the patch geometry is checked with both applied
         model_cfg = replace(model_cfg, **changes)
     return {"notebook": "03_finetune", "data": {"data_dir": absolute(data_dir)}, "init": {"init_dir": absolute(init_dir)},
-            **_model_section(model_cfg), "train": train_cfg.to_dict(), "outputs": {"out_dir": absolute(out_dir)},
+            **_model_section(model_cfg), "train": train_cfg.to_dict(), "outputs": _outputs(out_dir, train_cfg),
             "run": {"keras_backend": keras_backend, "cpu_devices": cpu_devices, "dry_run": bool(dry_run)}}
 
 

@@ -272,7 +272,12 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
             except ValueError as err:
                 problems.append(str(err))
         estimates.update(train_images=images, data_train_images=manifest["train_images"])
-        flops = train_flops_per_image(model_cfg, train_cfg, num_classes) * images * train_cfg.epochs
+        # cached_embeddings: the backbone sees each training image once (all of them: the cache does
+        # not depend on train_sources); the neck + head epochs on the features (~1e6 FLOPs per image
+        # against a ViT's ~1e11) are left out
+        cached = getattr(train_cfg, "cached_embeddings", False)
+        per_image = train_flops_per_image(model_cfg, train_cfg, num_classes)
+        flops = per_image * manifest["train_images"] if cached else per_image * images * train_cfg.epochs
         estimates["hours"] = flops / (n_dev * TPU_V5E_PEAK_FLOPS * ASSUMED_MFU) / 3600
         estimates["assumed_mfu"] = ASSUMED_MFU
         # float32 (guie_nb.training.checkpoint): a checkpoint holds every variable plus the optimizer's
@@ -281,7 +286,11 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
         slots = memory_plan.OPTIMIZER_SLOTS[train_cfg.optimizer]
         checkpoint = mem.params_total + slots * mem.params_trainable
         keep = train_cfg.keep_checkpoints
-        estimates["output_gb"] = 4 * max((keep + 1) * checkpoint, keep * checkpoint + 2 * mem.params_total) / GB
+        if cached:  # no checkpoints; the feature cache: float16 features of every training image
+            features = 2 * model_cfg.vit.feature_dim * manifest["train_images"]
+            estimates["output_gb"] = (4 * 2 * mem.params_total + features) / GB
+        else:
+            estimates["output_gb"] = 4 * max((keep + 1) * checkpoint, keep * checkpoint + 2 * mem.params_total) / GB
     else:
         capacity = memory_plan.DEVICES[device][1] / GIB
     worst = max([v for v in (estimates["memory_gib_per_device_plan"], estimates["memory_gib_per_device_xla"])

@@ -287,7 +287,24 @@ def _keras_weights(embedding_model) -> dict[str, np.ndarray]:
             dense = embedding_model.get_layer(name)
             out[f"branches.{i}.layers.{j}.weight"] = np.asarray(keras.ops.convert_to_numpy(dense.kernel), np.float32)
             out[f"branches.{i}.layers.{j}.bias"] = np.asarray(keras.ops.convert_to_numpy(dense.bias), np.float32)
+        if "neck_bn" in names:  # the BatchNorm before the branches, folded into each branch's first Dense
+            w, b = f"branches.{i}.layers.0.weight", f"branches.{i}.layers.0.bias"
+            out[w], out[b] = _fold_batchnorm(embedding_model.get_layer("neck_bn"), out[w], out[b])
     return out
+
+
+def _fold_batchnorm(bn, kernel: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inference BatchNorm followed by a Dense `[in, out]` as one Dense: BN(x) = a * x + c with
+    a = gamma / sqrt(moving_var + eps), c = beta - moving_mean * a; so BN(x) @ W + b =
+    x @ (a[:, None] * W) + (c @ W + b). (The dropout between them is the identity at inference.)"""
+    import keras
+
+    def np_(v):
+        return np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float64)
+
+    a = np_(bn.gamma) / np.sqrt(np_(bn.moving_variance) + bn.epsilon)
+    c = np_(bn.beta) - np_(bn.moving_mean) * a
+    return (a[:, None] * kernel).astype(np.float32), (c @ kernel + bias).astype(np.float32)
 
 
 def build_torch_module(embedding_model, cfg: ModelConfig, flip_tta: bool = False) -> EmbeddingModule:

@@ -47,6 +47,9 @@ class ModelConfig:
     embedding_dim: int = 64
     hidden_dim: int | None = None  # the seed's 256 -> 64 variant: hidden_dim=256
     dropout: float = 0.2
+    # BatchNorm on the neck's input (backbone feature [+ size features]) before the dropout and
+    # projection branches (5th place: BN -> Linear)
+    neck_batchnorm: bool = False
     head: HeadConfig = field(default_factory=HeadConfig)
     # pretrained backbone, loaded once when training starts fresh (guie_nb.model.weights):
     # "" random init, "open_clip:<tag>", "kaggle:<handle>", or a local file / folder
@@ -212,22 +215,43 @@ class MirrorMean(layers.Layer):
         return input_shape
 
 
-def _neck(x, cfg: ModelConfig):
-    """`cfg.neck_branches` parallel Dropout -> [hidden ->] projection branches, averaged.
+def _neck(x, cfg: ModelConfig, reuse: keras.Model | None = None):
+    """[`neck_bn` BatchNorm ->] `cfg.neck_branches` parallel Dropout -> [hidden ->] projection
+    branches, averaged.
 
     One branch keeps the names every earlier run used (`dropout`, `hidden`, `projection`), so its
     weights load unchanged; N > 1 names branch i's layers `dropout_i`, `hidden_i`, `projection_i`.
     Each Dropout draws its own mask, so the branches see different features in training
-    (3rd place: 20 dense + dropout heads averaged)."""
+    (3rd place: 20 dense + dropout heads averaged). With `reuse` (an embedding model) the layers
+    are that model's, found by name, so a second graph over the same variables can start from
+    cached backbone features (`guie_nb.training.cached`)."""
+
+    def layer(name: str, make):
+        return reuse.get_layer(name) if reuse is not None else make()
+
+    if cfg.neck_batchnorm:
+        x = layer("neck_bn", lambda: layers.BatchNormalization(name="neck_bn"))(x)
     n = cfg.neck_branches
     outputs = []
     for i in range(n):
         suffix = "" if n == 1 else f"_{i}"
-        y = layers.Dropout(cfg.dropout, name=f"dropout{suffix}")(x)
+        y = layer(f"dropout{suffix}", lambda: layers.Dropout(cfg.dropout, name=f"dropout{suffix}"))(x)
         if cfg.hidden_dim:
-            y = layers.Dense(cfg.hidden_dim, name=f"hidden{suffix}")(y)
-        outputs.append(layers.Dense(cfg.embedding_dim, name=f"projection{suffix}")(y))
-    return outputs[0] if n == 1 else layers.Average(name="neck_mean")(outputs)
+            y = layer(f"hidden{suffix}", lambda: layers.Dense(cfg.hidden_dim, name=f"hidden{suffix}"))(y)
+        outputs.append(layer(f"projection{suffix}",
+                             lambda: layers.Dense(cfg.embedding_dim, name=f"projection{suffix}"))(y))
+    return outputs[0] if n == 1 else layer("neck_mean", lambda: layers.Average(name="neck_mean"))(outputs)
+
+
+def apply_neck(cfg: ModelConfig, features, reuse: keras.Model, original_size=None):
+    """`reuse`'s (an embedding model's) layers from the backbone feature on, without flip TTA:
+    features `[B, feature_dim]` [and with `cfg.size_features` `original_size` `[B, 2]`] ->
+    L2-normalised embedding `[B, embedding_dim]` float32 (what `guie_nb.training.cached` trains)."""
+    x = features
+    if cfg.size_features:
+        sizes = reuse.get_layer("size_features")(original_size)
+        x = reuse.get_layer("with_size_features")([x, sizes])
+    return reuse.get_layer("l2_normalize")(_neck(x, cfg, reuse))
 
 
 def build_embedding_model(cfg: ModelConfig, remat: bool = False) -> keras.Model:

@@ -9,7 +9,7 @@ Training recipes set a learning rate, a weight decay and freezing per group
 | `stem`    | `conv1/`, `embeddings/` (class + position), `ln_pre/`     | 0     |
 | `block_i` | `resblocks_<i>/` (transformer block i)                    | i + 1 |
 | `top`     | `ln_post/`, `proj/` (the CLIP projection)                 | L + 1 |
-| `neck`    | `NECK_LAYERS`: `hidden/`, `projection/`, `hidden_<i>/`, `projection_<i>/` | L + 2 |
+| `neck`    | `NECK_LAYERS`: `neck_bn/`, `hidden/`, `projection/`, `hidden_<i>/`, `projection_<i>/` | L + 2 |
 | `head`    | `margin_head/` (class centres)                            | L + 2 |
 
 A layer added to the embedding model must be named here (a new neck layer: add its name, or its
@@ -24,9 +24,10 @@ from dataclasses import dataclass
 
 STEM_LAYERS = ("conv1", "embeddings", "ln_pre")
 TOP_LAYERS = ("ln_post", "proj")
-# the embedding neck after the backbone (guie_nb.model.embedding): `hidden` and `projection` Dense
-# layers, and branch i's `hidden_<i>` / `projection_<i>` of a multi-branch neck (ModelConfig.neck_branches)
-NECK_LAYERS = ("hidden", "projection", r"hidden_\d+", r"projection_\d+")
+# the embedding neck after the backbone (guie_nb.model.embedding): the optional `neck_bn` BatchNorm
+# (ModelConfig.neck_batchnorm), `hidden` and `projection` Dense layers, and branch i's `hidden_<i>` /
+# `projection_<i>` of a multi-branch neck (ModelConfig.neck_branches)
+NECK_LAYERS = ("neck_bn", "hidden", "projection", r"hidden_\d+", r"projection_\d+")
 HEAD_LAYERS = ("margin_head",)
 # variables without weight decay: norms' scales and offsets, biases, embeddings, class centres
 NO_DECAY = ("gamma", "beta", "bias", "class_embedding", "positional_embedding", "centers")

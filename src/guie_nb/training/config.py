@@ -28,6 +28,15 @@ class TrainConfig:
     frozen_blocks: int = 0  # patch embedding + the first N transformer blocks stay fixed
     freeze_backbone: bool = False  # train only projection + head (1st place, stage 1)
     freeze_head: bool = False  # tune the backbone against fixed class centres (1st place, stage 2)
+    # Embed once, then train only the neck + head on the stored backbone features
+    # (guie_nb.training.cached; 5th place). Needs freeze_backbone. The cache holds each image under
+    # the deterministic evaluation preprocessing (resize_images with the model's resize_mode, no
+    # augmentation): the features the exported model's backbone computes at scoring time. A frozen
+    # backbone sees the same pixels every epoch, so one random augmentation draw would add no
+    # variety, only a shift away from the scorer's input. Runs one compiled call per epoch
+    # (steps_per_execution, checkpoint_every and remat do not apply); the cache, the expensive
+    # part, resumes shard by shard.
+    cached_embeddings: bool = False
     steps_per_epoch: int | None = None  # None: one pass over the training images
     steps_per_execution: int = 1  # steps fused into one compiled call (lax.scan)
     precision: str = "float32"
@@ -64,6 +73,12 @@ class TrainConfig:
                              f"steps_per_execution ({self.steps_per_execution})")
         if self.keep_checkpoints < 1:
             raise ValueError("keep_checkpoints must be >= 1")
+        if self.cached_embeddings and not self.freeze_backbone:
+            raise ValueError("cached_embeddings trains the neck and head on stored backbone features, so the "
+                             "backbone cannot train: set freeze_backbone=True (or cached_embeddings=False)")
+        if self.cached_embeddings and self.grad_accum_steps != 1:
+            raise ValueError("cached_embeddings keeps no backbone activations, so there is nothing for "
+                             f"grad_accum_steps={self.grad_accum_steps} to save: leave it at 1")
         if self.train_sources is not None and (isinstance(self.train_sources, str) or not self.train_sources
                                                or not all(isinstance(n, str) and n for n in self.train_sources)):
             raise ValueError(f"train_sources must be None or a non-empty list of source names, "
@@ -96,6 +111,8 @@ class TrainConfig:
             d.pop(k)
         if d["grad_accum_steps"] == 1:
             d.pop("grad_accum_steps")
+        if not d["cached_embeddings"]:  # off: left out, like grad_accum_steps at 1
+            d.pop("cached_embeddings")
         if d["train_sources"] is None:  # left out when unset: older checkpoints still resume
             d.pop("train_sources")
         return json.dumps(d, sort_keys=True)

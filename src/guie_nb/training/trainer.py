@@ -380,6 +380,12 @@ class TrainingData:
         return cls(files, ValidationSet.from_manifest(data_dir, manifest), n, images, manifest,
                    model_cfg, counts, label_ranges)
 
+    def val_images(self) -> int:
+        """Validation queries + index images: what one evaluation runs through the model."""
+        from guie_nb.data.tfrecord_format import iter_records
+
+        return sum(1 for f in (*self.val.query_files, *self.val.index_files) for _ in iter_records(f, verify=False))
+
     def margins(self, epoch: int) -> np.ndarray:
         """The margin head's per-class margins in `epoch` (0-based; guie_nb.model.margin_heads)."""
         h = self.model_cfg.head
@@ -480,6 +486,12 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
     """
     # -- set-up: data, models, optimizer, step
     _require_jax_backend()
+    if train_cfg.cached_embeddings:  # embed once, then neck + head on the stored features
+        if stop_after_steps is not None:
+            raise ValueError("stop_after_steps is not supported with cached_embeddings (no mid-run checkpoints)")
+        from guie_nb.training.cached import train_cached
+
+        return train_cached(data_dir, out_dir, model_cfg, train_cfg, init_dir=init_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = TrainingData.load(data_dir, model_cfg, train_cfg.train_sources)
@@ -572,9 +584,12 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
         "mesh": dict(zip(run.distribution.device_mesh.axis_names, run.distribution.device_mesh.shape)),
         "precision": train_cfg.precision, "num_classes": data.num_classes, "remat": train_cfg.remat,
         "grad_accum_steps": train_cfg.grad_accum_steps,
+        # images through the backbone over the whole run (every session): each step's batch, and the
+        # validation queries + index at the start and after every epoch
+        "backbone_forward_passes": step * train_cfg.batch_size + (1 + len(log.history)) * data.val_images(),
     }
     if distributed.is_writer():  # multi-host: process 0 alone writes the outputs
-        write_outputs(out_dir, run, model_cfg, train_cfg, log.history, metrics)
+        write_outputs(out_dir, run.training_model, run.embedding_model, model_cfg, train_cfg, log.history, metrics)
     return metrics
 
 
@@ -598,13 +613,14 @@ def _stop_if_not_finite(losses: np.ndarray, step: int, epoch: int, checkpoints: 
         "Lower learning_rate, set grad_clip_norm, or check the data.")
 
 
-def write_outputs(out_dir: Path, run: StepSetup, model_cfg: ModelConfig, train_cfg: TrainConfig,
-                  history: list[dict], metrics: dict) -> None:
-    """A finished run's files (`guie_nb.run_dir`), from the Keras models' current weights."""
+def write_outputs(out_dir: Path, training_model: keras.Model, embedding_model: keras.Model, model_cfg: ModelConfig,
+                  train_cfg: TrainConfig, history: list[dict], metrics: dict) -> None:
+    """A finished run's files (`guie_nb.run_dir`), from the Keras models' current weights (the
+    on-the-fly trainer's and `guie_nb.training.cached`'s)."""
     model_cfg.save(out_dir / run_dir.MODEL_CONFIG)
     (out_dir / run_dir.TRAIN_CONFIG).write_text(json.dumps(train_cfg.to_dict(), indent=2))
-    run.training_model.save_weights(out_dir / run_dir.TRAINING_WEIGHTS)
-    run.embedding_model.save_weights(out_dir / run_dir.EMBEDDING_WEIGHTS)
+    training_model.save_weights(out_dir / run_dir.TRAINING_WEIGHTS)
+    embedding_model.save_weights(out_dir / run_dir.EMBEDDING_WEIGHTS)
     write_history(out_dir / run_dir.HISTORY, history)
     (out_dir / run_dir.METRICS).write_text(json.dumps(metrics, indent=2))
 

@@ -1,0 +1,320 @@
+"""Training the neck and margin head on cached backbone features (`TrainConfig.cached_embeddings`).
+
+With `freeze_backbone`, the on-the-fly trainer runs the backbone's forward pass on every image
+of every epoch (and on the validation set after every epoch), although its output never changes.
+Here the frozen backbone embeds each training and validation image once
+(`guie_nb.training.feature_cache`, sharded and resumable under `out_dir/feature_cache/`), then
+the neck (`[BN] -> Dropout -> [hidden] -> projection`, the embedding model's own layers, reused
+through `guie_nb.model.embedding.apply_neck`) and the margin head train on those features: one
+compiled call per epoch (a `lax.scan` over its steps, batches gathered on the device from the
+features held there), so the steps cost microseconds. 5th place trained its BN + Linear head on
+precomputed ViT-H-14 embeddings this way (0.688 private); 3rd place's first stage is head-only.
+
+Same optimizer, schedule, label smoothing, margin schedule and validation mP@5 per epoch as
+`guie_nb.training.trainer.train`; the outputs are the normal run folder (`guie_nb.run_dir`; its
+embedding weights = backbone + trained neck), so fine-tuning and export read it unchanged.
+
+Differences from the on-the-fly path: the features are of the evaluation preprocessing, without
+augmentation (see `TrainConfig.cached_embeddings`); the neck + head train on one device (they are
+small; the embedding pass uses the run's distribution); a rerun reuses the cache and retrains the
+neck and head from the start (minutes), so there are no mid-training checkpoints. A
+continuation (`init_dir`, the fine-tune notebook) with the same frozen backbone, input size and
+data reuses `init_dir`'s cache.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+
+import optax
+
+from guie_nb.data.prepare import DataDirs
+from guie_nb.evaluation import score
+from guie_nb.model.embedding import ModelConfig, apply_neck, build_embedding_model, build_training_model
+from guie_nb.model.weights import load_backbone_weights
+from guie_nb.training import param_groups
+from guie_nb.training.config import TrainConfig
+from guie_nb.training.feature_cache import (FeatureCache, backbone_fingerprint, build_feature_cache, cache_dir,
+                                            cache_spec, is_complete, load_feature_cache)
+from guie_nb.training.optim import optimizer_for, schedule_for
+from guie_nb.training.transfer import load_training_weights
+
+
+def _optimizer(train_cfg: TrainConfig, steps: int, plan: param_groups.ParamPlan):
+    """`(init(params) -> state, update(state, grads, params) -> (params, state), learning_rate(step))`
+    over the list of trained parameters: the run's Optax transform (`optim.optimizer_for`, the same
+    per-group learning-rate multipliers and decay mask as the on-the-fly trainer) and its schedule."""
+    opt = optimizer_for(train_cfg, steps, *plan.of_trained())
+
+    def update(state, grads, params):
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return opt.init, update, schedule_for(train_cfg, steps)
+
+
+def epoch_indices(seed: int, epoch: int, n: int, steps: int, batch_size: int) -> np.ndarray:
+    """int32 `[steps, batch_size]`: rows of the cache for each step of `epoch`, a seeded permutation
+    per pass (a pure function of seed and epoch); passes continue into fresh permutations when
+    `steps * batch_size` exceeds `n`."""
+    rng = np.random.default_rng([seed, epoch])
+    need = steps * batch_size
+    order = np.concatenate([rng.permutation(n) for _ in range(-(-need // n))])[:need]
+    return order.reshape(steps, batch_size).astype(np.int32)
+
+
+def backbone_model(embedding_model: keras.Model, size: int) -> keras.Model:
+    """float32 RGB `[B, size, size, 3]` (0..255) -> backbone features `[B, feature_dim]`: the
+    embedding model up to the neck (input normalisation, the `visual` ViT), sharing its layers."""
+    pixels = keras.Input((size, size, 3), name="image")
+    x = embedding_model.get_layer("clip_normalize")(pixels)
+    return keras.Model(pixels, embedding_model.get_layer("visual")(x), name="backbone_features")
+
+
+class NeckHeadModels:
+    """The embedding model's neck and the training model's margin head over a features input.
+
+    `training`: `[features float32 [B, D], (original_size [B, 2],) label int32 [B]] -> logits
+    [B, classes]`; `neck`: `[features, (original_size)] -> embedding [B, embedding_dim]` (the
+    original size with `ModelConfig.size_features`; flip TTA, an inference-time mean over the
+    mirrored image, is not part of it: the cache holds the unmirrored features). Both share the
+    variables (the layer objects) of `embedding_model` / `training_model`, so training them trains those.
+    """
+
+    def __init__(self, model_cfg: ModelConfig, embedding_model: keras.Model, training_model: keras.Model):
+        features = keras.Input((model_cfg.vit.feature_dim,), name="features")
+        sizes = [keras.Input((2,), name="original_size")] if model_cfg.size_features else []
+        label = keras.Input((), dtype="int32", name="label")
+        embedding = apply_neck(model_cfg, features, embedding_model, *sizes)
+        logits = training_model.get_layer("margin_head")([embedding, label])
+        self.with_sizes = bool(sizes)
+        self.training = keras.Model([features, *sizes, label], logits, name="neck_head_on_features")
+        self.neck = keras.Model([features, *sizes], embedding, name="neck_on_features")
+
+    def inputs(self, features, sizes) -> list:
+        """The neck's inputs for these rows: features, and the original sizes when it takes them."""
+        return [features, sizes] if self.with_sizes else [features]
+
+
+class CachedStep:
+    """`(carry, frozen, (features, sizes, labels), indices [steps, B]) -> (carry, (losses, accuracies))`:
+    one epoch of steps over the cached features in one compiled call.
+
+    `carry` = (trained variables, non-trainable variables: RNG, margins, BN statistics, optimizer
+    state). Loss: cross-entropy with label smoothing over the margin head's logits, as
+    `trainer.TrainStep`. `compilations` counts traces (one per run).
+    """
+
+    def __init__(self, models: NeckHeadModels, trained: list[bool], update, label_smoothing: float):
+        self.models, self.model = models, models.training
+        self.trained, self.update, self.smoothing = trained, update, label_smoothing
+        self.compilations = 0
+        self._jitted = jax.jit(self._epoch, donate_argnums=0)
+
+    def merge(self, trained_vals, frozen_vals):
+        it_t, it_f = iter(trained_vals), iter(frozen_vals)
+        return [next(it_t) if t else next(it_f) for t in self.trained]
+
+    def _step(self, frozen, data, carry, idx):
+        trained, non_trainable, opt_state = carry
+        features, sizes, labels = data
+        x = jnp.take(features, idx, axis=0).astype(jnp.float32)
+        y = jnp.take(labels, idx, axis=0)
+        inputs = [*self.models.inputs(x, jnp.take(sizes, idx, axis=0)), y]
+
+        def loss_fn(trained):
+            logits, nt = self.model.stateless_call(self.merge(trained, frozen), non_trainable, inputs,
+                                                   training=True)
+            n = logits.shape[-1]
+            target = jax.nn.one_hot(y, n) * (1 - self.smoothing) + self.smoothing / n
+            loss = -jnp.mean(jnp.sum(target * jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1))
+            return loss, (logits, nt)
+
+        (loss, (logits, non_trainable)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
+        accuracy = jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32))
+        trained, opt_state = self.update(opt_state, grads, trained)
+        return (trained, non_trainable, opt_state), (loss, accuracy)
+
+    def _epoch(self, carry, frozen, data, indices):
+        self.compilations += 1  # runs only while tracing
+        return jax.lax.scan(lambda c, idx: self._step(frozen, data, c, idx), carry, indices)
+
+    def __call__(self, carry, frozen, data, indices):
+        return self._jitted(carry, frozen, data, indices)
+
+
+def _check_labels(cache: FeatureCache, num_classes: int) -> None:
+    if len(cache.train_labels) == 0:
+        raise ValueError("the feature cache holds no training images")
+    lo, hi = int(cache.train_labels.min()), int(cache.train_labels.max())
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f"cached training labels span {lo}..{hi}, outside the manifest's {num_classes} classes: "
+                         "the cache belongs to other data; delete it")
+
+
+def _in_label_ranges(labels: np.ndarray, ranges: list[tuple[int, int]] | None) -> np.ndarray:
+    """bool `[N]`: the rows whose label lies in one of `ranges` (`[start, stop)`, TrainConfig.train_sources);
+    all rows for None."""
+    if ranges is None:
+        return np.ones(len(labels), bool)
+    return np.any([(labels >= lo) & (labels < hi) for lo, hi in ranges], axis=0)
+
+
+def _to_host(variables) -> list[np.ndarray]:
+    return [np.asarray(keras.ops.convert_to_numpy(v.value)) for v in variables]
+
+
+def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
+                 init_dir: str | Path | None = None) -> dict:
+    """Embed the data once with the frozen backbone (or reuse the cache), train the neck and head on
+    the features, write the normal run outputs; returns the metrics (also `metrics.json`).
+
+    `data_dir`, `init_dir`: as `trainer.train`. The cache holds every training image; with
+    `train_cfg.train_sources` the neck and head train on the named sources' rows of it. Raises
+    ValueError unless `train_cfg.cached_embeddings` (which needs `freeze_backbone`), RuntimeError in a
+    multi-process run (the cache is written by one process; not supported yet),
+    `feature_cache.StaleCacheError` for a cache made with another backbone, weights or data,
+    FloatingPointError for a non-finite loss.
+    """
+    from guie_nb.training.trainer import TrainingData, distribution_for, dtype_policy, steps_per_epoch, write_outputs
+
+    if not train_cfg.cached_embeddings:
+        raise ValueError("train_cached runs only with TrainConfig.cached_embeddings=True")
+    if keras.backend.backend() != "jax":
+        raise RuntimeError(f"training runs on Keras' JAX backend, not {keras.backend.backend()!r}")
+    if jax.process_count() > 1:  # every process would write the same cache files; the neck trains on one device
+        raise RuntimeError(f"cached_embeddings runs in one process, this run has {jax.process_count()} "
+                           "(guie_nb.training.distributed): train on one host, or set cached_embeddings=False")
+    out_dir = Path(out_dir)
+    data = TrainingData.load(data_dir, model_cfg, train_cfg.train_sources)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    num_classes = data.num_classes
+    keras.utils.set_random_seed(train_cfg.seed)
+    distribution = distribution_for(train_cfg)
+    with dtype_policy(train_cfg.precision), distribution.scope():
+        embedding_model = build_embedding_model(model_cfg)
+        training_model = build_training_model(embedding_model, num_classes, model_cfg.head)
+    if init_dir is not None:
+        load_training_weights(training_model, init_dir, num_classes)
+    elif model_cfg.backbone_weights:
+        load_backbone_weights(embedding_model, model_cfg.backbone_weights, model_cfg.backbone)
+
+    # 1. embed once (resumable; refused when made with another backbone, weights or data)
+    size, mode = model_cfg.input_size, model_cfg.resize_mode
+    val, train_files = data.val, data.files
+    spec = cache_spec(model_cfg, train_cfg.precision, backbone_fingerprint(embedding_model), train_files,
+                      [*val.query_files, *val.index_files])
+    backbone = backbone_model(embedding_model, size)
+    t0 = time.time()
+    where = cache_dir(out_dir)
+    if init_dir is not None and is_complete(cache_dir(init_dir), spec):  # a continuation: same frozen backbone
+        where, embedded = cache_dir(init_dir), 0
+        print(f"reusing the feature cache of {init_dir} (same backbone, weights and data)")
+    else:
+        embedded = build_feature_cache(where, spec, backbone.predict_on_batch, train_files,
+                                       {"queries": val.query_files, "index": val.index_files}, size, mode,
+                                       train_cfg.batch_size)
+    embed_seconds = time.time() - t0
+    cache = load_feature_cache(where, spec)
+    _check_labels(cache, num_classes)
+
+    # 2. the neck + head over features, its variables on one device
+    models = NeckHeadModels(model_cfg, embedding_model, training_model)
+    tv, ntv = models.training.trainable_variables, models.training.non_trainable_variables
+    plan = param_groups.plan([v.path for v in tv], train_cfg, model_cfg.vit.layers)
+    trained = plan.trained
+    rows = np.flatnonzero(_in_label_ranges(cache.train_labels, data.label_ranges))  # train_sources' rows
+    n_train = len(rows)
+    if n_train == 0:
+        raise ValueError(f"the feature cache holds no training images of train_sources {train_cfg.train_sources}")
+    steps = steps_per_epoch(train_cfg, n_train)
+    init, update, learning_rate = _optimizer(train_cfg, steps, plan)
+    step_fn = CachedStep(models, trained, update, train_cfg.label_smoothing)
+    values = [jnp.asarray(a) for a in _to_host(tv)]
+    params = [x for x, t in zip(values, trained) if t]
+    frozen = [x for x, t in zip(values, trained) if not t]
+    carry = (params, [jnp.asarray(a) for a in _to_host(ntv)], init(params))
+    features = (jnp.asarray(cache.train_features[rows]), jnp.asarray(cache.train_sizes[rows]),
+                jnp.asarray(cache.train_labels[rows]))
+    queries = models.inputs(jnp.asarray(cache.queries), jnp.asarray(cache.query_sizes))
+    index = models.inputs(jnp.asarray(cache.index), jnp.asarray(cache.index_sizes))
+
+    neck_paths = ([v.path for v in models.neck.trainable_variables],
+                  [v.path for v in models.neck.non_trainable_variables])
+    tv_paths, ntv_paths = [v.path for v in tv], [v.path for v in ntv]
+
+    @jax.jit
+    def embed(neck_tv, neck_ntv, inputs):
+        out, _ = models.neck.stateless_call(neck_tv, neck_ntv, [a.astype(jnp.float32) for a in inputs],
+                                            training=False)
+        return out
+
+    def evaluate(carry) -> dict[str, float]:
+        by_path = {**dict(zip(tv_paths, step_fn.merge(carry[0], frozen))), **dict(zip(ntv_paths, carry[1]))}
+        neck_tv, neck_ntv = [by_path[p] for p in neck_paths[0]], [by_path[p] for p in neck_paths[1]]
+        return score(val, cache.query_ids, np.asarray(embed(neck_tv, neck_ntv, queries)),
+                     cache.index_ids, np.asarray(embed(neck_tv, neck_ntv, index)))
+
+    margin_index = ntv_paths.index("margin_head/margin")
+
+    initial = evaluate(carry)
+    print(f"{n_train} cached training images, {steps} steps per epoch; before training: "
+          + ", ".join(f"{k} {v:.4f}" for k, v in initial.items()))
+    history, step, first_call_seconds, steady_seconds = [], 0, None, 0.0
+    started = time.time()
+    for epoch in range(train_cfg.epochs):
+        margins = data.margins(epoch)
+        nt = list(carry[1])
+        nt[margin_index] = jnp.asarray(margins)
+        idx = jnp.asarray(epoch_indices(train_cfg.seed, epoch, n_train, steps, train_cfg.batch_size))
+        t_call = time.time()
+        carry, (losses, accs) = step_fn((carry[0], nt, carry[2]), frozen, features, idx)
+        losses, accs = np.asarray(losses), np.asarray(accs)
+        seconds = time.time() - t_call
+        if first_call_seconds is None:
+            first_call_seconds = seconds
+        else:
+            steady_seconds += seconds
+        if not np.all(np.isfinite(losses)):
+            bad = step + int(np.argmin(np.isfinite(losses)))
+            raise FloatingPointError(f"training loss became non-finite at step {bad} (epoch {epoch + 1}). "
+                                     "Lower learning_rate, set grad_clip_norm, or check the data.")
+        step += steps
+        scores = evaluate(carry)
+        row = {"epoch": epoch + 1, "step": step, "loss": float(losses.mean(dtype=np.float64)),
+               "accuracy": float(accs.mean(dtype=np.float64)), "learning_rate": float(learning_rate(step - 1)),
+               "margin": float(np.mean(margins)), "seconds": seconds, **{f"val_{k}": v for k, v in scores.items()}}
+        history.append(row)
+        print(f"epoch {epoch + 1}/{train_cfg.epochs}: loss {row['loss']:.4f} accuracy {row['accuracy']:.3f} "
+              + " ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" ({seconds:.2f} s)")
+    train_seconds = time.time() - started
+
+    # 3. the trained values back into the Keras models, and the normal outputs
+    for v, x in zip(tv, step_fn.merge(carry[0], frozen)):
+        v.assign(np.asarray(x))
+    for v, x in zip(ntv, carry[1]):
+        v.assign(np.asarray(x))
+    steady_steps = step - steps  # the first epoch's call compiles; it is left out of the rates
+    final = {k.removeprefix("val_"): v for k, v in history[-1].items() if k.startswith("val_")}
+    metrics = {
+        "initial": initial, "final": final, "epochs": train_cfg.epochs, "steps_per_epoch": steps,
+        "step": step, "total_steps": step, "resumed_from_step": 0, "train_seconds": train_seconds,
+        "first_call_seconds": first_call_seconds,
+        "steps_per_second": steady_steps / steady_seconds if steady_steps and steady_seconds else None,
+        "images_per_second": steady_steps * train_cfg.batch_size / steady_seconds
+        if steady_steps and steady_seconds else None,
+        "train_step_compilations": step_fn.compilations, "backend": keras.backend.backend(),
+        "devices": 1, "processes": 1, "device_kind": jax.devices()[0].device_kind, "layout": train_cfg.layout,
+        "precision": train_cfg.precision, "num_classes": num_classes,
+        "cached_embeddings": True, "cached_images": cache.images, "embed_seconds": embed_seconds,
+        # images through the backbone: each cached image once, in whichever session embedded it
+        "backbone_forward_passes": cache.images, "backbone_forward_passes_this_run": embedded,
+    }
+    write_outputs(out_dir, training_model, embedding_model, model_cfg, train_cfg, history, metrics)
+    return metrics
