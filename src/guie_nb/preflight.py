@@ -139,7 +139,8 @@ def vision_tokens(vit, patch_stride: int | None = None) -> int:
     1st place's 290 px stage, stride 12 for patch 14, has 24 x 24 patches, 2.24x the tokens of 224 px)."""
     from guie_nb.model.flops import patch_grid
 
-    return patch_grid(vit.image_size, vit.patch_size, patch_stride) ** 2 + 1
+    stride = patch_stride if patch_stride is not None else getattr(vit, "patch_stride", None)  # else the config's own
+    return patch_grid(vit.image_size, vit.patch_size, stride) ** 2 + 1
 
 
 def vit_forward_flops(vit, patch_stride: int | None = None) -> float:

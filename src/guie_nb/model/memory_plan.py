@@ -300,13 +300,7 @@ def plan_for(model_cfg, train_cfg, num_classes: int, device: str = "v5e-8", choo
     A frozen head (`freeze_head`) is still counted as trained: its gradients and slots are
     `num_classes * embedding_dim` floats, a few MB.
     """
-    from guie_nb.model.flops import patch_grid
-    from guie_nb.preflight import model_patch_stride
-
-    vit = model_cfg.vit
-    # overlapping patches (a stride below the patch size): as many tokens as this size at the patch size
-    stride = model_patch_stride(model_cfg)
-    size = patch_grid(vit.image_size, vit.patch_size, stride) * vit.patch_size if stride else vit.image_size
+    vit = model_cfg.vit  # its patch_stride reaches `plan`, which counts the overlapping patches' tokens
     forced = {} if choose else {
         "layout": train_cfg.layout, "model_parallel": train_cfg.model_parallel,
         "remat": train_cfg.remat, "grad_accum_steps": train_cfg.grad_accum_steps,
@@ -314,7 +308,7 @@ def plan_for(model_cfg, train_cfg, num_classes: int, device: str = "v5e-8", choo
     return plan(
         model_cfg.backbone, train_cfg.batch_size, precision=train_cfg.precision,
         frozen_blocks=vit.layers if train_cfg.freeze_backbone else train_cfg.frozen_blocks,
-        optimizer=train_cfg.optimizer, device=device, image_size=size, num_classes=num_classes,
+        optimizer=train_cfg.optimizer, device=device, image_size=vit.image_size, num_classes=num_classes,
         embedding_dim=model_cfg.embedding_dim, hidden_dim=model_cfg.hidden_dim,
         subcenters=model_cfg.head.subcenters, patch_stride=vit.patch_stride,
         neck_branches=model_cfg.neck_branches, **forced,
