@@ -72,4 +72,4 @@ rehearse: venv
 # Every full preset rehearsed at the datasets' published sizes (slow: fixtures of ~3M listed
 # images are made once, then cached in build/rehearsal/.fixtures).
 rehearse-all: venv
-	set -e; for p in first_place second_place third_place fifth_place seed_recipe host_baseline; do $(PY) -m guie_nb.kaggle.rehearse --preset $$p; done
+	set -e; for p in first_place second_place third_place fourth_place fifth_place zero_shot_h14 seed_recipe host_baseline; do $(PY) -m guie_nb.kaggle.rehearse --preset $$p; done
