@@ -106,7 +106,8 @@ def _launch(data_dir: Path, out_dir: Path, processes: int, local_devices: int, *
             env.update(GUIE_COORDINATOR=f"127.0.0.1:{port}", GUIE_NUM_PROCESSES=str(processes),
                        GUIE_PROCESS_ID=str(i))
         procs.append(subprocess.Popen(
-            [sys.executable, str(HERE / "_distributed_helpers.py"), str(data_dir), str(out_dir), str(local_devices), *mode],
+            [sys.executable, str(HERE / "_distributed_helpers.py"), str(data_dir), str(out_dir), str(local_devices),
+             *mode],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outs, failed = [], False
     for p in procs:

@@ -14,11 +14,16 @@ Same optimizer, schedule, label smoothing, margin schedule and validation mP@5 p
 `guie_nb.training.trainer.train`; the outputs are the normal run folder (`guie_nb.run_dir`; its
 embedding weights = backbone + trained neck), so fine-tuning and export read it unchanged.
 
+Resumable as the on-the-fly trainer: an Orbax checkpoint (`guie_nb.training.checkpoint`) of the
+neck + head state after every epoch, with the trainer's `RunLog` metadata; a rerun reuses the cache
+and continues from the newest complete checkpoint.
+
 Differences from the on-the-fly path: the features are of the evaluation preprocessing, without
-augmentation (see `TrainConfig.cached_embeddings`); the neck + head train on one device (they are
-small; the embedding pass uses the run's distribution); a rerun reuses the cache and retrains the
-neck and head from the start (minutes), so there are no mid-training checkpoints. A
-continuation (`init_dir`, the fine-tune notebook) with the same frozen backbone, input size and
+augmentation (see `TrainConfig.cached_embeddings`); the neck + head train on one device per
+process (they are small; the embedding pass uses the run's devices); checkpoints only at epoch
+ends (an epoch is one compiled call of seconds). Multi-process, each process embeds its share of
+the cache's files and all train the same neck + head on every cached row (see `train_cached`).
+A continuation (`init_dir`, the fine-tune notebook) with the same frozen backbone, input size and
 data reuses `init_dir`'s cache.
 """
 

@@ -21,8 +21,10 @@ mode, no augmentation): the features the exported model's backbone computes at s
 
 Every file is written under a temporary name and renamed, so a file that exists is complete. A
 rerun keeps the files that exist and embeds the rest: an interrupted pass loses at most the shard
-it was writing. A cache whose `spec` differs from the current run's (another backbone, other
-weights, other data) raises `StaleCacheError` naming what differs.
+it was writing. Several processes split the files round-robin, each embedding its share on its
+own devices (`build_feature_cache(share=..., barrier=...)`). A cache whose `spec` differs from
+the current run's (another backbone, other weights, other data) raises `StaleCacheError` naming
+what differs.
 """
 
 from __future__ import annotations
