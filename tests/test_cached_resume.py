@@ -123,3 +123,14 @@ def test_stop_and_resume_and_refuse_another_configuration(data_dir, tmp_path):
     done = _train(data_dir, out, epochs=2)
     assert done["resumed_from_step"] == 10 and done["step"] == 20
     assert json.loads((out / "metrics.json").read_text())["step"] == 20
+
+
+def test_feature_cache_share_is_checked(tmp_path):
+    from guie_nb.training.feature_cache import build_feature_cache
+
+    args = (tmp_path, {}, lambda x: x, [], {"queries": [], "index": []}, 32, "resize", 16)
+    with pytest.raises(ValueError, match=r"must be in 0\.\.1"):
+        build_feature_cache(*args, share=(2, 2), barrier=lambda name: None)
+    with pytest.raises(ValueError, match="need a barrier"):
+        build_feature_cache(*args, share=(1, 2))
+    assert not (tmp_path / "manifest.json").exists()
