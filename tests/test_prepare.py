@@ -375,3 +375,12 @@ def test_notebook_parameter_val_sources_resolves_to_val_only(tmp_path):
     (gpr,) = r["data"]["val_sources"]
     assert gpr["val_only"] and gpr["kind"] == "gpr1200" and gpr["images_per_class"] == 10
     assert resolve_data_prep(sources=[{"kind": "folder", "root": "a"}], out_dir=tmp_path)["data"]["val_sources"] == []
+
+
+def test_progress_in_a_notebook_or_log_is_whole_lines(tmp_path, capsys):
+    """stdout not a terminal (papermill, nbmake, Kaggle's log): no carriage-return redraws."""
+    prepare(_two_sources(tmp_path), tmp_path / "out", max_side=32, images_per_shard=9, processes=1)
+    text = capsys.readouterr().out
+    assert "\r" not in text
+    lines = [ln for ln in text.splitlines() if ln.startswith("images: ") and "%|" in ln]
+    assert lines and lines[-1].startswith("images: 100%|"), text
