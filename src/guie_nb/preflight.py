@@ -272,11 +272,20 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
 
 # ---- 04 export -------------------------------------------------------------------------------
 
+def exported_weights_gb(cfg) -> float:
+    """GB of the exported model's float32 weights: every backbone (concatenated `extra_backbones`
+    each whole; `guie_nb.model.memory_plan.vit_params`), the estimate of 04's submission.zip (the
+    neck's ~1e5 values are left out). `cfg`: a `ModelConfig`."""
+    from guie_nb.model.memory_plan import vit_params
+
+    return 4 * sum(vit_params(v) for v in [cfg.vit, *cfg.extra_vits]) / GB
+
+
+
 def preflight_export(resolved: dict) -> dict:
     """Inputs (the model to export, the held-out data, the training metrics) and estimates (zip
     size, scoring hours from the FLOP count on the assumed scorer hardware)."""
     from guie_nb.model.embedding import ModelConfig
-    from guie_nb.model.memory_plan import vit_params
 
     ex = resolved["export"]
     model_dir = Path(ex["run_dir"])
@@ -297,8 +306,7 @@ def preflight_export(resolved: dict) -> dict:
         cfg = ModelConfig.from_dict(resolved["model"])
         scoring = scoring_estimate(resolved["model"], ex["flip_tta"])
         estimates.update(scoring_hours=scoring["hours"], scoring=format_scoring(scoring))
-        # concatenated backbones (extra_backbones) are each exported whole
-        estimates["output_gb"] = 4 * sum(vit_params(v) for v in [cfg.vit, *cfg.extra_vits]) / GB
+        estimates["output_gb"] = exported_weights_gb(cfg)
         limits += [_limit("scoring_hours", SCORING_LIMIT_H, estimates["scoring_hours"]),
                    _limit("embedding_dim", MAX_EMBEDDING_DIM, cfg.embedding_dim)]
     else:
@@ -311,7 +319,9 @@ def preflight_export(resolved: dict) -> dict:
 
 def preflight_submit(resolved: dict) -> dict:
     """Inputs (the export's verification report and its submission.zip), the zip checked against
-    the report when both are there (`guie_nb.export.handoff.check_verified`), output size."""
+    the report when both are there (`guie_nb.export.handoff.check_verified`), output size: the
+    zip's own (this kernel hands it over; `output_basis` says so) and, when the export's resolved
+    config names its model, `model_output_gb`, 04's estimate from the model (`exported_weights_gb`)."""
     from guie_nb.export.handoff import HandoffError, check_verified
     from guie_nb.kaggle.paths import SUBMISSION, VERIFICATION_REPORT
 
@@ -326,13 +336,17 @@ def preflight_submit(resolved: dict) -> dict:
     if exported.is_file():
         ex = json.loads(exported.read_text())
         if ex.get("model"):
+            from guie_nb.model.embedding import ModelConfig
+
             scoring = scoring_estimate(ex["model"], bool(ex.get("export", {}).get("flip_tta")))
-            estimates.update(scoring_hours=scoring["hours"], scoring=format_scoring(scoring))
+            estimates.update(scoring_hours=scoring["hours"], scoring=format_scoring(scoring),
+                             model_output_gb=exported_weights_gb(ModelConfig.from_dict(ex["model"])))
             limits.append(_limit("scoring_hours", SCORING_LIMIT_H, scoring["hours"]))
     if all(i["found"] for i in inputs):
         try:
             check_verified(export_dir)
             estimates["output_gb"] = (export_dir / SUBMISSION).stat().st_size / GB
+            estimates["output_basis"] = f"the size of {export_dir / SUBMISSION}, which this kernel hands over"
         except HandoffError as err:
             problems.append(str(err))
     limits.append(_limit("output_gb", OUTPUT_LIMIT_GB, estimates["output_gb"]))
