@@ -95,7 +95,8 @@ def test_training_progress_is_whole_lines_per_epoch(name, epochs):
 
 
 def test_data_prep_progress_is_whole_lines():
-    text = "".join(o.get("text", "") for o in outputs(executed_notebook("01_data_prep")) if o["output_type"] == "stream")
+    streams = [o for o in outputs(executed_notebook("01_data_prep")) if o["output_type"] == "stream"]
+    text = "".join(o.get("text", "") for o in streams)
     assert "\r" not in text, "01_data_prep: carriage returns in the saved output"
     lines = [ln for ln in text.splitlines() if ln.startswith("images: ") and "%|" in ln]
     assert lines and lines[-1].startswith("images: 100%|"), lines

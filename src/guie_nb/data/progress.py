@@ -22,8 +22,9 @@ class CountProgress:
     """Report `total` items (`unit`, e.g. "img"), `initial` of them already done (a resumed run).
 
     Call `update(n)` when `n` more are done and `close()` at the end (prints the last line if the
-    count moved since the one before, or if no line was printed: a resumed run with nothing left). `disable`: print nothing. Raises ValueError for a negative
-    total or an `every_percent` outside (0, 100].
+    count moved since the one before, or if no line was printed: a resumed run with nothing left).
+    `disable`: print nothing. Raises ValueError for a negative total, an `initial` outside
+    0..total or an `every_percent` outside (0, 100].
     """
 
     def __init__(self, total: int, desc: str, unit: str = "it", initial: int = 0, *, file: TextIO | None = None,
