@@ -7,20 +7,8 @@ import io
 
 import pytest
 
+from _clock_helpers import Clock, Terminal
 from guie_nb.data.progress import CountProgress
-
-
-class Clock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
-
-
-class Terminal(io.StringIO):
-    def isatty(self):
-        return True
 
 
 def test_lines_at_each_mark_and_no_carriage_return():
