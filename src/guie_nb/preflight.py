@@ -281,7 +281,6 @@ def exported_weights_gb(cfg) -> float:
     return 4 * sum(vit_params(v) for v in [cfg.vit, *cfg.extra_vits]) / GB
 
 
-
 def preflight_export(resolved: dict) -> dict:
     """Inputs (the model to export, the held-out data, the training metrics) and estimates (zip
     size, scoring hours from the FLOP count on the assumed scorer hardware)."""
