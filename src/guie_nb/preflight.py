@@ -157,7 +157,7 @@ def scoring_estimate(model, flip_tta: bool = False) -> dict:
     its mirror) x `SCORER_IMAGES` / `ASSUMED_SCORER_FLOPS`, against the 9 h limit.
 
     `model`: a model config as a dict (as a preset states it) or a `ModelConfig`; each of its
-    `extra_backbones` adds its own forward pass at the main backbone's input size. Returns `{"image_size", "patch_stride",
+    `extra_backbones` adds its own forward pass at its own `image_size` (else the main input size). Returns `{"image_size", "patch_stride",
     "tokens", "flops_per_image", "images", "scorer_flops", "hours", "limit_hours", "fits", "assumption"}`.
     """
     from guie_nb.model.backbones import vit_config
@@ -165,8 +165,10 @@ def scoring_estimate(model, flip_tta: bool = False) -> dict:
     if isinstance(model, dict):
         vit = vit_config(model["backbone"], **({"image_size": model["image_size"]} if model.get("image_size") else {}))
         flip_tta = flip_tta or bool(model.get("flip_tta"))
-        # extra_backbones (concatenated towers) at the main backbone's input size, without patch_stride
-        extras = [vit_config(e if isinstance(e, str) else e["backbone"], image_size=vit.image_size)
+        # extra_backbones (concatenated towers) at their own image_size, else the main backbone's
+        # input size; without patch_stride
+        extras = [vit_config(e if isinstance(e, str) else e["backbone"],
+                             image_size=(None if isinstance(e, str) else e.get("image_size")) or vit.image_size)
                   for e in model.get("extra_backbones") or []]
     else:
         vit = model.vit
