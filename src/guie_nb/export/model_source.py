@@ -95,8 +95,10 @@ def _part(part: dict, val) -> tuple[object, object, dict]:
             return evaluate_keras(m, val, first.input_size, first.resize_mode)["map5"]
 
         cfg, model, summary = soup_runs(dirs, part["mode"], score)
-    summary = {**summary, "backbone": cfg.backbone, "image_size": cfg.input_size,
-               "keras_map5": evaluate_keras(model, val, cfg.input_size, cfg.resize_mode)["map5"]}
+    # a greedy soup scored itself last; anything else is scored once here
+    map5 = summary["soup_scores"][-1] if summary.get("soup_scores") else \
+        evaluate_keras(model, val, cfg.input_size, cfg.resize_mode)["map5"]
+    summary = {**summary, "backbone": cfg.backbone, "image_size": cfg.input_size, "keras_map5": map5}
     return cfg, model, summary
 
 
