@@ -136,3 +136,38 @@ def test_bad_concat_parameters_are_named(tmp_path):
         resolve_export(**base, concat={"parts": [{"model_dirs": ["a"]}, {"model_dirs": ["b"]}], "reduction": None})
     with pytest.raises(ValueError, match=r"exactly one of model_dir, zero_shot, soup, concat"):
         resolve_export(**base, model_dir=tmp_path, concat={"parts": []})
+
+
+def test_export_notebook_with_a_concat_source(data_dir, tmp_path):
+    """Notebook 04 with `concat` and no model_dir, as fourth_place stages it (a train dir for the
+    untrained score): it soups, joins, fits PCA, exports the two-tower model as a SavedModel verified
+    in TensorFlow 2.6.4, and reports each part and the combined model."""
+    import json
+
+    import papermill
+
+    from guie_nb.notebook_build import build_all, use_for_papermill
+
+    a = save_demo_model(tmp_path / "a", seed=0, **BIG)
+    b = save_demo_model(tmp_path / "b", seed=1, **BIG)
+    c = save_demo_model(tmp_path / "c", seed=2, **SMALL)
+    d = save_demo_model(tmp_path / "d", seed=3, **SMALL)
+    (a / "metrics.json").write_text(json.dumps({"initial": {"map5": 0.01}, "final": {"map5": 0.02}}))
+    built = build_all(HERE.parent / "notebooks", tmp_path / "notebooks")
+    notebook = next(p for p in built if p.stem == "04_export")
+    out = tmp_path / "out"
+    params = {"data_dir": str(data_dir), "model_dir": None, "train_dir": str(a), "out_dir": str(out),
+              "export_format": "saved_model",
+              "concat": {"parts": [{"model_dirs": [str(a), str(b)], "mode": "greedy"},
+                                   {"model_dirs": [str(c), str(d)], "mode": "uniform"}],
+                         "reduction": "pca", "sample_images": 100}}
+    use_for_papermill()
+    papermill.execute_notebook(str(notebook), str(tmp_path / "executed.ipynb"), parameters=params,
+                               cwd=str(HERE.parent), kernel_name="python3", progress_bar=False, log_output=False)
+    report = json.loads((out / "report.json").read_text())
+    assert report["format"] == "saved_model" and report["verified_in"].startswith("TensorFlow 2.6")
+    assert report["embedding_dim"] == 64 and report["min_cosine_vs_keras"] >= 0.9999
+    assert [p["backbone"] for p in report["concat"]["parts"]] == ["demo-tiny", "demo-tiny-quickgelu"]
+    assert report["reduction"]["feature_dim"] == 192 and report["map5_untrained"] == 0.01
+    resolved = json.loads((out / "resolved_config.json").read_text())
+    assert resolved["model"]["extra_backbones"][0]["image_size"] == 32
