@@ -234,7 +234,8 @@ def _concat(concat: dict, out_dir) -> dict:
         raise ValueError(f"concat: unknown key(s) {unknown}; keys: {list(CONCAT_KEYS)}")
     parts = concat.get("parts")
     if not isinstance(parts, (list, tuple)) or len(parts) < 2:
-        raise ValueError(f"concat.parts must list at least 2 parts ({{'model_dirs': [...], 'mode': ...}}), got {parts!r}")
+        raise ValueError("concat.parts must list at least 2 parts ({'model_dirs': [...], 'mode': ...}), "
+                         f"got {parts!r}")
     out_parts = []
     for i, part in enumerate(parts):
         if not isinstance(part, dict) or set(part) - set(CONCAT_PART_KEYS) or not part.get("model_dirs"):

@@ -157,7 +157,8 @@ def scoring_estimate(model, flip_tta: bool = False) -> dict:
     its mirror) x `SCORER_IMAGES` / `ASSUMED_SCORER_FLOPS`, against the 9 h limit.
 
     `model`: a model config as a dict (as a preset states it) or a `ModelConfig`; each of its
-    `extra_backbones` adds its own forward pass at its own `image_size` (else the main input size). Returns `{"image_size", "patch_stride",
+    `extra_backbones` adds its own forward pass at its own `image_size` (else the main input
+    size). Returns `{"image_size", "patch_stride",
     "tokens", "flops_per_image", "images", "scorer_flops", "hours", "limit_hours", "fits", "assumption"}`.
     """
     from guie_nb.model.backbones import vit_config

@@ -36,7 +36,8 @@ def final_model(name: str) -> tuple[dict | None, bool]:
     """The model the preset's export exports, as a dict, and whether it exports with flip TTA.
 
     An export that concatenates runs (`concat`) gives the combined model of the runs' models
-    (`guie_nb.model.concat.concat_config`); a staged preset (a module with `MODEL` and `STAGES`) gives its stages' data; otherwise the last training kernel's model with each fine-tune's
+    (`guie_nb.model.concat.concat_config`); a staged preset (a module with `MODEL` and `STAGES`)
+    gives its stages' data; otherwise the last training kernel's model with each fine-tune's
     `model_changes` / `image_size` applied, or, when the preset trains nothing, the export's own
     `model` parameter or its `zero_shot` section's model. None when the preset names no model."""
     from guie_nb.presets import _kaggle
