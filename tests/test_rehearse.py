@@ -97,9 +97,11 @@ def shared_out(tmp_path_factory):
     return tmp_path_factory.mktemp("rehearsals")  # one fixture cache (.fixtures) for the presets below
 
 
+# first_place (the most stages) in `make test`; the others are `make rehearse-all`'s work again, so
+# `make test-extended` runs them (a few minutes each)
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["first_place", "second_place", "third_place", "fourth_place", "seed_recipe",
-                                    "host_baseline"])
+@pytest.mark.parametrize("preset", ["first_place"] + [pytest.param(p, marks=pytest.mark.extended) for p in
+                                    ("second_place", "third_place", "fourth_place", "seed_recipe", "host_baseline")])
 def test_full_presets_rehearse(shared_out, preset):
     from guie_nb import presets
 
