@@ -84,6 +84,20 @@ def epoch_images(counts: np.ndarray, min_images: int, label_ranges: list[tuple[i
     return int(np.floor(expected_draws(counts, min_images, label_ranges).sum() + 1e-9))
 
 
+def size_histogram(counts) -> dict[str, int]:
+    """Classes by size: `{str(images): classes}` of an iterable of per-class image counts (JSON
+    keys; what the data-prep dry run reports per source, `guie_nb.preflight`)."""
+    sizes, classes = np.unique(np.asarray(list(counts), np.int64), return_counts=True)
+    return {str(int(n)): int(k) for n, k in zip(sizes, classes)}
+
+
+def histogram_epoch_images(histogram: dict[str, int], min_images: int) -> int:
+    """`epoch_images` of classes given as a `size_histogram`: sum of classes x max(size, m) over
+    the sizes > 0 (the resampled epoch of data not yet written, e.g. a data-prep plan)."""
+    m = check_min_images(min_images)
+    return sum(int(k) * max(int(n), m) for n, k in histogram.items() if int(n) > 0)
+
+
 def manifest_class_counts(manifest: dict) -> np.ndarray:
     """int64 `[num_classes]`: the training images of each global label, from data-prep's manifest
     (each source's `class_counts` by class name, mapped through `label_maps`; the counts of the
