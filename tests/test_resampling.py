@@ -1,4 +1,4 @@
-"""Class resampling (`TrainConfig.min_images_per_class`, guie_nb.data.resampling): the drawn class
+"""Class resampling (`TrainConfig.min_draws_per_class`, guie_nb.data.resampling): the drawn class
 frequencies match max(n_c, m) / sum_k max(n_k, m); off, the stream is the one of before; the stream
 is the same split over processes and resumed mid-epoch; bad values are refused by name."""
 
@@ -53,11 +53,18 @@ def test_repeat_factors_and_frequencies():
     np.testing.assert_allclose(resampling.class_frequencies(COUNTS, MIN_IMAGES, [(2, 4)]), [0, 0, 0.2, 0.8])
 
 
+def test_size_histogram_gives_the_same_epoch():
+    hist = resampling.size_histogram([3, 40, 3, 0, 7])
+    assert hist == {"0": 1, "3": 2, "7": 1, "40": 1}
+    assert resampling.histogram_epoch_images(hist, 10) == resampling.epoch_images(np.array([3, 40, 3, 0, 7]), 10) == 70
+    assert resampling.histogram_epoch_images(hist, 0) == 53
+
+
 @pytest.mark.parametrize("bad", [-1, 2.5, "20", True, None])
 def test_bad_min_images_is_refused(bad):
-    with pytest.raises(ValueError, match="min_images_per_class must be an integer >= 0"):
-        TrainConfig(min_images_per_class=bad)
-    with pytest.raises(ValueError, match="min_images_per_class"):
+    with pytest.raises(ValueError, match="min_draws_per_class must be an integer >= 0"):
+        TrainConfig(min_draws_per_class=bad)
+    with pytest.raises(ValueError, match="min_draws_per_class"):
         resampling.repeat_factors(COUNTS, bad)
 
 
@@ -65,12 +72,12 @@ def test_config_field():
     with pytest.raises(ValueError, match="class counts"):
         resampling.repeat_factors(np.array([3, -1]), 10)
     with pytest.raises(ValueError, match="not implemented for cached_embeddings"):
-        TrainConfig(freeze_backbone=True, cached_embeddings=True, min_images_per_class=20)
+        TrainConfig(freeze_backbone=True, cached_embeddings=True, min_draws_per_class=20)
     with pytest.raises(ValueError, match="unknown training parameter.*min_image_per_class"):
         TrainConfig.from_dict({"min_image_per_class": 20})  # a typo names itself
     # off, the fingerprint is the one of checkpoints written before the field existed
-    assert "min_images_per_class" not in TrainConfig().fingerprint()
-    assert '"min_images_per_class": 20' in TrainConfig(min_images_per_class=20).fingerprint()
+    assert "min_draws_per_class" not in TrainConfig().fingerprint()
+    assert '"min_draws_per_class": 20' in TrainConfig(min_draws_per_class=20).fingerprint()
 
 
 def _labels(ds) -> np.ndarray:
@@ -112,8 +119,8 @@ def _raw_labels(raw) -> np.ndarray:
 
 
 def test_repeat_factors_of_one_are_the_plain_stream(unequal_files):
-    """Every factor 1 (what min_images_per_class 0 or 1 means): the same batches, pixels included,
-    as without the sampler; min_images_per_class 0 does not build the sampler at all."""
+    """Every factor 1 (what min_draws_per_class 0 or 1 means): the same batches, pixels included,
+    as without the sampler; min_draws_per_class 0 does not build the sampler at all."""
     from guie_nb.data.pipeline import train_dataset
 
     kwargs = dict(size=16, batch_size=8, seed=3, epoch=2, steps=5, steps_per_execution=1)
@@ -167,9 +174,9 @@ def test_training_data_counts_the_resampled_epoch(data_dir):
     plain = TrainingData.load(data_dir, model)
     assert plain.class_repeats is None and plain.train_images == manifest["train_images"]
     m = int(counts.max()) + 3  # every class repeated
-    data = TrainingData.load(data_dir, model, min_images_per_class=m)
+    data = TrainingData.load(data_dir, model, min_draws_per_class=m)
     assert data.train_images == m * int((counts > 0).sum()) > manifest["train_images"]
     np.testing.assert_allclose(data.class_repeats, m / np.maximum(counts, 1) * (counts > 0) + (counts == 0))
     ranges, _ = source_labels(manifest, ["gldv2"])
-    sub = TrainingData.load(data_dir, model, ["gldv2"], min_images_per_class=m)
+    sub = TrainingData.load(data_dir, model, ["gldv2"], min_draws_per_class=m)
     assert sub.train_images == m * sum(int((counts[a:b] > 0).sum()) for a, b in ranges)

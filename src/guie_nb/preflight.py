@@ -277,9 +277,9 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
                 ranges, images = source_labels(manifest, train_cfg.train_sources)
             except ValueError as err:
                 problems.append(str(err))
-        if getattr(train_cfg, "min_images_per_class", 0):  # class resampling: an epoch is the resampled stream
+        if getattr(train_cfg, "min_draws_per_class", 0):  # class resampling: an epoch is the resampled stream
             images = resampling.epoch_images(resampling.manifest_class_counts(manifest),
-                                             train_cfg.min_images_per_class, ranges)
+                                             train_cfg.min_draws_per_class, ranges)
         estimates.update(train_images=images, data_train_images=manifest["train_images"])
         # cached_embeddings: the backbone sees each training image once (all of them: the cache does
         # not depend on train_sources); the neck + head epochs on the features (~1e6 FLOPs per image

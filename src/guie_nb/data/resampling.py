@@ -1,12 +1,13 @@
-"""Class resampling of the training stream (`TrainConfig.min_images_per_class`): a class with
+"""Class resampling of the training stream (`TrainConfig.min_draws_per_class`): a class with
 fewer than m training images is drawn m times per epoch, in expectation; larger classes once per image.
+(Data-prep's per-source `min_images_per_class` is another thing: it drops classes below it.)
 
 The recipe is the GUIE 2nd place's (rainbow-xiao/ECCV2022-ILR-workshop, `Data_Merge.ipynb`,
 "Sample" then "Resample"): after capping every class at 100 images, each class with n < 20 images
 was written into the training table floor(20 / n) times, plus (20 mod n) of its images once more,
 so it has 20 rows; larger classes kept their rows. Per image, a class is repeated
 
-    r_c = max(1, m / n_c)        (n_c: the class's training images, m = min_images_per_class)
+    r_c = max(1, m / n_c)        (n_c: the class's training images, m = min_draws_per_class)
 
 times, and class c's share of the draws is `max(n_c, m) / sum_k max(n_k, m)` (`class_frequencies`)
 where sampling uniformly over images gives `n_c / sum_k n_k`.
@@ -28,12 +29,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def check_min_images(min_images: int) -> int:
-    """`min_images` as an int; ValueError unless it is an int >= 0 (0: no resampling)."""
-    if isinstance(min_images, bool) or not isinstance(min_images, (int, np.integer)) or min_images < 0:
-        raise ValueError(f"min_images_per_class must be an integer >= 0 (0: no class resampling), "
-                         f"got {min_images!r}")
-    return int(min_images)
+def check_min_draws(min_draws: int) -> int:
+    """`min_draws` as an int; ValueError unless it is an int >= 0 (0: no resampling)."""
+    if isinstance(min_draws, bool) or not isinstance(min_draws, (int, np.integer)) or min_draws < 0:
+        raise ValueError(f"min_draws_per_class must be an integer >= 0 (0: no class resampling), "
+                         f"got {min_draws!r}")
+    return int(min_draws)
 
 
 def _check_counts(counts: np.ndarray) -> np.ndarray:
@@ -43,11 +44,11 @@ def _check_counts(counts: np.ndarray) -> np.ndarray:
     return counts
 
 
-def repeat_factors(counts: np.ndarray, min_images: int) -> np.ndarray:
-    """float64 `[classes]`: r_c = max(1, min_images / n_c) from int `counts` `[classes]` (training
+def repeat_factors(counts: np.ndarray, min_draws: int) -> np.ndarray:
+    """float64 `[classes]`: r_c = max(1, min_draws / n_c) from int `counts` `[classes]` (training
     images per class); 1 for a class without images (never read, so never repeated). ValueError for
-    negative counts or a bad `min_images`."""
-    counts, m = _check_counts(counts), check_min_images(min_images)
+    negative counts or a bad `min_draws`."""
+    counts, m = _check_counts(counts), check_min_draws(min_draws)
     return np.where(counts > 0, np.maximum(1.0, m / np.maximum(counts, 1)), 1.0)
 
 
@@ -58,30 +59,30 @@ def _in_ranges(num_classes: int, label_ranges: list[tuple[int, int]] | None) -> 
     return keep
 
 
-def expected_draws(counts: np.ndarray, min_images: int,
+def expected_draws(counts: np.ndarray, min_draws: int,
                    label_ranges: list[tuple[int, int]] | None = None) -> np.ndarray:
     """float64 `[classes]`: the expected draws of each class in one resampled epoch, `max(n_c, m)`
     for a class with images (0 without), 0 outside `label_ranges` (`[start, stop)` label blocks,
     `TrainConfig.train_sources`; None: all classes)."""
     counts = _check_counts(counts)
-    draws = np.where(counts > 0, counts * repeat_factors(counts, min_images), 0.0)
+    draws = np.where(counts > 0, counts * repeat_factors(counts, min_draws), 0.0)
     return np.where(_in_ranges(len(counts), label_ranges), draws, 0.0)
 
 
-def class_frequencies(counts: np.ndarray, min_images: int,
+def class_frequencies(counts: np.ndarray, min_draws: int,
                       label_ranges: list[tuple[int, int]] | None = None) -> np.ndarray:
     """float64 `[classes]` summing to 1: each class's expected share of the resampled draws,
     `max(n_c, m) / sum_k max(n_k, m)`. ValueError when no class has images."""
-    draws = expected_draws(counts, min_images, label_ranges)
+    draws = expected_draws(counts, min_draws, label_ranges)
     if draws.sum() <= 0:
         raise ValueError("no training images in the selected classes")
     return draws / draws.sum()
 
 
-def epoch_images(counts: np.ndarray, min_images: int, label_ranges: list[tuple[int, int]] | None = None) -> int:
+def epoch_images(counts: np.ndarray, min_draws: int, label_ranges: list[tuple[int, int]] | None = None) -> int:
     """The images of one resampled epoch (expected draws, rounded down): what `steps_per_epoch`
-    divides by the batch size. Equal to the plain image count for `min_images` 0 (or 1)."""
-    return int(np.floor(expected_draws(counts, min_images, label_ranges).sum() + 1e-9))
+    divides by the batch size. Equal to the plain image count for `min_draws` 0 (or 1)."""
+    return int(np.floor(expected_draws(counts, min_draws, label_ranges).sum() + 1e-9))
 
 
 def size_histogram(counts) -> dict[str, int]:
@@ -91,10 +92,10 @@ def size_histogram(counts) -> dict[str, int]:
     return {str(int(n)): int(k) for n, k in zip(sizes, classes)}
 
 
-def histogram_epoch_images(histogram: dict[str, int], min_images: int) -> int:
+def histogram_epoch_images(histogram: dict[str, int], min_draws: int) -> int:
     """`epoch_images` of classes given as a `size_histogram`: sum of classes x max(size, m) over
     the sizes > 0 (the resampled epoch of data not yet written, e.g. a data-prep plan)."""
-    m = check_min_images(min_images)
+    m = check_min_draws(min_draws)
     return sum(int(k) * max(int(n), m) for n, k in histogram.items() if int(n) > 0)
 
 

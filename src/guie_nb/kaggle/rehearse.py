@@ -208,7 +208,7 @@ def _scale_training_hours(entry: dict, planned_train_images: int | None,
                           class_sizes: dict[str, dict[str, int]] | None = None) -> None:
     """A training kernel reads the fixture data-prep output; its hours are scaled to the number of
     training images the data-prep kernels' dry runs planned from the (published-size) listings.
-    A class-resampling stage (`min_images_per_class`) is scaled by resampled epochs instead: the
+    A class-resampling stage (`min_draws_per_class`) is scaled by resampled epochs instead: the
     plan's classes by size (`class_sizes`, per source) against the fixture's resampled epoch."""
     e = entry["estimates"]
     # the whole data-prep output: a stage on a subset of its sources (train_sources) scales alike
@@ -217,7 +217,7 @@ def _scale_training_hours(entry: dict, planned_train_images: int | None,
             or e.get("hours") is None:
         return
     train = entry.get("resolved", {}).get("train") or {}
-    m = train.get("min_images_per_class") or 0
+    m = train.get("min_draws_per_class") or 0
     if m and class_sizes and e.get("train_images"):
         from guie_nb.data.resampling import histogram_epoch_images
 

@@ -7,7 +7,7 @@ Class resampling: the team capped every class at 100 images, then repeated each 
 than 20 images up to 20 rows of its training table (`Data_Merge.ipynb`, "Sample" and "Resample":
 floor(20 / n) copies of the class, plus 20 mod n of its images once more, drawn once, offline).
 Here data-prep caps at 100 (`images_per_class`) and training resamples with
-`min_images_per_class=20` (guie_nb.data.resampling): each image of a class of n < 20 is read
+`min_draws_per_class=20` (guie_nb.data.resampling): each image of a class of n < 20 is read
 20 / n times per epoch, stochastically rounded, fresh each epoch, so the class is drawn 20 times
 per epoch in expectation; an epoch is sum_c max(n_c, 20) images.
 
@@ -34,7 +34,7 @@ STAGES = [
     # AdamW on the whole ViT-H: 28 GiB per chip as is, 12.1 with remat (seed_recipe's measurement)
     Stage("subcenter-224", {"epochs": 6, "batch_size": 256, "learning_rate": 1e-3, "backbone_lr_multiplier": 1e-3,
                             "weight_decay": 0.05, "warmup_epochs": 0.5, "remat": True,
-                            "min_images_per_class": 20}),  # the team's resampling floor
+                            "min_draws_per_class": 20}),  # the team's resampling floor
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
-from guie_nb.data.resampling import check_min_images
+from guie_nb.data.resampling import check_min_draws
 
 OPTIMIZERS = ("adamw", "sgd")
 LAYOUTS = ("data_parallel", "model_parallel")  # guie_nb.model.sharding
@@ -56,7 +56,7 @@ class TrainConfig:
     # with n_c < m training images is drawn m times per epoch in expectation (each image m / n_c
     # times, stochastically rounded; guie_nb.data.resampling), a larger class once per image; an
     # epoch (steps_per_epoch None) is the resampled stream, sum_c max(n_c, m) images. 0: off.
-    min_images_per_class: int = 0
+    min_draws_per_class: int = 0
     seed: int = 0
 
     def __post_init__(self):
@@ -90,9 +90,9 @@ class TrainConfig:
                                                or not all(isinstance(n, str) and n for n in self.train_sources)):
             raise ValueError(f"train_sources must be None or a non-empty list of source names, "
                              f"got {self.train_sources!r}")
-        check_min_images(self.min_images_per_class)
-        if self.cached_embeddings and self.min_images_per_class:
-            raise ValueError("min_images_per_class (class resampling) is not implemented for cached_embeddings, "
+        check_min_draws(self.min_draws_per_class)
+        if self.cached_embeddings and self.min_draws_per_class:
+            raise ValueError("min_draws_per_class (class resampling) is not implemented for cached_embeddings, "
                              "whose epochs are permutations of the cached rows: set it to 0")
         if self.grad_accum_steps < 1 or self.batch_size % self.grad_accum_steps:
             raise ValueError(f"grad_accum_steps ({self.grad_accum_steps}) must be >= 1 and divide "
@@ -126,6 +126,6 @@ class TrainConfig:
             d.pop("cached_embeddings")
         if d["train_sources"] is None:  # left out when unset: older checkpoints still resume
             d.pop("train_sources")
-        if not d["min_images_per_class"]:  # off: left out, so older checkpoints still resume
-            d.pop("min_images_per_class")
+        if not d["min_draws_per_class"]:  # off: left out, so older checkpoints still resume
+            d.pop("min_draws_per_class")
         return json.dumps(d, sort_keys=True)

@@ -361,17 +361,17 @@ class TrainingData:
     model_cfg: ModelConfig
     counts: np.ndarray | None  # images per class (the dynamic margin schedule only)
     label_ranges: list[tuple[int, int]] | None  # TrainConfig.train_sources as label ranges; None: all
-    # per class, how many times each image is read per epoch (TrainConfig.min_images_per_class); None: once
+    # per class, how many times each image is read per epoch (TrainConfig.min_draws_per_class); None: once
     class_repeats: np.ndarray | None = None
 
     @classmethod
     def load(cls, data_dir: DataDirs, model_cfg: ModelConfig, train_sources: list[str] | None = None,
-             min_images_per_class: int = 0) -> "TrainingData":
+             min_draws_per_class: int = 0) -> "TrainingData":
         """`data_dir`: data-prep's output directory, or the list of a split data-prep's part directories.
         The training files are chosen here: all of them, in every process of a multi-host run too
         (each decodes only its rows of every batch); the label counts are split by file.
         `train_sources`: train on these data-prep sources only (`prepare.source_labels`; ValueError
-        naming an unknown one); validation is unchanged. `min_images_per_class` > 0: class
+        naming an unknown one); validation is unchanged. `min_draws_per_class` > 0: class
         resampling (`guie_nb.data.resampling`, from the manifest's class counts, the same in every
         process); `train_images` is then the resampled epoch's expected length."""
         manifest = load_manifest(data_dir)
@@ -383,10 +383,10 @@ class TrainingData:
         if head.margin_schedule == "dynamic":  # multi-host: each process counts its files' labels, summed
             counts = distributed.sum_over_processes(class_counts(distributed.process_files(files), n))
         repeats = None
-        if min_images_per_class:
+        if min_draws_per_class:
             per_class = resampling.manifest_class_counts(manifest)
-            repeats = resampling.repeat_factors(per_class, min_images_per_class)
-            images = resampling.epoch_images(per_class, min_images_per_class, label_ranges)
+            repeats = resampling.repeat_factors(per_class, min_draws_per_class)
+            images = resampling.epoch_images(per_class, min_draws_per_class, label_ranges)
         return cls(files, ValidationSet.from_manifest(data_dir, manifest), n, images, manifest,
                    model_cfg, counts, label_ranges, repeats)
 
@@ -504,7 +504,7 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
         return train_cached(data_dir, out_dir, model_cfg, train_cfg, init_dir=init_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = TrainingData.load(data_dir, model_cfg, train_cfg.train_sources, train_cfg.min_images_per_class)
+    data = TrainingData.load(data_dir, model_cfg, train_cfg.train_sources, train_cfg.min_draws_per_class)
     keras.utils.set_random_seed(train_cfg.seed)
     steps = steps_per_epoch(train_cfg, data.train_images)
     total_steps = train_cfg.epochs * steps
