@@ -9,7 +9,8 @@ floor(20 / n) copies of the class, plus 20 mod n of its images once more, drawn 
 Here data-prep caps at 100 (`images_per_class`) and training resamples with
 `min_draws_per_class=20` (guie_nb.data.resampling): each image of a class of n < 20 is read
 20 / n times per epoch, stochastically rounded, fresh each epoch, so the class is drawn 20 times
-per epoch in expectation; an epoch is sum_c max(n_c, 20) images.
+per epoch in expectation; an epoch is sum_c max(n_c, 20) images (in the rehearsal's data-prep
+plan 890,575 against 826,082 images: +7.8% steps, 3.31 h against 3.07 h of TPU v5e-8 time).
 
 Assumed (not in GUIE_FACTS or the seeds): the head's learning rate 1e-3 (so the backbone trains at
 1e-6), 6 epochs (the margin reaches 0.8 in the 6th), Dropout 0.2, and the CLIP projection kept (the
