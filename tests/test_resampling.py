@@ -180,3 +180,18 @@ def test_training_data_counts_the_resampled_epoch(data_dir):
     ranges, _ = source_labels(manifest, ["gldv2"])
     sub = TrainingData.load(data_dir, model, ["gldv2"], min_draws_per_class=m)
     assert sub.train_images == m * sum(int((counts[a:b] > 0).sum()) for a, b in ranges)
+
+
+def test_training_steps_follow_the_resampled_epoch(data_dir, tmp_path):
+    """The trainer's epoch (steps_per_epoch None) is the resampled stream's length over the batch."""
+    from guie_nb.data.prepare import load_manifest
+    from guie_nb.model.embedding import ModelConfig
+    from guie_nb.training.trainer import train
+
+    manifest = load_manifest(data_dir)
+    m = 12
+    images = resampling.epoch_images(resampling.manifest_class_counts(manifest), m)
+    cfg = TrainConfig(epochs=2, batch_size=8, steps_per_execution=1, min_draws_per_class=m)
+    metrics = train(data_dir, tmp_path / "run", ModelConfig(backbone="demo-tiny", dropout=0.0), cfg,
+                    stop_after_steps=1)
+    assert metrics["step"] == 1 and metrics["total_steps"] == 2 * (images // 8) > 2 * (manifest["train_images"] // 8)
