@@ -319,17 +319,3 @@ def test_cached_run_trains_on_the_train_sources_rows(data_dir, tmp_path):
     metrics = train(data_dir, tmp_path / "run", ModelConfig.from_dict(MODEL), cfg)
     assert metrics["steps_per_epoch"] == steps_per_epoch(cfg, images)
     assert metrics["cached_images"] > manifest["train_images"]  # all training images + the validation set
-
-
-def test_cached_run_refuses_several_processes(data_dir, tmp_path, monkeypatch):
-    import jax
-
-    from guie_nb.model.embedding import ModelConfig
-    from guie_nb.training.config import TrainConfig
-    from guie_nb.training.trainer import train
-
-    monkeypatch.setattr(jax, "process_count", lambda: 2)
-    with pytest.raises(RuntimeError, match="cached_embeddings runs in one process, this run has 2"):
-        train(data_dir, tmp_path / "run", ModelConfig.from_dict(MODEL),
-              TrainConfig.from_dict({**TRAIN, "cached_embeddings": True}))
-    assert not (tmp_path / "run").exists()

@@ -92,7 +92,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(data_dir: Path, out_dir: Path, processes: int, local_devices: int) -> list[str]:
+def _launch(data_dir: Path, out_dir: Path, processes: int, local_devices: int, *mode: str) -> list[str]:
     """Run the training in `processes` processes of `local_devices` CPU devices; their output, or a
     failure naming each process's return code and the end of its output."""
     port = _free_port()
@@ -106,7 +106,8 @@ def _launch(data_dir: Path, out_dir: Path, processes: int, local_devices: int) -
             env.update(GUIE_COORDINATOR=f"127.0.0.1:{port}", GUIE_NUM_PROCESSES=str(processes),
                        GUIE_PROCESS_ID=str(i))
         procs.append(subprocess.Popen(
-            [sys.executable, str(HERE / "_distributed_helpers.py"), str(data_dir), str(out_dir), str(local_devices)],
+            [sys.executable, str(HERE / "_distributed_helpers.py"), str(data_dir), str(out_dir), str(local_devices),
+             *mode],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outs, failed = [], False
     for p in procs:
@@ -164,3 +165,42 @@ def test_two_processes_train_as_one(data_dir, tmp_path):
     # evaluation gathered over the two processes scores as the one-process evaluation
     assert m2["initial"] == pytest.approx(m1["initial"], abs=1e-6)
     assert m2["final"] == pytest.approx(m1["final"], abs=1e-6)
+
+
+def test_two_processes_embed_their_shares_and_train_the_cached_neck_as_one(data_dir, tmp_path):
+    """The cached-embeddings path over 2 processes x 4 devices: each process embeds every 2nd file
+    of the cache (3 training shards + the 2 validation files here) on its own devices, then each
+    trains the same neck + head on all cached rows (one device per process); the cache, the
+    checkpoints (written by Orbax from the replicated state) and the outputs equal 1 process x 8."""
+    import re
+
+    from guie_nb.training.feature_cache import CACHE_DIR
+
+    outs = {}
+    for processes, local in ((1, 8), (2, 4)):
+        outs[processes] = _launch(data_dir, tmp_path / f"p{processes}", processes, local, "cached")
+    one, two = tmp_path / "p1", tmp_path / "p2"
+    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    assert (m1["processes"], m2["processes"]) == (1, 2) and m1["cached_embeddings"] and m2["cached_embeddings"]
+    # the expensive part split: each process embedded its files, none twice
+    shares = [int(re.search(r"\(process \d of 2\): (\d+) images embedded", o).group(1)) for o in outs[2]]
+    assert min(shares) > 0 and sum(shares) == m2["cached_images"] == m2["backbone_forward_passes_this_run"]
+    assert m1["backbone_forward_passes_this_run"] == m1["cached_images"] == m2["cached_images"]
+    files = sorted(p.name for p in (one / CACHE_DIR).glob("*.npz"))
+    assert files == sorted(p.name for p in (two / CACHE_DIR).glob("*.npz")) and len(files) == 5
+    for name in files:
+        a, b = np.load(one / CACHE_DIR / name), np.load(two / CACHE_DIR / name)
+        np.testing.assert_array_equal(a["image_ids"], b["image_ids"])
+        np.testing.assert_allclose(a["features"].astype(np.float32), b["features"].astype(np.float32),
+                                   rtol=2e-3, atol=2e-3)
+    # the same training: every checkpointed array, the losses and the scores
+    names = [p.name for p in checkpoint.list_checkpoints(one)]
+    assert names == [p.name for p in checkpoint.list_checkpoints(two)] and len(names) == 2
+    a, meta_a = checkpoint.load(checkpoint.list_checkpoints(one)[-1])
+    b, meta_b = checkpoint.load(checkpoint.list_checkpoints(two)[-1])
+    assert jax.tree.structure(a) == jax.tree.structure(b) and len(jax.tree.leaves(a)) > 10
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    assert [r["loss"] for r in meta_a["history"]] == pytest.approx([r["loss"] for r in meta_b["history"]], rel=1e-5)
+    assert m2["final"] == pytest.approx(m1["final"], abs=1e-6)
+    assert (two / "embedding.weights.h5").is_file() and (two / "history.csv").is_file()

@@ -36,8 +36,8 @@ class TrainConfig:
     # augmentation): the features the exported model's backbone computes at scoring time. A frozen
     # backbone sees the same pixels every epoch, so one random augmentation draw would add no
     # variety, only a shift away from the scorer's input. Runs one compiled call per epoch
-    # (steps_per_execution, checkpoint_every and remat do not apply); the cache, the expensive
-    # part, resumes shard by shard.
+    # (steps_per_execution, checkpoint_every and remat do not apply: a checkpoint after every
+    # epoch); the cache, the expensive part, resumes shard by shard.
     cached_embeddings: bool = False
     steps_per_epoch: int | None = None  # None: one pass over the training images
     steps_per_execution: int = 1  # steps fused into one compiled call (lax.scan)

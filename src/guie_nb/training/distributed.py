@@ -140,6 +140,13 @@ def process_files(files: Sequence[T]) -> list[T]:
     return list(files[index::count])
 
 
+def barrier(name: str) -> None:
+    """Wait until every process reaches `barrier(name)` (a collective; nothing single-process): e.g.
+    files one process writes, read by the others after it."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
 def sum_over_processes(x: np.ndarray) -> np.ndarray:
     """The element-wise sum of `x` over all processes (same shape and dtype in each); a collective."""
     x = np.asarray(x)

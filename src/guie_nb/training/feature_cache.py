@@ -21,8 +21,10 @@ mode, no augmentation): the features the exported model's backbone computes at s
 
 Every file is written under a temporary name and renamed, so a file that exists is complete. A
 rerun keeps the files that exist and embeds the rest: an interrupted pass loses at most the shard
-it was writing. A cache whose `spec` differs from the current run's (another backbone, other
-weights, other data) raises `StaleCacheError` naming what differs.
+it was writing. Several processes split the files round-robin, each embedding its share on its
+own devices (`build_feature_cache(share=..., barrier=...)`). A cache whose `spec` differs from
+the current run's (another backbone, other weights, other data) raises `StaleCacheError` naming
+what differs.
 """
 
 from __future__ import annotations
@@ -179,22 +181,35 @@ def train_shard_name(i: int) -> str:
 
 def build_feature_cache(directory: str | Path, spec: dict, embed_batch: Callable[[np.ndarray], np.ndarray],
                         train_files: Sequence[Path], val_files: dict[str, Sequence[Path]], size: int, resize_mode: str,
-                        batch_size: int, log: Callable[[str], None] = print) -> int:
+                        batch_size: int, log: Callable[[str], None] = print, share: tuple[int, int] = (0, 1),
+                        barrier: Callable[[str], None] | None = None) -> int:
     """Embed every training shard and the validation split that `directory` does not hold yet.
 
     `embed_batch`: float32 pixels `[batch_size, size, size, 3]` (0..255) -> features `[batch_size, D]`
     (the frozen backbone). `val_files`: `{"queries": [paths], "index": [paths]}`. Returns how many images
     went through the backbone in this call (0 when the cache was complete). Raises
     `StaleCacheError` when `directory` holds a cache for another `spec`.
+
+    Several processes (`share` = (this process's index, process count), `barrier(name)` a
+    collective every process calls, e.g. `distributed.barrier`): the output files (each training
+    shard, then the two validation files) are dealt round-robin, every `count`-th to each process,
+    which embeds them on its own devices; process 0 writes the manifest, marked complete once
+    every process has passed the barrier. Every process returns its own count.
     """
+    index, count = share
+    if not 0 <= index < count:
+        raise ValueError(f"share={share}: the process index must be in 0..{count - 1}")
+    if count > 1 and barrier is None:
+        raise ValueError(f"{count} processes need a barrier (guie_nb.training.distributed.barrier)")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     check_manifest(directory, spec)
-    _write_json(directory / MANIFEST, {"spec": spec, "complete": False})
+    if index == 0:
+        _write_json(directory / MANIFEST, {"spec": spec, "complete": False})
     jobs = [(directory / train_shard_name(i), [f]) for i, f in enumerate(train_files)]
     jobs += [(directory / f"val-{role}.npz", list(val_files[role])) for role in VAL_ROLES]
     embedded, reused = 0, 0
-    for path, files in jobs:
+    for path, files in jobs[index::count]:
         if path.is_file():
             reused += 1
             continue
@@ -203,9 +218,18 @@ def build_feature_cache(directory: str | Path, spec: dict, embed_batch: Callable
             arrays.pop("labels")  # validation images carry label -1; the solution CSV says what matches
         _write_npz(path, **arrays)
         embedded += len(arrays["image_ids"])
-    total = {"train_shards": len(train_files)}
-    _write_json(directory / MANIFEST, {"spec": spec, "complete": True, **total})
-    log(f"feature cache {directory}: {embedded} images embedded, {reused} of {len(jobs)} files reused")
+    if barrier is not None:
+        barrier("feature_cache_embedded")  # every process's files are in place
+    if index == 0:
+        missing = [p.name for p, _ in jobs if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{directory} lacks {missing} after every process embedded its share")
+        _write_json(directory / MANIFEST, {"spec": spec, "complete": True, "train_shards": len(train_files)})
+    if barrier is not None:
+        barrier("feature_cache_complete")  # the manifest says complete before anyone loads
+    who = f" (process {index} of {count})" if count > 1 else ""
+    log(f"feature cache {directory}{who}: {embedded} images embedded, {reused} of {len(jobs[index::count])} "
+        "files reused")
     return embedded
 
 

@@ -497,11 +497,10 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
     # -- set-up: data, models, optimizer, step
     _require_jax_backend()
     if train_cfg.cached_embeddings:  # embed once, then neck + head on the stored features
-        if stop_after_steps is not None:
-            raise ValueError("stop_after_steps is not supported with cached_embeddings (no mid-run checkpoints)")
         from guie_nb.training.cached import train_cached
 
-        return train_cached(data_dir, out_dir, model_cfg, train_cfg, init_dir=init_dir)
+        return train_cached(data_dir, out_dir, model_cfg, train_cfg, init_dir=init_dir,
+                            stop_after_steps=stop_after_steps)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = TrainingData.load(data_dir, model_cfg, train_cfg.train_sources, train_cfg.min_draws_per_class)
