@@ -71,8 +71,6 @@ def test_bad_min_images_is_refused(bad):
 def test_config_field():
     with pytest.raises(ValueError, match="class counts"):
         resampling.repeat_factors(np.array([3, -1]), 10)
-    with pytest.raises(ValueError, match="not implemented for cached_embeddings"):
-        TrainConfig(freeze_backbone=True, cached_embeddings=True, min_draws_per_class=20)
     with pytest.raises(ValueError, match="unknown training parameter.*min_image_per_class"):
         TrainConfig.from_dict({"min_image_per_class": 20})  # a typo names itself
     # off, the fingerprint is the one of checkpoints written before the field existed
@@ -195,3 +193,33 @@ def test_training_steps_follow_the_resampled_epoch(data_dir, tmp_path):
     metrics = train(data_dir, tmp_path / "run", ModelConfig(backbone="demo-tiny", dropout=0.0), cfg,
                     stop_after_steps=1)
     assert metrics["step"] == 1 and metrics["total_steps"] == 2 * (images // 8) > 2 * (manifest["train_images"] // 8)
+
+
+def test_cached_epochs_resample_the_rows():
+    """The cached-embeddings path draws epochs as row indices: with repeat factors, a class's share
+    over 200 epochs is within 0.01 of the target; without, each epoch is today's permutation."""
+    from guie_nb.training.cached import epoch_indices
+
+    labels = np.repeat(np.arange(len(COUNTS)), COUNTS)
+    repeats = resampling.repeat_factors(COUNTS, MIN_IMAGES)[labels]
+    steps = resampling.epoch_images(COUNTS, MIN_IMAGES) // 10
+    drawn = np.concatenate([labels[epoch_indices(0, e, len(labels), steps, 10, repeats).ravel()] for e in range(200)])
+    np.testing.assert_allclose(np.bincount(drawn) / drawn.size, TARGET, atol=0.01)
+    np.testing.assert_array_equal(epoch_indices(4, 3, 51, 7, 10, repeats), epoch_indices(4, 3, 51, 7, 10, repeats))
+    plain = epoch_indices(0, 1, 51, 5, 10)
+    np.testing.assert_array_equal(plain.ravel(), np.random.default_rng([0, 1]).permutation(51)[:50])
+
+
+def test_cached_run_counts_the_resampled_epoch(data_dir, tmp_path):
+    """A cached-embeddings run with min_draws_per_class: its epoch is the resampled one's steps."""
+    from guie_nb.data.prepare import load_manifest
+    from guie_nb.model.embedding import ModelConfig
+    from guie_nb.training.trainer import train
+
+    manifest = load_manifest(data_dir)
+    m = 12
+    images = resampling.epoch_images(resampling.manifest_class_counts(manifest), m)
+    cfg = TrainConfig(epochs=1, batch_size=8, freeze_backbone=True, cached_embeddings=True, checkpoint_every=0,
+                      min_draws_per_class=m)
+    metrics = train(data_dir, tmp_path / "run", ModelConfig(backbone="demo-tiny", dropout=0.0), cfg)
+    assert metrics["steps_per_epoch"] == images // 8 > manifest["train_images"] // 8

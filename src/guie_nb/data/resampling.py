@@ -111,6 +111,17 @@ def manifest_class_counts(manifest: dict) -> np.ndarray:
     return counts
 
 
+def resampled_rows(rng: np.random.Generator, repeats: np.ndarray) -> np.ndarray:
+    """int64 `[~sum(repeats)]`: the row indices of one resampled pass over rows with float repeat
+    factors `repeats` `[n]` (`repeat_factors` of each row's label): row i floor(r_i) times, plus
+    once more with probability r_i - floor(r_i) (drawn from `rng`), in row order. For the cached-
+    embeddings path, which draws its epochs as index arrays (`guie_nb.training.cached.epoch_indices`)."""
+    repeats = np.asarray(repeats, np.float64)
+    whole = np.floor(repeats)
+    times = whole.astype(np.int64) + (rng.random(len(repeats)) < repeats - whole)
+    return np.repeat(np.arange(len(repeats)), times)
+
+
 def repeat_records(ds: "tf.data.Dataset", factors: np.ndarray, seed: int) -> "tf.data.Dataset":
     """Serialized training records -> each record `floor(r) + Bernoulli(r - floor(r))` times in a
     row, r = `factors[label]` (float `[classes]`, `repeat_factors`). The coin is stateless, keyed by

@@ -91,9 +91,6 @@ class TrainConfig:
             raise ValueError(f"train_sources must be None or a non-empty list of source names, "
                              f"got {self.train_sources!r}")
         check_min_draws(self.min_draws_per_class)
-        if self.cached_embeddings and self.min_draws_per_class:
-            raise ValueError("min_draws_per_class (class resampling) is not implemented for cached_embeddings, "
-                             "whose epochs are permutations of the cached rows: set it to 0")
         if self.grad_accum_steps < 1 or self.batch_size % self.grad_accum_steps:
             raise ValueError(f"grad_accum_steps ({self.grad_accum_steps}) must be >= 1 and divide "
                              f"batch_size ({self.batch_size}) into equal micro-batches")
