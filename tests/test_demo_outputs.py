@@ -92,3 +92,12 @@ def test_training_progress_is_whole_lines_per_epoch(name, epochs):
         assert lines and lines[-1].startswith(f"epoch {epoch}/{epochs}: 100%|"), (epoch, lines)
         assert all(" img/s, loss " in ln and ", lr " in ln for ln in lines), lines
         assert len(lines) <= 8, f"{name}: {len(lines)} progress lines for epoch {epoch}"
+
+
+def test_data_prep_progress_is_whole_lines():
+    streams = [o for o in outputs(executed_notebook("01_data_prep")) if o["output_type"] == "stream"]
+    text = "".join(o.get("text", "") for o in streams)
+    assert "\r" not in text, "01_data_prep: carriage returns in the saved output"
+    lines = [ln for ln in text.splitlines() if ln.startswith("images: ") and "%|" in ln]
+    assert lines and lines[-1].startswith("images: 100%|"), lines
+    assert len(lines) <= 12, f"{len(lines)} progress lines"

@@ -88,3 +88,28 @@ def test_model_mechanisms_verified_in_scorer_runtime(tmp_path, fmt):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert report["ok"] and report["embedding_dim"] == 64 and report["min_cosine"] >= 0.9999
     assert {row["name"].split(".")[0] for row in report["per_image"]} == set(FAST_PROBES.split(","))
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (3, 500), (223, 225), (1537, 911), (240, 1199), (4000, 37)])
+def test_banded_resize_is_tensorflows_resize(h, w):
+    """The TorchScript resize multiplies only each row block's band of input rows: the same values
+    as the dense weight matmul and as `tf.image.resize` (bicubic, antialias), for shrinking and
+    growing sides, with and without the centre crop (computed directly as a window)."""
+    import tensorflow as tf
+
+    from guie_nb.export.torchscript import _resize, _resize_weights
+    from guie_nb.model.preprocessing import center_crop_offset, torchvision_resize_size
+
+    x = torch.from_numpy(np.random.default_rng(h * w).uniform(0, 255, (1, 3, h, w)).astype(np.float32))
+    size = 224
+    for crop in (False, True):
+        new_h, new_w = torchvision_resize_size(h, w, size) if crop else (size, size)
+        top, left = center_crop_offset(new_h, size), center_crop_offset(new_w, size)
+        banded = _resize(x, new_h, new_w, top, left, size, size)
+        dense = torch.matmul(torch.matmul(_resize_weights(h, new_h), x), _resize_weights(w, new_w).t())
+        dense = dense[:, :, top:top + size, left:left + size]
+        tf_out = tf.image.resize(tf.constant(x.numpy().transpose(0, 2, 3, 1)), (new_h, new_w), method="bicubic",
+                                 antialias=True).numpy().transpose(0, 3, 1, 2)[:, :, top:top + size, left:left + size]
+        assert banded.shape == (1, 3, size, size)
+        np.testing.assert_allclose(banded.numpy(), dense.numpy(), atol=2e-3)  # 0..255 scale, float32 sums
+        np.testing.assert_allclose(banded.numpy(), tf_out, atol=5e-3)

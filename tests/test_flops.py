@@ -3,7 +3,6 @@ count of the compiled, unscanned train step."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -60,9 +59,8 @@ def test_token_count_reads_patch_stride():
     assert patch_grid(224, 16, 12) == 18  # (224 - 16) // 12 + 1: overlapping patches
     base = ModelConfig(backbone="ViT-B-16")
     assert num_tokens(base) == 197
-    overlapping = SimpleNamespace(**{k: getattr(base, k) for k in ("vit", "hidden_dim", "embedding_dim", "head")},
-                                  patch_stride=12, neck_branches=3)
-    assert num_tokens(overlapping) == 18 * 18 + 1
+    overlapping = ModelConfig(backbone="ViT-B-16", image_size=220, patch_stride=12, neck_branches=3)
+    assert num_tokens(overlapping) == 18 * 18 + 1  # (220 - 16) // 12 + 1 = 18 per side
     more = flops_per_image(overlapping, 100)
     assert more.forward > flops_per_image(base, 100).forward
     assert more.parts["neck"] == 3 * flops_per_image(base, 100).parts["neck"]
@@ -110,3 +108,17 @@ def test_analytic_count_agrees_with_xla(model_kw, train_kw):
     cost = compiled.cost_analysis()
     xla = float((cost[0] if isinstance(cost, list) else cost)["flops"]) / 8
     assert 1.0 < xla / analytic < 1.15, (xla, analytic)
+
+
+def test_every_concatenated_tower_is_counted():
+    """extra_backbones run on every image (4th place: ViT-H-14 + ViT-L-14-336 at one input size):
+    each tower's products count, trained or frozen alike, and the neck reads their joined features."""
+    one, two = ModelConfig(backbone="ViT-B-32"), ModelConfig(backbone="ViT-B-32", extra_backbones=["ViT-B-32"])
+    f1, f2 = flops_per_image(one, 100), flops_per_image(two, 100)
+    for part in ("stem", "blocks", "top"):
+        assert f2.parts[part] == 2 * f1.parts[part]
+    assert f2.parts["neck"] == 2 * f1.parts["neck"]  # 1024 joined features -> 64, not 512 -> 64
+    assert f2.backward - f2.parts["head"] * 2 == pytest.approx(2 * (f1.backward - f1.parts["head"] * 2))
+    frozen = flops_per_image(two, 100, freeze_backbone=True, remat=True)
+    assert frozen.backward == 2 * frozen.parts["head"] + frozen.parts["neck"] and frozen.remat == 0
+    assert flops_per_image(two, 100, remat=True).remat == 2 * flops_per_image(one, 100, remat=True).remat

@@ -263,3 +263,20 @@ def test_helper_dataset_holds_the_package(tmp_path):
     assert not list(out.rglob("__pycache__"))
     version = json.loads((out / "guie_nb_version.json").read_text())
     assert version["version"] == guie_nb.__version__ and len(version["sha256"]) == 64
+
+
+def test_restaging_removes_kernel_folders_it_did_not_write(tmp_path):
+    """demo_stages, then demo into the same folder: the stage kernels demo does not have are gone;
+    the chain state, the helper dataset and the user's own files stay."""
+    first = {k.folder.name for k in stage_kernels(tmp_path, "alice", "demo_stages", REPO / "notebooks", TEMPLATES)}
+    build_helper_dataset(tmp_path / "guie-nb-helpers", "alice")
+    (tmp_path / "chain_state.json").write_text("{}")
+    (tmp_path / "chain").mkdir()
+    (tmp_path / "chain" / "log.txt").write_text("kept")
+    (tmp_path / "notes").mkdir()
+    second = {k.folder.name for k in stage_kernels(tmp_path, "alice", "demo", REPO / "notebooks", TEMPLATES)}
+    assert first - second, "demo_stages should stage kernels that demo does not"
+    kernels = {d.name for d in tmp_path.iterdir() if (d / "kernel-metadata.json").is_file()}
+    assert kernels == second
+    for kept in ("chain_state.json", "chain/log.txt", "notes", "guie-nb-helpers/dataset-metadata.json"):
+        assert (tmp_path / kept).exists(), kept

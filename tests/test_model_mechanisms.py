@@ -102,15 +102,18 @@ def test_fine_tune_from_a_stride_14_run_into_an_overlapping_model(tmp_path):
 
 def test_token_counts_in_flops_and_memory_plan_honour_the_stride():
     """1st place's 290 px stage at stride 12: 24 x 24 patches, like 336 px at stride 14."""
+    from guie_nb.model.flops import flops_per_image
     from guie_nb.model.memory_plan import plan_for
-    from guie_nb.preflight import vit_forward_flops
     from guie_nb.training.config import TrainConfig
+
+    def forward(**kw):
+        return flops_per_image(ModelConfig(backbone="ViT-H-14", **kw), backward=False).forward
 
     h224, h290 = vit_config("ViT-H-14"), vit_config("ViT-H-14", image_size=290, patch_stride=12)
     assert (h224.num_tokens, h290.num_tokens) == (257, 577)
-    ratio = vit_forward_flops(h290) / vit_forward_flops(h224)
+    ratio = forward(image_size=290, patch_stride=12) / forward()
     assert 577 / 257 < ratio < (577 / 257) ** 2  # linear layers scale with tokens, attention faster
-    assert vit_forward_flops(h290) == pytest.approx(vit_forward_flops(vit_config("ViT-H-14", image_size=336)))
+    assert forward(image_size=290, patch_stride=12) == pytest.approx(forward(image_size=336))
     train = TrainConfig(batch_size=64)
     overlap = plan_for(ModelConfig(backbone="ViT-H-14", image_size=290, patch_stride=12), train, 1000)
     same_grid = plan_for(ModelConfig(backbone="ViT-H-14", image_size=336), train, 1000)

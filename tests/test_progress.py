@@ -7,20 +7,8 @@ import io
 
 import pytest
 
+from _clock_helpers import Clock, Terminal
 from guie_nb.training.progress import EpochProgress
-
-
-class Clock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
-
-
-class Terminal(io.StringIO):
-    def isatty(self):
-        return True
 
 
 def run(progress, clock, steps, start=0, seconds_per_step=0.5, stall_at=None):

@@ -160,6 +160,23 @@ def test_every_kernel_reads_a_split_data_prep(tmp_path):
     assert len(export["resolved"]["data"]["data_dir"]) == 2
 
 
+def test_submit_output_is_not_the_stand_in_zip():
+    from guie_nb.kaggle.rehearse import _stand_in_zip
+
+    def entry(**estimates):
+        return {"notebook": "05_submit", "estimates": {"output_gb": 3e-7, **estimates}, "problems": [],
+                "limits": [{"name": "output_gb", "limit": 20.0, "value": 3e-7, "ok": True}]}
+
+    known = entry(model_output_gb=25.0)
+    _stand_in_zip(known)
+    assert known["estimates"]["output_gb"] == 25.0 and "as 04 estimates" in known["estimates"]["output_basis"]
+    assert not known["limits"][0]["ok"] and known["problems"] == ["over the limit: output_gb 25 > 20"]
+    unknown = entry()  # --only 05_submit: no export config mounted
+    _stand_in_zip(unknown)
+    assert unknown["estimates"]["output_gb"] is None and unknown["limits"][0]["value"] is None
+    assert unknown["estimates"]["output_basis"].startswith("unknown")
+
+
 def test_a_staged_preset_rehearses_each_stage_from_the_one_before(tmp_path):
     """Each stage's dry run mounts the stage before's output and resolves its model with the
     stage's changes; the report names every kernel and carries the preset's scoring estimate."""
@@ -175,3 +192,7 @@ def test_a_staged_preset_rehearses_each_stage_from_the_one_before(tmp_path):
     assert kernels["04_export"]["resolved"]["export"]["model_dir"].endswith("guie-nb-03-finetune-products/products")
     assert report["scoring"]["image_size"] == 80 and report["scoring"]["patch_stride"] == 6
     assert report["scoring"]["tokens"] == ((80 - 8) // 6 + 1) ** 2 + 1
+    # 05 hands over a stand-in zip here: its output is the export's estimate from the model, said so
+    submit, export = kernels["05_submit"]["estimates"], kernels["04_export"]["estimates"]
+    assert submit["output_gb"] == export["output_gb"] > 1e-4 and "stand-in" in submit["output_basis"]
+    assert submit["scoring_hours"] == pytest.approx(export["scoring_hours"])

@@ -1,33 +1,38 @@
-"""The scoring-time estimate: tokens from one function that honours an overlapping patch stride,
-FLOPs x 205,000 test images / the assumed scorer throughput, against the 9 h limit."""
+"""The scoring-time estimate: tokens and inference FLOPs from `guie_nb.model.flops` (honouring an
+overlapping patch stride), x 205,000 test images / the assumed scorer throughput, against the 9 h limit."""
 
 from __future__ import annotations
 
 import pytest
 
 from guie_nb import presets
-from guie_nb.model.backbones import vit_config
-from guie_nb.model.flops import patch_grid
-from guie_nb.preflight import ASSUMED_SCORER_FLOPS, SCORER_IMAGES, scoring_estimate, vision_tokens, vit_forward_flops
+from guie_nb.model.embedding import ModelConfig
+from guie_nb.model.flops import flops_per_image, num_tokens, patch_grid
+from guie_nb.preflight import ASSUMED_SCORER_FLOPS, SCORER_IMAGES, scoring_estimate
 
 
 def test_overlapping_patches_count_their_tokens():
     assert patch_grid(224, 14) == 16 and patch_grid(280, 14) == 20
     assert patch_grid(290, 14, 12) == 24  # (290 - 14) // 12 + 1: the 1st place's last resolution
-    h224, h290 = vit_config("ViT-H-14"), vit_config("ViT-H-14", image_size=290)
-    assert vision_tokens(h224) == 257 and vision_tokens(h290, 12) == 577
-    assert vision_tokens(h290, 12) / vision_tokens(h224) == pytest.approx(2.245, abs=1e-3)  # "about 2.3x"
+    h224, h290 = ModelConfig(backbone="ViT-H-14"), ModelConfig(backbone="ViT-H-14", image_size=290, patch_stride=12)
+    assert num_tokens(h224) == 257 and num_tokens(h290) == 577
+    assert num_tokens(h290) / num_tokens(h224) == pytest.approx(2.245, abs=1e-3)  # "about 2.3x"
     for bad in (0, -2):
         with pytest.raises(ValueError, match="no patch grid|stride"):
             patch_grid(290, 14, bad)
 
 
 def test_vit_h_flops_by_hand():
-    """ViT-H-14 at 224: 257 tokens, width 1280, MLP 5120, 32 blocks, projection to 1024."""
+    """ViT-H-14 at 224: 257 tokens, width 1280, MLP 5120, 32 blocks, projection to 1024; then the
+    neck (1024 -> 64) that the exported model also runs."""
     s, w, m = 257, 1280, 5120
     by_hand = 2 * 256 * 14 * 14 * 3 * w + 32 * (2 * s * (4 * w * w + 2 * w * m) + 4 * s * s * w) + 2 * w * 1024
-    assert vit_forward_flops(vit_config("ViT-H-14")) == by_hand
-    assert vit_forward_flops(vit_config("ViT-H-14")) == vit_forward_flops(vit_config("ViT-H-14"), 14)
+    f = flops_per_image(ModelConfig(backbone="ViT-H-14"), backward=False)
+    assert f.parts["stem"] + f.parts["blocks"] + f.parts["top"] == by_hand
+    assert f.forward == by_hand + 2 * 1024 * 64
+    assert scoring_estimate({"backbone": "ViT-H-14"})["flops_per_image"] == by_hand + 2 * 1024 * 64
+    stride14 = flops_per_image(ModelConfig(backbone="ViT-H-14", patch_stride=14), backward=False)
+    assert stride14.forward == f.forward  # a stride equal to the patch size is the default
 
 
 def test_scoring_estimate_against_the_limit():

@@ -37,7 +37,7 @@ TPU_V5E_PEAK_FLOPS = 197e12  # bf16 per chip (Google Cloud TPU v5e spec sheet)
 ASSUMED_MFU = 0.35  # of peak, for a ViT-H step with FSDP; measure with benchmarks/train_step.py
 SCORER_IMAGES = 205_000  # 5,000 queries + 200,000 index images, one model call each
 # The scorer's hardware is not published. The 1st place's 290 px overlapping-patch ViT-H-14 (about
-# 0.79 TFLOP per image, `vit_forward_flops`) scored 205,000 images within 9 h, so the scorer sustained
+# 0.78 TFLOP per image, `scoring_estimate`) scored 205,000 images within 9 h, so the scorer sustained
 # at least ~5 TFLOP/s: that lower bound is the assumption.
 ASSUMED_SCORER_FLOPS = 5e12
 SCORER_ASSUMPTION = ("scorer hardware not published; assumed to sustain 5 TFLOP/s, the lower bound implied by the "
@@ -130,61 +130,28 @@ def preflight_data_prep(resolved: dict) -> dict:
 
 # ---- 02 / 03 training ------------------------------------------------------------------------
 
-def model_patch_stride(model) -> int | None:
-    """The patch conv's stride of a model config (a dict or `ModelConfig`); None: the patch size.
-    `getattr` because ModelConfig.patch_stride arrives with wt-arch's overlapping patches."""
-    if isinstance(model, dict):
-        return model.get("patch_stride")
-    return getattr(model, "patch_stride", None) or getattr(model.vit, "patch_stride", None)
-
-
-def vision_tokens(vit, patch_stride: int | None = None) -> int:
-    """Tokens through the transformer for one image: the patches + the class token, the patch grid
-    from `guie_nb.model.flops.patch_grid` (a stride below the patch size overlaps the patches: the
-    1st place's 290 px stage, stride 12 for patch 14, has 24 x 24 patches, 2.24x the tokens of 224 px)."""
-    from guie_nb.model.flops import patch_grid
-
-    stride = patch_stride if patch_stride is not None else getattr(vit, "patch_stride", None)  # else the config's own
-    return patch_grid(vit.image_size, vit.patch_size, stride) ** 2 + 1
-
-
-def vit_forward_flops(vit, patch_stride: int | None = None) -> float:
-    """FLOPs of one image through the ViT: 2 per multiply-add of every matrix product (patch
-    embedding, QKV/out projections, MLP, QK^T and AV), as in Kaplan et al. 2020's 2N-per-token count;
-    the tokens from `vision_tokens` (honours an overlapping `patch_stride`)."""
-    s, w, m = vision_tokens(vit, patch_stride), vit.width, vit.mlp_width
-    per_block = 2 * s * (4 * w * w + 2 * w * m) + 2 * 2 * s * s * w
-    return 2 * (s - 1) * vit.patch_size**2 * 3 * w + vit.layers * per_block + 2 * w * (vit.output_dim or 0)
-
-
 def scoring_estimate(model, flip_tta: bool = False) -> dict:
-    """How long the scorer runs the exported model: FLOPs per image (x2 with flip TTA: the image and
-    its mirror) x `SCORER_IMAGES` / `ASSUMED_SCORER_FLOPS`, against the 9 h limit.
+    """How long the scorer runs the exported model: its inference FLOPs per image
+    (`guie_nb.model.flops.flops_per_image(cfg, backward=False)`: every concatenated backbone, the
+    patch stride's tokens, the neck; x2 with flip TTA: the image and its mirror) x `SCORER_IMAGES`
+    / `ASSUMED_SCORER_FLOPS`, against the 9 h limit.
 
-    `model`: a model config as a dict (as a preset states it) or a `ModelConfig`; each of its
-    `extra_backbones` adds its own forward pass at the main backbone's input size. Returns `{"image_size", "patch_stride",
-    "tokens", "flops_per_image", "images", "scorer_flops", "hours", "limit_hours", "fits", "assumption"}`.
+    `model`: a model config as a dict (as a preset states it) or a `ModelConfig`. Returns
+    `{"image_size", "patch_stride", "tokens", "flip_tta", "flops_per_image", "images", "scorer_flops",
+    "hours", "limit_hours", "fits", "assumption"}`. Raises ValueError for a dict that is no valid
+    `ModelConfig`.
     """
-    from guie_nb.model.backbones import vit_config
+    from guie_nb.model.embedding import ModelConfig
+    from guie_nb.model.flops import flops_per_image, num_tokens
 
-    if isinstance(model, dict):
-        vit = vit_config(model["backbone"], **({"image_size": model["image_size"]} if model.get("image_size") else {}))
-        flip_tta = flip_tta or bool(model.get("flip_tta"))
-        # extra_backbones (concatenated towers) at the main backbone's input size, without patch_stride
-        extras = [vit_config(e if isinstance(e, str) else e["backbone"], image_size=vit.image_size)
-                  for e in model.get("extra_backbones") or []]
-    else:
-        vit = model.vit
-        flip_tta = flip_tta or bool(getattr(model, "flip_tta", False))
-        extras = list(getattr(model, "extra_vits", []))
-    stride = model_patch_stride(model)
-    # every concatenated backbone runs on every image
-    flops = (2 if flip_tta else 1) * (vit_forward_flops(vit, stride) + sum(vit_forward_flops(v) for v in extras))
+    cfg = ModelConfig.from_dict(model) if isinstance(model, dict) else model
+    flip_tta = flip_tta or cfg.flip_tta
+    flops = (2 if flip_tta else 1) * flops_per_image(cfg, backward=False).forward
     hours = flops * SCORER_IMAGES / ASSUMED_SCORER_FLOPS / 3600
-    return {"image_size": vit.image_size, "patch_stride": stride or vit.patch_size,
-            "tokens": vision_tokens(vit, stride), "flip_tta": flip_tta, "flops_per_image": flops,
-            "images": SCORER_IMAGES, "scorer_flops": ASSUMED_SCORER_FLOPS, "hours": hours,
-            "limit_hours": SCORING_LIMIT_H, "fits": hours <= SCORING_LIMIT_H, "assumption": SCORER_ASSUMPTION}
+    return {"image_size": cfg.vit.image_size, "patch_stride": cfg.vit.stride, "tokens": num_tokens(cfg),
+            "flip_tta": flip_tta, "flops_per_image": flops, "images": SCORER_IMAGES,
+            "scorer_flops": ASSUMED_SCORER_FLOPS, "hours": hours, "limit_hours": SCORING_LIMIT_H,
+            "fits": hours <= SCORING_LIMIT_H, "assumption": SCORER_ASSUMPTION}
 
 
 def format_scoring(est: dict) -> str:
@@ -313,11 +280,19 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
 
 # ---- 04 export -------------------------------------------------------------------------------
 
+def exported_weights_gb(cfg) -> float:
+    """GB of the exported model's float32 weights: every backbone (concatenated `extra_backbones`
+    each whole; `guie_nb.model.memory_plan.vit_params`), the estimate of 04's submission.zip (the
+    neck's ~1e5 values are left out). `cfg`: a `ModelConfig`."""
+    from guie_nb.model.memory_plan import vit_params
+
+    return 4 * sum(vit_params(v) for v in [cfg.vit, *cfg.extra_vits]) / GB
+
+
 def preflight_export(resolved: dict) -> dict:
     """Inputs (the model to export, the held-out data, the training metrics) and estimates (zip
     size, scoring hours from the FLOP count on the assumed scorer hardware)."""
     from guie_nb.model.embedding import ModelConfig
-    from guie_nb.model.memory_plan import vit_params
 
     ex = resolved["export"]
     model_dir = Path(ex["run_dir"])
@@ -338,8 +313,7 @@ def preflight_export(resolved: dict) -> dict:
         cfg = ModelConfig.from_dict(resolved["model"])
         scoring = scoring_estimate(resolved["model"], ex["flip_tta"])
         estimates.update(scoring_hours=scoring["hours"], scoring=format_scoring(scoring))
-        # concatenated backbones (extra_backbones) are each exported whole
-        estimates["output_gb"] = 4 * sum(vit_params(v) for v in [cfg.vit, *cfg.extra_vits]) / GB
+        estimates["output_gb"] = exported_weights_gb(cfg)
         limits += [_limit("scoring_hours", SCORING_LIMIT_H, estimates["scoring_hours"]),
                    _limit("embedding_dim", MAX_EMBEDDING_DIM, cfg.embedding_dim)]
     else:
@@ -352,7 +326,9 @@ def preflight_export(resolved: dict) -> dict:
 
 def preflight_submit(resolved: dict) -> dict:
     """Inputs (the export's verification report and its submission.zip), the zip checked against
-    the report when both are there (`guie_nb.export.handoff.check_verified`), output size."""
+    the report when both are there (`guie_nb.export.handoff.check_verified`), output size: the
+    zip's own (this kernel hands it over; `output_basis` says so) and, when the export's resolved
+    config names its model, `model_output_gb`, 04's estimate from the model (`exported_weights_gb`)."""
     from guie_nb.export.handoff import HandoffError, check_verified
     from guie_nb.kaggle.paths import SUBMISSION, VERIFICATION_REPORT
 
@@ -367,13 +343,17 @@ def preflight_submit(resolved: dict) -> dict:
     if exported.is_file():
         ex = json.loads(exported.read_text())
         if ex.get("model"):
+            from guie_nb.model.embedding import ModelConfig
+
             scoring = scoring_estimate(ex["model"], bool(ex.get("export", {}).get("flip_tta")))
-            estimates.update(scoring_hours=scoring["hours"], scoring=format_scoring(scoring))
+            estimates.update(scoring_hours=scoring["hours"], scoring=format_scoring(scoring),
+                             model_output_gb=exported_weights_gb(ModelConfig.from_dict(ex["model"])))
             limits.append(_limit("scoring_hours", SCORING_LIMIT_H, scoring["hours"]))
     if all(i["found"] for i in inputs):
         try:
             check_verified(export_dir)
             estimates["output_gb"] = (export_dir / SUBMISSION).stat().st_size / GB
+            estimates["output_basis"] = f"the size of {export_dir / SUBMISSION}, which this kernel hands over"
         except HandoffError as err:
             problems.append(str(err))
     limits.append(_limit("output_gb", OUTPUT_LIMIT_GB, estimates["output_gb"]))

@@ -228,14 +228,15 @@ def raise_malloc_thresholds() -> bool:
 def run_tasks(tasks: list[Task], pool=lambda n_jobs: None, progress: bool = True) -> list[dict]:
     """Markers of all tasks, in task order; only unfinished tasks are run, on `pool(len(todo))`
     (a multiprocessing pool from `make_pool`, or None to run them here, after
-    `raise_malloc_thresholds` as the pool's workers do)."""
-    from tqdm.auto import tqdm
+    `raise_malloc_thresholds` as the pool's workers do). `progress`: report the images done
+    (`guie_nb.data.progress.CountProgress`: a bar in a terminal, whole lines in a notebook or log)."""
+    from guie_nb.data.progress import CountProgress
 
     markers = {t.name: m for t in tasks if (m := finished(t)) is not None}
     todo = [t for t in tasks if t.name not in markers]
     total = sum(len(t.items) for t in tasks)
-    bar = tqdm(total=total, initial=total - sum(len(t.items) for t in todo), desc="images", unit="img",
-               disable=not progress)
+    bar = CountProgress(total, "images", "img", initial=total - sum(len(t.items) for t in todo),
+                        disable=not progress)
     kill_after = int(os.environ.get(KILL_ENV, "0") or 0)
     workers = pool(len(todo))
     if workers is None and todo:

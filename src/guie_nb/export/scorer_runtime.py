@@ -47,11 +47,14 @@ class Runtime:
     def python(self) -> Path:
         return self.root / "bin" / "python"
 
-    def run(self, args: list[str], timeout: float | None = None, **kwargs) -> subprocess.CompletedProcess:
+    def run(self, args: list[str], timeout: float | None = None, extra_env: dict[str, str] | None = None,
+            **kwargs) -> subprocess.CompletedProcess:
         """Run `python args...` inside the runtime, with an environment free of this process's
-        Python settings (PYTHONPATH would leak today's packages into the old runtime)."""
+        Python settings (PYTHONPATH would leak today's packages into the old runtime), plus
+        `extra_env`."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
         env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
+        env.update(extra_env or {})
         return subprocess.run([str(self.python), *args], env=env, timeout=timeout, text=True,
                               capture_output=True, **kwargs)
 

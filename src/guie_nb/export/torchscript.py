@@ -4,8 +4,9 @@ Input uint8 `[1, 3, H, W]` at the image's native size; output float32 `[1, D]`, 
 (the scorer takes `model(x)[0]`). Today's torch writes files torch 1.11 rejects when they use
 `nn.GELU` (file format 10), `nn.MultiheadAttention` or `F.interpolate`, so this module is written
 with direct builtins only: matmul + softmax attention, erf GELU, `torch.layer_norm`, and the
-resize as two matmuls with weights computed exactly like TensorFlow's antialiased bicubic
-`tf.image.resize` (the Keras model's own pre-processing), so both formats see the same pixels.
+resize as banded matmuls (rows, then columns) with weights computed exactly like TensorFlow's
+antialiased bicubic `tf.image.resize` (the Keras model's own pre-processing), so both formats see
+the same pixels.
 """
 
 from __future__ import annotations
@@ -46,11 +47,33 @@ def _resize_weights(in_size: int, out_size: int) -> Tensor:
     return weights / torch.where(torch.abs(total) > 1e-30, total, torch.ones_like(total))
 
 
-def _resize(x: Tensor, new_h: int, new_w: int) -> Tensor:
-    """float `[B, C, H, W]` -> `[B, C, new_h, new_w]`, rows then columns as separable matmuls."""
-    wh = _resize_weights(x.shape[2], new_h)
-    ww = _resize_weights(x.shape[3], new_w)
-    return torch.matmul(torch.matmul(wh, x), ww.t())
+def _resize_rows(x: Tensor, weights: Tensor, first: int, in_size: int, out_size: int, block: int = 16) -> Tensor:
+    """float `[B, C, in_size, W]` -> `[B, C, n, W]`: output rows `first .. first + n` (n = weights'
+    rows) of an `in_size -> out_size` resize along dim 2. `weights` are those rows of the dense
+    `_resize_weights`; each `block` of output rows multiplies only the band of input rows inside
+    its kernels' support (radius 2 * max(in/out, 1) input pixels): the dense matmul's sum without
+    its zeros, ~1/5 of its cost for a 1200 px side (16 rows measured fastest in torch 1.11 CPU)."""
+    inv_scale = float(in_size) / float(out_size)
+    reach = 2.0 * max(inv_scale, 1.0) + 1.0  # kernel radius, plus a pixel against rounding
+    n = weights.shape[0]
+    # written into one tensor: torch 1.11 runs a list-append + cat loop of this shape as an empty list
+    out = torch.empty([x.shape[0], x.shape[1], n, x.shape[3]], dtype=x.dtype, device=x.device)
+    for b0 in range(0, n, block):
+        b1 = min(b0 + block, n)
+        lo = max(int(math.floor((first + b0 + 0.5) * inv_scale - reach)), 0)
+        hi = min(int(math.ceil((first + b1 - 0.5) * inv_scale + reach)), in_size)
+        out[:, :, b0:b1] = torch.matmul(weights[b0:b1, lo:hi], x[:, :, lo:hi])
+    return out
+
+
+def _resize(x: Tensor, new_h: int, new_w: int, top: int, left: int, size_h: int, size_w: int) -> Tensor:
+    """float `[B, C, H, W]` resized to `new_h x new_w`, of which only the `size_h x size_w` window
+    at (`top`, `left`) is computed (a centre crop costs nothing extra): rows, then columns."""
+    in_h, in_w = x.shape[2], x.shape[3]
+    wh = _resize_weights(in_h, new_h)[top:top + size_h].to(x.device)
+    ww = _resize_weights(in_w, new_w)[left:left + size_w].to(x.device)
+    x = _resize_rows(x, wh, top, in_h, new_h)
+    return _resize_rows(x.transpose(2, 3), ww, left, in_w, new_w).transpose(2, 3)
 
 
 class Preprocess(nn.Module):
@@ -69,11 +92,10 @@ class Preprocess(nn.Module):
         if self.crop:
             # the same integer arithmetic as the SavedModel's resize_images (torchvision's sizes)
             new_h, new_w = torchvision_resize_size(x.shape[2], x.shape[3], size)
-            x = _resize(x, new_h, new_w)
             top, left = center_crop_offset(new_h, size), center_crop_offset(new_w, size)
-            x = x[:, :, top:top + size, left:left + size]
+            x = _resize(x, new_h, new_w, top, left, size, size)
         else:
-            x = _resize(x, size, size)
+            x = _resize(x, size, size, 0, 0, size, size)
         x = torch.clamp(x, 0.0, 255.0)
         return (x - self.mean) / self.std
 

@@ -235,14 +235,18 @@ def training_output(folder: Path, sub: str, model_config: dict) -> Path:
     return folder
 
 
-def export_output(folder: Path, run_id: str | None = None) -> Path:
+def export_output(folder: Path, run_id: str | None = None, resolved: dict | None = None) -> Path:
     """What the export kernel leaves: a verified submission.zip (a stand-in SavedModel, a few bytes)
-    and its `verification.json`, as the submit kernel mounts them."""
+    and its `verification.json`, as the submit kernel mounts them; with `resolved` (the export
+    kernel's resolved config), its `resolved_config.json` too, as the export writes it."""
     import zipfile
 
     from guie_nb.export.handoff import write_verification
+    from guie_nb.params import write_resolved
 
     folder.mkdir(parents=True, exist_ok=True)
+    if resolved:
+        write_resolved(resolved, folder)
     zip_path = folder / "submission.zip"
     with zipfile.ZipFile(zip_path, "w") as zf:
         zf.writestr("saved_model.pb", b"fixture saved model")

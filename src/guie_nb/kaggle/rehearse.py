@@ -125,8 +125,8 @@ def _kernel_output_fixture(kernel: StagedKernel, folder: Path, resolved: dict[st
         return folder
     if nb == "01_data_prep":
         return fixtures.data_prep_output(folder, part=kernel.part)
-    if nb == "04_export":
-        return fixtures.export_output(folder)
+    if nb == "04_export":  # with the export's resolved config, which names the exported model
+        return fixtures.export_output(folder, resolved=resolved.get(kernel.key))
     # the model this stage trains, as its dry run resolved it (else the latest training kernel's)
     models = [r.get("model") for r in resolved.values() if r.get("model")]
     model = resolved.get(kernel.key, {}).get("model") or (models[-1] if models else None)
@@ -234,6 +234,25 @@ def _scale_training_hours(entry: dict, planned_train_images: int | None,
             lim["value"] = e["hours"]
 
 
+def _stand_in_zip(entry: dict) -> None:
+    """05 hands over the export's submission.zip, which in the rehearsal is a stand-in of a few
+    bytes: its output is then the export's estimate from the model (`model_output_gb`, as 04's),
+    or unknown when no export config was mounted (`--only 05_submit`)."""
+    e = entry["estimates"]
+    if entry["notebook"] != "05_submit" or e.get("output_gb") is None:
+        return
+    e["output_gb"] = e.get("model_output_gb")
+    e["output_basis"] = ("the exported model's float32 weights, as 04 estimates them (the rehearsal's "
+                         "submission.zip is a stand-in)" if e["output_gb"] is not None else
+                         "unknown: the rehearsal's submission.zip is a stand-in, and no export config names the model")
+    for lim in entry["limits"]:
+        if lim["name"] == "output_gb":
+            lim["value"] = e["output_gb"]
+            lim["ok"] = lim["value"] is None or lim["value"] <= lim["limit"]
+            if not lim["ok"]:
+                entry["problems"].append(f"over the limit: output_gb {lim['value']:.3g} > {lim['limit']:g}")
+
+
 def _session_limit(entry: dict, meta: dict) -> None:
     """Judge the hours against the session of the machine the kernel is staged for (12 h CPU,
     9 h TPU/GPU), replacing the notebook's own verdict, which assumed its usual machine."""
@@ -296,6 +315,7 @@ def rehearse(preset: str, out_root: str | Path = "build/rehearsal", *, notebook_
             class_sizes = class_sizes or entry["estimates"].get("train_class_sizes")  # every part: the whole run
         _scale_training_hours(entry, sum(planned) if planned and None not in planned else None, class_sizes)
         _session_limit(entry, kernel.meta)
+        _stand_in_zip(entry)
         resolved[kernel.key] = entry["resolved"]
         shutil.copytree(roots.working, root / "dry-run" / slug, symlinks=True)
         report["kernels"].append(entry)

@@ -140,8 +140,9 @@ def stage_kernels(out_root: str | Path, owner: str, preset: str, notebook_dir: s
 
     Each notebook gets `STAGED = {"run_id": "<run_tag>-<notebook>", "notebook", "helpers_sha256"}`
     baked into its bootstrap cell (`run_tag` default: `new_run_tag()`; `helpers_sha256` default:
-    the digest of the guie_nb package that `build_helper_dataset` stages). Raises MetadataError for
-    invalid metadata; each StagedKernel carries the validation warnings.
+    the digest of the guie_nb package that `build_helper_dataset` stages). Kernel folders under
+    `out_root` left by an earlier staging and not staged now are removed (`remove_stale_kernels`).
+    Raises MetadataError for invalid metadata; each StagedKernel carries the validation warnings.
     """
     import guie_nb
 
@@ -179,7 +180,22 @@ def stage_kernels(out_root: str | Path, owner: str, preset: str, notebook_dir: s
         warnings = md.validate(meta, folder)
         sub = "" if nb in OUTPUT_AT_TOP else subs[key.split("#")[0]]
         staged.append(StagedKernel(nb, folder, meta, tuple(warnings), run_id, digest, part, key, sub))
+    remove_stale_kernels(out_root, {k.folder.name for k in staged})
     return staged
+
+
+def remove_stale_kernels(out_root: str | Path, staged: set[str]) -> list[Path]:
+    """Delete the kernel folders under `out_root` that this staging did not write (a previous
+    preset's stages or data-prep parts): a later push, or `kaggle kernels push -p`, must never find
+    them. A kernel folder is a direct subfolder holding `kernel-metadata.json`; everything else is
+    kept: `chain_state.json`, the helper dataset (`dataset-metadata.json`), the chain's work folder
+    and any other file or folder. Returns the folders removed."""
+    root = Path(out_root)
+    stale = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.is_symlink() and d.name not in staged
+             and (d / KERNEL_METADATA).is_file()] if root.is_dir() else []
+    for folder in stale:
+        shutil.rmtree(folder)
+    return stale
 
 
 def _data_prep_parts(params: dict) -> int:

@@ -67,13 +67,19 @@ def patch_grid(image_size: int, patch_size: int, patch_stride: int | None = None
 
 
 def num_tokens(model_cfg) -> int:
-    """Sequence length of the ViT: the patches plus the class token.
+    """Sequence length of the main ViT: the patches plus the class token.
 
-    `model_cfg`: a `guie_nb.model.embedding.ModelConfig`; `patch_stride` (overlapping patches) is
-    read when the config has it.
+    `model_cfg`: a `guie_nb.model.embedding.ModelConfig`; its `vit` carries `patch_stride` (a
+    stride below the patch size overlaps the patches: the 1st place's 290 px stage, patch 14 at
+    stride 12, has 24 x 24 patches + 1 = 577 tokens, 2.24x the 257 of 224 px).
+    Raises ValueError when a patch does not fit (`patch_grid`).
     """
-    vit = model_cfg.vit
-    return patch_grid(vit.image_size, vit.patch_size, getattr(model_cfg, "patch_stride", None)) ** 2 + 1
+    return tower_tokens(model_cfg.vit)
+
+
+def tower_tokens(vit) -> int:
+    """Sequence length through one ViT tower (a `VitConfig`): `patch_grid(...) ** 2 + 1`."""
+    return patch_grid(vit.image_size, vit.patch_size, vit.patch_stride) ** 2 + 1
 
 
 class _Counter:
@@ -117,16 +123,43 @@ def _block_products(tokens: int, width: int, mlp_width: int) -> list[tuple[str, 
     ]
 
 
+def _tower(c: _Counter, vit, freeze_backbone: bool, frozen_blocks: int, remat: bool) -> float:
+    """Count one ViT tower's products (stem, blocks, CLIP projection) into `c`; returns the FLOPs
+    that remat recomputes in it."""
+    tokens, width = tower_tokens(vit), vit.width
+    c.weight_product("stem", 2 * (tokens - 1) * 3 * vit.patch_size**2 * width,
+                     trained=not (freeze_backbone or frozen_blocks > 0))
+    remat_flops = 0.0
+    for i in range(vit.layers):
+        trained = not (freeze_backbone or i < frozen_blocks)
+        products = _block_products(tokens, width, vit.mlp_width)
+        c.elementwise_parameters(trained)  # ln_1 comes before in_proj
+        for _, flops, has_weight in products:
+            if has_weight:
+                c.weight_product("blocks", flops, trained)
+            else:
+                c.activation_product("blocks", flops)
+        if remat and c.varies:  # only a block the backward pass goes through is recomputed
+            remat_flops += sum(flops for name, flops, _ in products if name != "c_proj")
+    c.elementwise_parameters(not freeze_backbone)  # ln_post
+    if vit.output_dim:  # the CLIP projection, on the class token only
+        c.weight_product("top", 2 * width * vit.output_dim, trained=not freeze_backbone)
+    return remat_flops
+
+
 def flops_per_image(model_cfg, num_classes: int | None = None, *, freeze_backbone: bool = False,
                     frozen_blocks: int = 0, freeze_head: bool = False, remat: bool = False,
                     backward: bool = True) -> FlopCount:
     """Analytic FLOPs per image of the embedding model (+ the margin head over `num_classes`).
 
-    `model_cfg`: a `ModelConfig` (its ViT, `hidden_dim`, `embedding_dim`, `head.subcenters`, and
-    `patch_stride` / `neck_branches` when present). The freezing arguments mean what the
-    `TrainConfig` fields of the same names mean (`guie_nb.training.param_groups`): the stem and the
-    first `frozen_blocks` blocks, the whole backbone, or the head stay fixed; the neck always trains.
-    `backward=False` counts inference only (`backward` and `remat` are then 0).
+    `model_cfg`: a `ModelConfig` (its ViT with `patch_stride`, `extra_vits`, `feature_dim`,
+    `hidden_dim`, `embedding_dim`, `neck_branches`, `head.subcenters`). Every tower (the main ViT
+    and each of `extra_backbones`, concatenated before the neck) runs on every image; the freezing
+    arguments mean what the `TrainConfig` fields of the same names mean
+    (`guie_nb.training.param_groups`, applied to each tower alike): the stem and the first
+    `frozen_blocks` blocks, the whole backbone, or the head stay fixed; the neck always trains.
+    `backward=False` counts inference only (`backward` and `remat` are then 0): the scorer's cost
+    per image (`guie_nb.preflight.scoring_estimate`).
     `neck_branches` = n parallel projections into the embedding, averaged: n times the projection.
     Raises ValueError for a negative `frozen_blocks` or fewer than 2 classes.
     """
@@ -134,34 +167,19 @@ def flops_per_image(model_cfg, num_classes: int | None = None, *, freeze_backbon
         raise ValueError(f"frozen_blocks must be >= 0, got {frozen_blocks}")
     if num_classes is not None and num_classes < 2:
         raise ValueError(f"a margin head needs at least 2 classes, got {num_classes}")
-    vit = model_cfg.vit
-    tokens, width = num_tokens(model_cfg), vit.width
-    patches = tokens - 1
     c = _Counter()
-    c.weight_product("stem", 2 * patches * 3 * vit.patch_size**2 * width,
-                     trained=not (freeze_backbone or frozen_blocks > 0))
     remat_flops = 0.0
-    for i in range(vit.layers):
-        trained = not (freeze_backbone or i < frozen_blocks)
-        products = _block_products(tokens, width, vit.mlp_width)
-        c.elementwise_parameters(trained)  # ln_1 comes before in_proj
-        for name, flops, has_weight in products:
-            if has_weight:
-                c.weight_product("blocks", flops, trained)
-            else:
-                c.activation_product("blocks", flops)
-        if remat and c.varies:  # only a block the backward pass goes through is recomputed
-            remat_flops += sum(flops for name, flops, _ in products if name != "c_proj")
-    features = width
-    c.elementwise_parameters(not freeze_backbone)  # ln_post
-    if vit.output_dim:  # the CLIP projection, on the class token only
-        c.weight_product("top", 2 * width * vit.output_dim, trained=not freeze_backbone)
-        features = vit.output_dim
+    varies = False
+    for vit in [model_cfg.vit, *model_cfg.extra_vits]:
+        c.varies = False  # each tower starts from the pixels
+        remat_flops += _tower(c, vit, freeze_backbone, frozen_blocks, remat)
+        varies = varies or c.varies
+    c.varies = varies  # the concatenated features need a gradient if any tower's do
+    features = model_cfg.feature_dim
     if model_cfg.hidden_dim:
         c.weight_product("neck", 2 * features * model_cfg.hidden_dim, trained=True)
         features = model_cfg.hidden_dim
-    branches = getattr(model_cfg, "neck_branches", None) or 1
-    c.weight_product("neck", branches * 2 * features * model_cfg.embedding_dim, trained=True)
+    c.weight_product("neck", model_cfg.neck_branches * 2 * features * model_cfg.embedding_dim, trained=True)
     if num_classes is not None:
         centers = num_classes * model_cfg.head.subcenters
         c.weight_product("head", 2 * model_cfg.embedding_dim * centers, trained=not freeze_head)

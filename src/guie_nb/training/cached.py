@@ -397,7 +397,7 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
                 first_call_seconds = seconds
             else:
                 steady_seconds, steady_steps = steady_seconds + seconds, steady_steps + steps
-            _stop_if_not_finite(losses, step, epoch, checkpoints)
+            checkpoint.stop_if_not_finite(losses, step, epoch, checkpoints)
             step += steps
             log.add(losses, accs)
             log.partial["seconds"] += seconds
@@ -434,16 +434,3 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
     if distributed.is_writer():  # multi-process: process 0 alone writes the outputs
         write_outputs(out_dir, training_model, embedding_model, model_cfg, train_cfg, log.history, metrics)
     return metrics
-
-
-def _stop_if_not_finite(losses: np.ndarray, step: int, epoch: int, checkpoints: checkpoint.Checkpoints) -> None:
-    """Raise FloatingPointError naming the first bad step and the last good (complete) checkpoint."""
-    if np.all(np.isfinite(losses)):
-        return
-    checkpoints.wait()
-    bad = step + int(np.argmin(np.isfinite(losses)))
-    last = checkpoint.list_checkpoints(checkpoints.run_dir)
-    raise FloatingPointError(
-        f"training loss became non-finite at step {bad} (epoch {epoch + 1}). Stopped; the last good checkpoint "
-        f"is kept ({last[-1] if last else 'none written yet'}). Lower learning_rate, set grad_clip_norm, "
-        "or check the data.")

@@ -116,3 +116,19 @@ def load(path: str | Path) -> tuple[dict, dict]:
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
     state = checkpointer.restore(item, args=ocp.args.PyTreeRestore(restore_args=restore_args))
     return state, read_meta(path)
+
+
+def stop_if_not_finite(losses: np.ndarray, step: int, epoch: int, checkpoints: Checkpoints) -> None:
+    """Raise FloatingPointError naming the first bad step and the last good (complete) checkpoint.
+
+    `losses`: float `[steps]` of the epoch's steps from global step `step`; `epoch` 0-based. Shared by
+    the on-the-fly trainer and the cached-embeddings trainer."""
+    if np.all(np.isfinite(losses)):
+        return
+    checkpoints.wait()  # the last good checkpoint is complete before it is named
+    bad = step + int(np.argmin(np.isfinite(losses)))
+    last = list_checkpoints(checkpoints.run_dir)
+    raise FloatingPointError(
+        f"training loss became non-finite at step {bad} (epoch {epoch + 1}): {losses.tolist()}. "
+        f"Stopped; the last good checkpoint is kept ({last[-1] if last else 'none written yet'}). "
+        "Lower learning_rate, set grad_clip_norm, or check the data.")

@@ -549,7 +549,7 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
                 state, (losses, accs) = run.step(state, put_batches(batches, run.distribution))
                 losses, accs = np.asarray(losses), np.asarray(accs)
                 speed.add(len(losses) * train_cfg.batch_size, time.time() - t_call)
-                _stop_if_not_finite(losses, step, epoch, checkpoints)
+                checkpoint.stop_if_not_finite(losses, step, epoch, checkpoints)
                 step += len(losses)
                 log.add(losses, accs)
                 progress.update(step - epoch * steps, log.mean_loss(), float(run.learning_rate(step - 1)))
@@ -607,19 +607,6 @@ def _with_margins(state: TrainState, index: int, margins: np.ndarray) -> TrainSt
     placed = jax.device_put(margins, state.non_trainable[index].sharding)
     return dataclasses.replace(state, non_trainable=[placed if i == index else x
                                                      for i, x in enumerate(state.non_trainable)])
-
-
-def _stop_if_not_finite(losses: np.ndarray, step: int, epoch: int, checkpoints: checkpoint.Checkpoints) -> None:
-    """Raise FloatingPointError naming the first bad step and the last good (complete) checkpoint."""
-    if np.all(np.isfinite(losses)):
-        return
-    checkpoints.wait()  # the last good checkpoint is complete before it is named
-    bad = step + int(np.argmin(np.isfinite(losses)))
-    last = checkpoint.list_checkpoints(checkpoints.run_dir)
-    raise FloatingPointError(
-        f"training loss became non-finite at step {bad} (epoch {epoch + 1}): {losses.tolist()}. "
-        f"Stopped; the last good checkpoint is kept ({last[-1] if last else 'none written yet'}). "
-        "Lower learning_rate, set grad_clip_norm, or check the data.")
 
 
 def write_outputs(out_dir: Path, training_model: keras.Model, embedding_model: keras.Model, model_cfg: ModelConfig,
