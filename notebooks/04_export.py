@@ -57,6 +57,7 @@ flip_tta = False  # add the mirrored image's embedding inside the model (2x the 
 # instead of model_dir (then set model_dir = None; see "The model to export" below):
 zero_shot = None  # {"model": {...}, "reduction": "pca" | "whiten", "sample_images": 2000}: no training
 soup = None  # {"model_dirs": [...], "mode": "uniform" | "greedy", "reduction": None}: runs' weights averaged
+concat = None  # {"parts": [{"model_dirs": [...], "mode": "greedy"}, ...], "reduction": "pca"}: backbones joined
 dry_run = False  # True: check the model to export, estimate zip size and scoring time, stop
 
 # %%
@@ -69,7 +70,7 @@ from guie_nb.preflight import preflight
 use_backend("tensorflow")  # before keras is imported: the export runs on TensorFlow
 resolved = resolve_export(data_dir=data_dir, model_dir=model_dir, train_dir=train_dir, out_dir=out_dir,
                           export_format=export_format, flip_tta=flip_tta, zero_shot=zero_shot, soup=soup,
-                          dry_run=dry_run)
+                          concat=concat, dry_run=dry_run)
 print(json.dumps(resolved["export"], indent=1))
 
 # %% [markdown]
@@ -86,7 +87,7 @@ else:
 
 # %% [markdown]
 # ## The model to export
-# One of three sources, whichever the parameters name:
+# One of four sources, whichever the parameters name:
 #
 # - **`model_dir`**: a trained run folder (the fine-tune's output), loaded as it is.
 # - **`zero_shot`**: no training at all. The pretrained backbone (`backbone_weights`) keeps its
@@ -101,6 +102,12 @@ else:
 #   2022): their weights averaged (`uniform`), or runs added best first while the held-out mP@5
 #   does not drop (`greedy`); optionally the projection refitted as PCA of the soup's features.
 #   Saved as `out_dir/soup`.
+# - **`concat`**: several backbones in one model (the 4th-place recipe: a ViT-L-14-336 soup and a
+#   ViT-H-14 soup). Each part is souped as above (or is one run); their backbones become the towers
+#   of one model, their features concatenated, and the projection to 64-d is fitted as PCA of the
+#   concatenation on a sample of the training images. The first part's backbone sets the model's
+#   input size (the largest); a tower trained at a smaller size sees the image resized to it inside
+#   the model, in every export format. Saved as `out_dir/concat`.
 
 # %%
 if not dry_run:
@@ -119,7 +126,8 @@ if not dry_run:
     val = ValidationSet.from_manifest(data, load_manifest(data))
     source = export_model(ex, data, val)
     model, cfg = source.model, source.cfg
-    print(f"{cfg.backbone} -> {cfg.embedding_dim}-d, exported from {ex['run_dir']}")
+    towers = " + ".join([cfg.backbone, *(e["backbone"] for e in cfg.extra_backbones)])
+    print(f"{towers} -> {cfg.embedding_dim}-d, exported from {ex['run_dir']}")
     if source.info:
         print(json.dumps(source.info, indent=1))
 

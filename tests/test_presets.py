@@ -56,36 +56,38 @@ def _demo_size(image_size: int | None, native: int) -> int | None:
 
 @pytest.mark.parametrize("name", ALL)
 def test_preset_trains_one_step_at_demo_scale(name, data_dir, tmp_path):
-    """Every training kernel of the preset, in chain order, one step each: the first from the
-    preset's model, each later stage from the stage before (its model changes applied, the
-    resolution scaled), as the notebooks chain them."""
+    """Every training kernel of the preset, in chain order, one step each: each 02 kernel (a branch)
+    from its own model, each later stage from the run its `init_dir` names (its model changes
+    applied, the resolution scaled), as the notebooks chain them."""
     from guie_nb.model.embedding import ModelConfig
     from guie_nb.params import apply_model_changes
     from guie_nb.training.trainer import train
 
     params = presets.notebook_params(name, str(tmp_path))
     keys = training_keys(params)
-    first = params[keys[0]]
-    model_cfg, train_cfg = _demo_scale(first["model"], first["train"])
-    native = model_cfg.input_size
-    if first["model"].get("image_size"):
-        model_cfg = replace(model_cfg, image_size=_demo_size(first["model"]["image_size"], native))
-    out = tmp_path / keys[0].replace(":", "-")
-    metrics = train(data_dir, out, model_cfg, train_cfg)
-    assert metrics["step"] == 1 and metrics["train_step_compilations"] == 1
-    assert (out / "embedding.weights.h5").is_file()
-
-    for key in keys[1:]:  # the later stages (03_finetune), each from the one before
-        p3, init = params[key], out
-        changes = dict(p3.get("model_changes") or {})
-        changes.pop("patch_stride", None)  # demo-tiny's patch is 8: the preset's stride is for 14
-        if changes.get("image_size") or p3.get("image_size"):
-            changes["image_size"] = _demo_size(changes.get("image_size") or p3["image_size"], native)
-        ft_cfg = ModelConfig.from_dict(apply_model_changes(ModelConfig.load(init / "model_config.json").to_dict(),
-                                                           changes))
-        _, ft_train = _demo_scale(first["model"], p3["train"])
-        out = tmp_path / key.replace(":", "-")
-        metrics = train(data_dir, out, ft_cfg, ft_train, init_dir=init)
-        assert metrics["step"] == 1, key
-        saved = json.loads((out / "model_config.json").read_text())
-        assert saved["image_size"] == ft_cfg.image_size and saved["head"] == ft_cfg.to_dict()["head"], key
+    runs: dict[str, Path] = {}  # the preset's out_dir -> where this test trained it
+    for key in keys:
+        values, out = params[key], tmp_path / "runs" / key.replace(":", "-")
+        if notebook_of(key) == "02_train_tpu":
+            model_cfg, train_cfg = _demo_scale(values["model"], values["train"])
+            native = model_cfg.input_size
+            if values["model"].get("image_size"):
+                model_cfg = replace(model_cfg, image_size=_demo_size(values["model"]["image_size"], native))
+            metrics = train(data_dir, out, model_cfg, train_cfg)
+            assert metrics["step"] == 1 and metrics["train_step_compilations"] == 1, key
+            assert (out / "embedding.weights.h5").is_file()
+        else:  # a later stage (03_finetune), from the run it names
+            init = runs[values["init_dir"]]
+            changes = dict(values.get("model_changes") or {})
+            changes.pop("patch_stride", None)  # demo-tiny's patch is 8: the preset's stride is for 14
+            native = ModelConfig(backbone="demo-tiny").input_size
+            if changes.get("image_size") or values.get("image_size"):
+                changes["image_size"] = _demo_size(changes.get("image_size") or values["image_size"], native)
+            ft_cfg = ModelConfig.from_dict(apply_model_changes(
+                ModelConfig.load(init / "model_config.json").to_dict(), changes))
+            _, ft_train = _demo_scale({"backbone": "demo-tiny"}, values["train"])
+            metrics = train(data_dir, out, ft_cfg, ft_train, init_dir=init)
+            assert metrics["step"] == 1, key
+            saved = json.loads((out / "model_config.json").read_text())
+            assert saved["image_size"] == ft_cfg.image_size and saved["head"] == ft_cfg.to_dict()["head"], key
+        runs[values["out_dir"]] = out

@@ -80,13 +80,26 @@ def test_kaggle_model_fixture_has_the_real_shapes_and_stays_small(tmp_path, monk
     assert not located["found"]
 
 
+def test_kaggle_model_fixtures_of_openai_presets_are_quickgelu():
+    """KerasHub's OpenAI CLIP presets (`clip_vit_large_patch14_336`) are open_clip's `openai` tag:
+    QuickGELU, so the fixture standing in for them is the `-quickgelu` backbone."""
+    from guie_nb.kaggle.fixtures import backbone_for_preset
+
+    assert backbone_for_preset("clip_vit_large_patch14_336") == "ViT-L-14-336-quickgelu"
+    assert backbone_for_preset("clip_vit_base_patch32") == "ViT-B-32-quickgelu"
+    assert backbone_for_preset("clip_vit_h_14_laion2b_s32b_b79k") == "ViT-H-14"
+    with pytest.raises(ValueError, match="cannot tell the backbone"):
+        backbone_for_preset("clip_vit_huge_patch14")
+
+
 @pytest.fixture(scope="module")
 def shared_out(tmp_path_factory):
     return tmp_path_factory.mktemp("rehearsals")  # one fixture cache (.fixtures) for the presets below
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["first_place", "second_place", "third_place", "seed_recipe", "host_baseline"])
+@pytest.mark.parametrize("preset", ["first_place", "second_place", "third_place", "fourth_place", "seed_recipe",
+                                    "host_baseline"])
 def test_full_presets_rehearse(shared_out, preset):
     from guie_nb import presets
 

@@ -37,13 +37,19 @@ def test_kernel_keys():
     assert check_chain(plain) == plain
     assert check_chain(["01_data_prep", "04_export", "05_submit"])  # zero-shot: no training kernel
     assert check_chain(["01_data_prep", "02_train_tpu:a", "03_finetune:b", "03_finetune:c", "04_export", "05_submit"])
+    # two branches: each 02 kernel starts a model of its own, the 03 kernels follow
+    assert check_chain(["01_data_prep", "02_train_tpu:a", "02_train_tpu:b", "03_finetune:a2", "03_finetune:b2",
+                        "04_export", "05_submit"])
 
 
 @pytest.mark.parametrize("keys, message", [
     (["01_data_prep", "04_export"], r"05_submit must run exactly once"),
     (["02_train_tpu", "01_data_prep", "04_export", "05_submit"], "out of chain order"),
     (["01_data_prep", "03_finetune", "04_export", "05_submit"], "needs a 02_train_tpu kernel before it"),
-    (["01_data_prep", "02_train_tpu:a", "02_train_tpu:b", "04_export", "05_submit"], "at most one 02_train_tpu"),
+    (["01_data_prep", "02_train_tpu", "02_train_tpu:b", "04_export", "05_submit"],
+     "several 02_train_tpu kernels .* each need a stage name"),
+    (["01_data_prep", "02_train_tpu:a", "03_finetune:b", "02_train_tpu:c", "04_export", "05_submit"],
+     "out of chain order"),
     (["01_data_prep", "02_train_tpu:a", "03_finetune:a", "04_export", "05_submit"], "stage names must be unique"),
     (["01_data_prep", "02_train_tpu:Big_Stage", "04_export", "05_submit"], "lowercase letters, digits"),
     (["01_data_prep", "06_other", "04_export", "05_submit"], "'06_other' is not a notebook"),
@@ -156,3 +162,33 @@ def test_run_local_runs_each_kernel_in_chain_order(monkeypatch, tmp_path):
     assert [out for _, out, _ in calls] == ["03_finetune-products.ipynb", "04_export.ipynb"]
     with pytest.raises(SystemExit):
         run_local.main(["--preset", "demo_stages", "--root", root, "--only", "03_finetune:nope"])
+
+
+def test_branches_resolve_each_fine_tune_from_its_own_branch():
+    """fourth_place trains two models: each fine-tune resolves from the run its init_dir names (not
+    the training kernel just before it), and the export's model joins both branches' backbones."""
+    params = presets.notebook_params("fourth_place", "/r")
+    assert list(params) == ["01_data_prep", "02_train_tpu:vit-l14-336", "02_train_tpu:vit-h14",
+                            "03_finetune:vit-l14-336-lowlr", "03_finetune:vit-h14-lowlr", "04_export", "05_submit"]
+    resolved = check(params)
+    assert resolved["03_finetune:vit-l14-336-lowlr"]["model"]["backbone"] == "ViT-L-14-336-quickgelu"
+    assert resolved["03_finetune:vit-h14-lowlr"]["model"]["backbone"] == "ViT-H-14"
+    assert resolved["03_finetune:vit-h14-lowlr"]["init"]["init_dir"] == "/r/vit-h14"
+    export = resolved["04_export"]
+    assert [p["model_dirs"] for p in export["export"]["concat"]["parts"]] == [
+        ["/r/vit-l14-336", "/r/vit-l14-336-lowlr"], ["/r/vit-h14", "/r/vit-h14-lowlr"]]
+    assert export["model"]["backbone"] == "ViT-L-14-336-quickgelu" and export["model"]["image_size"] is None
+    assert export["model"]["extra_backbones"] == [{"backbone": "ViT-H-14", "backbone_weights": "", "image_size": 224}]
+    assert presets.final_model("fourth_place")[0]["extra_backbones"] == export["model"]["extra_backbones"]
+
+
+def test_staging_attaches_both_branches_to_the_export(tmp_path):
+    """Each fine-tune kernel mounts its own branch's 02 kernel; the export mounts all four runs."""
+    staged = {k.key: k for k in stage_kernels(tmp_path, "someone", "fourth_place", REPO / "notebooks",
+                                              REPO / "kernel-metadata", ROOTS)}
+    sources = {key: [r.split("/")[1] for r in k.meta["kernel_sources"]] for key, k in staged.items()}
+    assert sources["03_finetune:vit-h14-lowlr"] == ["guie-nb-01-data-prep", "guie-nb-02-train-tpu-vit-h14"]
+    assert sources["04_export"] == ["guie-nb-01-data-prep", "guie-nb-02-train-tpu-vit-l14-336",
+                                    "guie-nb-02-train-tpu-vit-h14", "guie-nb-03-finetune-vit-l14-336-lowlr",
+                                    "guie-nb-03-finetune-vit-h14-lowlr"]
+    assert "keras/clip/keras/clip_vit_large_patch14_336/3" in staged["02_train_tpu:vit-l14-336"].meta["model_sources"]

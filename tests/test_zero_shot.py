@@ -44,7 +44,8 @@ def test_zero_shot_presets_have_no_training_and_resolve(name):
 def test_the_export_takes_exactly_one_model_source(tmp_path):
     base = {"data_dir": tmp_path, "out_dir": tmp_path}
     zs = {"model": {"backbone": "demo-tiny"}, "reduction": "pca", "sample_images": 100}
-    with pytest.raises(ValueError, match=r"exactly one of model_dir, zero_shot, soup .*\['model_dir', 'zero_shot'\]"):
+    with pytest.raises(ValueError,
+                       match=r"exactly one of model_dir, zero_shot, soup, concat .*\['model_dir', 'zero_shot'\]"):
         resolve_export(**base, model_dir=tmp_path, zero_shot=zs)
     with pytest.raises(ValueError, match="got none"):
         resolve_export(**base)

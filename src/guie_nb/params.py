@@ -38,7 +38,8 @@ TARGETS: dict[str, dict[str, str]] = {
                     "dry_run": "run.dry_run"},
     "04_export": {"data_dir": "data.data_dir", "model_dir": "export.model_dir", "train_dir": "export.train_dir",
                   "out_dir": "export.out_dir", "export_format": "export.format", "flip_tta": "export.flip_tta",
-                  "zero_shot": "export.zero_shot", "soup": "export.soup", "dry_run": "run.dry_run"},
+                  "zero_shot": "export.zero_shot", "soup": "export.soup", "concat": "export.concat",
+                  "dry_run": "run.dry_run"},
     "05_submit": {"export_dir": "submit.export_dir", "out_dir": "submit.out_dir", "dry_run": "run.dry_run"},
 }
 PATH_PARAMS = {"out_dir", "data_dir", "init_dir", "model_dir", "train_dir", "demo_data_dir", "root", "export_dir"}
@@ -162,13 +163,15 @@ def resolve_finetune(*, data_dir, init_dir, out_dir, train: dict, image_size=Non
 
 ZERO_SHOT_KEYS = ("model", "reduction", "sample_images", "eps")
 SOUP_KEYS = ("model_dirs", "mode", "reduction", "sample_images", "eps")
+CONCAT_KEYS = ("parts", "embedding_dim", "reduction", "sample_images", "eps")
+CONCAT_PART_KEYS = ("model_dirs", "mode")
 
 
 def _reduction_settings(section: dict, name: str, required: bool) -> dict:
     from guie_nb.model.reduction import REDUCTIONS
 
     kind = section.get("reduction", "pca" if required else None)
-    if kind is not None and kind not in REDUCTIONS:
+    if (kind is None and required) or (kind is not None and kind not in REDUCTIONS):
         raise ValueError(f"{name}.reduction must be one of {REDUCTIONS}{'' if required else ' or None'}, got {kind!r}")
     sample = section.get("sample_images", 2000)
     if not isinstance(sample, int) or sample < 2:
@@ -219,9 +222,56 @@ def _soup(soup: dict, out_dir) -> dict:
             "run_dir": absolute(Path(out_dir) / "soup")}
 
 
+def _concat(concat: dict, out_dir) -> dict:
+    """export.concat: each part a run folder or a soup of several (`model_dirs`, `mode`), the
+    reduction fitted on the concatenated features (required: the combined projection is untrained)."""
+    from guie_nb.model.soup import SOUP_MODES
+
+    if not isinstance(concat, dict):
+        raise ValueError(f"concat must be a dict with keys {list(CONCAT_KEYS)}, got {concat!r}")
+    unknown = sorted(set(concat) - set(CONCAT_KEYS))
+    if unknown:
+        raise ValueError(f"concat: unknown key(s) {unknown}; keys: {list(CONCAT_KEYS)}")
+    parts = concat.get("parts")
+    if not isinstance(parts, (list, tuple)) or len(parts) < 2:
+        raise ValueError("concat.parts must list at least 2 parts ({'model_dirs': [...], 'mode': ...}), "
+                         f"got {parts!r}")
+    out_parts = []
+    for i, part in enumerate(parts):
+        if not isinstance(part, dict) or set(part) - set(CONCAT_PART_KEYS) or not part.get("model_dirs"):
+            raise ValueError(f"concat.parts[{i}] must be {{'model_dirs': [run folders], 'mode': {SOUP_MODES}}}, "
+                             f"got {part!r}")
+        dirs, mode = part["model_dirs"], part.get("mode", "uniform")
+        if not isinstance(dirs, (list, tuple)) or mode not in SOUP_MODES:
+            raise ValueError(f"concat.parts[{i}]: model_dirs must be a list and mode one of {SOUP_MODES}, got {part!r}")
+        out_parts.append({"model_dirs": absolute(list(dirs)), "mode": mode})
+    dim = concat.get("embedding_dim", 64)
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        raise ValueError(f"concat.embedding_dim must be an int, got {dim!r}")
+    return {"parts": out_parts, "embedding_dim": dim, **_reduction_settings(concat, "concat", required=True),
+            "run_dir": absolute(Path(out_dir) / "concat")}
+
+
+def _concat_model(settings: dict, run_models: dict | None) -> dict | None:
+    """The combined model of a concatenation, from each part's first run folder's config (or, at
+    staging before anything ran, `run_models`: absolute out_dir -> the model its kernel trains);
+    None when a part's config is not known yet."""
+    from guie_nb.model.concat import concat_config
+
+    parts = []
+    for part in settings["parts"]:
+        path = Path(part["model_dirs"][0]) / run_dir.MODEL_CONFIG
+        model = json.loads(path.read_text()) if path.is_file() else (run_models or {}).get(part["model_dirs"][0])
+        if model is None:
+            return None
+        parts.append(model)
+    return concat_config(parts, settings["embedding_dim"])
+
+
 def resolve_export(*, data_dir, out_dir, model_dir=None, train_dir=None, export_format="saved_model",
                    flip_tta=False, zero_shot: dict | None = None, soup: dict | None = None,
-                   dry_run=False, model_config: dict | None = None) -> dict:
+                   concat: dict | None = None, dry_run=False, model_config: dict | None = None,
+                   run_models: dict | None = None) -> dict:
     """04's parameters -> export settings and the model it exports. Exactly one model source:
 
     - `model_dir`: a run folder (`model_config.json` + embedding weights), e.g. the fine-tune's;
@@ -230,7 +280,13 @@ def resolve_export(*, data_dir, out_dir, model_dir=None, train_dir=None, export_
       images, written to `<out_dir>/zero_shot` and exported from there;
     - `soup`: `{"model_dirs": [...], "mode": "uniform" | "greedy", "reduction": None | "pca" |
       "whiten", "sample_images": int}`: the runs' weights averaged (guie_nb.model.soup), optionally
-      with the projection refitted as PCA, written to `<out_dir>/soup`.
+      with the projection refitted as PCA, written to `<out_dir>/soup`;
+    - `concat`: `{"parts": [{"model_dirs": [...], "mode": "uniform" | "greedy"}, ...], "reduction":
+      "pca" | "whiten", "sample_images": int, "embedding_dim": 64}`: each part souped (or one run),
+      their backbones concatenated in one model, part 0's the main tower at the largest input size
+      (guie_nb.model.concat), its projection fitted on the concatenated features, written to
+      `<out_dir>/concat`. Its model config comes from the parts' run folders, else `run_models`
+      (absolute out_dir -> model dict, given by `check` at staging).
 
     `train_dir` (its `metrics.json`) gives the untrained score for the report; without it (zero-shot)
     the export scores the model before its projection is fitted. ValueError for several sources or none.
@@ -242,16 +298,22 @@ def resolve_export(*, data_dir, out_dir, model_dir=None, train_dir=None, export_
 
     if export_format not in FORMATS:
         raise ValueError(f"unknown export_format {export_format!r}; choose one of {FORMATS}")
-    given = [name for name, v in (("model_dir", model_dir), ("zero_shot", zero_shot), ("soup", soup)) if v]
+    given = [name for name, v in (("model_dir", model_dir), ("zero_shot", zero_shot), ("soup", soup),
+                                  ("concat", concat)) if v]
     if len(given) != 1:
-        raise ValueError(f"give exactly one of model_dir, zero_shot, soup (the model to export); got {given or 'none'}")
+        raise ValueError("give exactly one of model_dir, zero_shot, soup, concat (the model to export); "
+                         f"got {given or 'none'}")
     # run_dir: the run folder exported (model_dir, or where the zero-shot model / the soup is written)
     export = {"model_dir": absolute(model_dir), "train_dir": absolute(train_dir), "out_dir": absolute(out_dir),
               "format": export_format, "flip_tta": bool(flip_tta), "zero_shot": None, "soup": None,
-              "run_dir": absolute(model_dir)}
+              "concat": None, "run_dir": absolute(model_dir)}
     if zero_shot:
         export["zero_shot"], model_config = _zero_shot(zero_shot, out_dir)
         export["run_dir"] = export["zero_shot"]["run_dir"]
+    elif concat:
+        export["concat"] = _concat(concat, out_dir)
+        export["run_dir"] = export["concat"]["run_dir"]
+        model_config = _concat_model(export["concat"], run_models)
     elif soup:
         export["soup"] = _soup(soup, out_dir)
         export["run_dir"] = export["soup"]["run_dir"]
@@ -286,7 +348,8 @@ def resolve(notebook: str, params: dict, **extra) -> dict:
     """The resolved config of `notebook` for these parameter values."""
     if notebook not in RESOLVERS:
         raise ValueError(f"unknown notebook {notebook!r}; notebooks: {sorted(RESOLVERS)}")
-    takes = [name for name in inspect.signature(RESOLVERS[notebook]).parameters if name not in ("model_config",)]
+    takes = [name for name in inspect.signature(RESOLVERS[notebook]).parameters
+             if name not in ("model_config", "run_models")]
     unknown = sorted(set(params) - set(takes))
     if unknown:  # the resolvers' keywords are the notebook's parameters (tests/test_params.py)
         raise ValueError(f"unknown parameter(s) {unknown}; the notebook takes {takes}")
@@ -295,20 +358,30 @@ def resolve(notebook: str, params: dict, **extra) -> dict:
 
 def check(params: dict[str, dict]) -> dict[str, dict]:
     """Resolve every kernel's parameters (kernel key -> values, in chain order; `guie_nb.stages`) as
-    staging sees them, before any kernel has run: each fine-tune stage and the export get the model
-    of the training kernel before them. Raises on any unknown or bad key."""
+    staging sees them, before any kernel has run: each fine-tune stage gets the model of the training
+    kernel whose output is its `init_dir` (else the training kernel before it), the export the model
+    of the run it exports (`model_dir`, the soup's first run; a concatenation every part's).
+    Raises on any unknown or bad key."""
     from guie_nb.stages import notebook_of
 
-    resolved, model = {}, None
+    resolved, model, by_dir = {}, None, {}
     for key, values in params.items():
         nb = notebook_of(key)
         try:
-            extra = {"model_config": model} if nb in ("03_finetune", "04_export") and model else {}
-            resolved[key] = resolve(nb, values, **extra)
+            extra = {}
+            if nb == "03_finetune":
+                extra = {"model_config": by_dir.get(absolute(values.get("init_dir")), model)}
+            elif nb == "04_export":
+                soup = values.get("soup") or {}
+                source = soup.get("model_dirs", [None])[0] if isinstance(soup, dict) else None
+                exported = by_dir.get(absolute(source or values.get("model_dir")), model)
+                extra = {"model_config": exported, "run_models": by_dir}
+            resolved[key] = resolve(nb, values, **{k: v for k, v in extra.items() if v is not None})
         except (TypeError, ValueError) as err:  # SourceError is a ValueError
             raise ValueError(f"{key}: {err}") from err
         if nb in ("02_train_tpu", "03_finetune"):
             model = resolved[key]["model"]
+            by_dir[resolved[key]["outputs"]["out_dir"]] = model
     return resolved
 
 

@@ -132,8 +132,8 @@ def preflight_data_prep(resolved: dict) -> dict:
 
 def scoring_estimate(model, flip_tta: bool = False) -> dict:
     """How long the scorer runs the exported model: its inference FLOPs per image
-    (`guie_nb.model.flops.flops_per_image(cfg, backward=False)`: every concatenated backbone, the
-    patch stride's tokens, the neck; x2 with flip TTA: the image and its mirror) x `SCORER_IMAGES`
+    (`guie_nb.model.flops.flops_per_image(cfg, backward=False)`: every concatenated backbone at its
+    own input size, the patch stride's tokens, the neck; x2 with flip TTA: the image and its mirror) x `SCORER_IMAGES`
     / `ASSUMED_SCORER_FLOPS`, against the 9 h limit.
 
     `model`: a model config as a dict (as a preset states it) or a `ModelConfig`. Returns
@@ -299,8 +299,9 @@ def preflight_export(resolved: dict) -> dict:
     if ex.get("zero_shot"):  # no run folder yet: the pretrained backbone is the input
         w = resolved.get("weights") or {}
         inputs = [] if w.get("source", "none") == "none" else [_input("backbone weights", w.get("path"), w.get("found"))]
-    else:  # a run folder, or each of the soup's
-        dirs = ex["soup"]["model_dirs"] if ex.get("soup") else [model_dir]
+    else:  # a run folder, or each of the soup's, or each of every concatenated part's
+        dirs = ex["soup"]["model_dirs"] if ex.get("soup") else \
+            [d for part in ex["concat"]["parts"] for d in part["model_dirs"]] if ex.get("concat") else [model_dir]
         inputs = [_input(f"model {n}", Path(d) / n) for d in dirs
                   for n in (run_dir.MODEL_CONFIG, run_dir.EMBEDDING_WEIGHTS)]
     limits, problems = [], []

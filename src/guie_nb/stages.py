@@ -11,7 +11,12 @@ The rules `check_chain` enforces, so every consumer can rely on them:
 - keys in chain order (the notebooks' order, `NOTEBOOK_ORDER`; stages of one notebook in the order
   given), each notebook in `NOTEBOOK_ORDER`, stage names unique;
 - `01_data_prep`, `04_export` and `05_submit` exactly once each, without a stage name;
-- at most one `02_train_tpu` kernel; a `03_finetune` kernel only after a `02_train_tpu` kernel.
+- training: one `02_train_tpu` kernel, or several, each with a stage name: each starts a model of
+  its own from its pretrained weights (a *branch*: 4th place trains a ViT-H-14 and a ViT-L-14-336
+  and the export concatenates them); a `03_finetune` kernel only after a `02_train_tpu` kernel.
+  Which run a fine-tune continues is its `init_dir`, and staging (`guie_nb.kaggle.layout`) refuses
+  a kernel that reads the output of a kernel after it, so every `03_finetune` starts from an earlier
+  training kernel's output and the export may read the outputs of several branches.
 """
 
 from __future__ import annotations
@@ -65,8 +70,10 @@ def check_chain(keys) -> list[str]:
         runs = [k for k in keys if notebook_of(k) == nb]
         if runs != [nb]:
             problems.append(f"{nb} must run exactly once, without a stage name (got {runs})")
-    if sum(notebook_of(k) == "02_train_tpu" for k in keys) > 1:
-        problems.append("at most one 02_train_tpu kernel (later stages run 03_finetune from its output)")
+    starts = [k for k in keys if notebook_of(k) == "02_train_tpu"]
+    if len(starts) > 1 and any(stage_of(k) is None for k in starts):
+        problems.append(f"several 02_train_tpu kernels (branches, each a model of its own) each need a stage "
+                        f"name, got {starts}")
     if any(notebook_of(k) == "03_finetune" for k in keys) and not any(notebook_of(k) == "02_train_tpu" for k in keys):
         problems.append("a 03_finetune kernel needs a 02_train_tpu kernel before it (it starts from its output)")
     stages = [stage_of(k) for k in keys if stage_of(k)]

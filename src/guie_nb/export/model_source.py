@@ -1,6 +1,7 @@
 """The model notebook 04 exports, from whichever source its parameters name (`guie_nb.params.
 resolve_export`): a run folder, a zero-shot model (pretrained backbone + PCA/whitening, no
-training), or a weight soup of several runs. The zero-shot model and the soup are written as a
+training), a weight soup of several runs, or several runs' (or soups') backbones concatenated with
+a PCA projection (`concat`, 4th place). The zero-shot model, the soup and the concatenation are written as a
 run folder (`model_config.json` + embedding weights) before export, so they can be re-exported or
 verified later like any trained run (`make verify ... MODEL_DIR=<out_dir>/zero_shot`).
 """
@@ -77,6 +78,54 @@ def soup_model(settings: dict, data_dir, val) -> ExportModel:
     return ExportModel(cfg, model, None, info)
 
 
+def _part(part: dict, val) -> tuple[object, object, dict]:
+    """One part of a concatenation: `(cfg, model, summary)`, a soup of its run folders, or the run
+    itself when it names one; the summary holds the part's own held-out mP@5."""
+    from guie_nb.evaluation import evaluate_keras
+    from guie_nb.model.soup import soup_runs
+
+    dirs = part["model_dirs"]
+    if len(dirs) == 1:
+        model, cfg = run_dir.load_embedding_model(dirs[0])
+        summary = {"model_dirs": [str(dirs[0])]}
+    else:
+        first = run_dir.load_model_config(dirs[0])
+
+        def score(m) -> float:  # the greedy soup's criterion: held-out mP@5
+            return evaluate_keras(m, val, first.input_size, first.resize_mode)["map5"]
+
+        cfg, model, summary = soup_runs(dirs, part["mode"], score)
+    # a greedy soup scored itself last; anything else is scored once here
+    map5 = summary["soup_scores"][-1] if summary.get("soup_scores") else \
+        evaluate_keras(model, val, cfg.input_size, cfg.resize_mode)["map5"]
+    summary = {**summary, "backbone": cfg.backbone, "image_size": cfg.input_size, "keras_map5": map5}
+    return cfg, model, summary
+
+
+def concat_model(settings: dict, data_dir, val) -> ExportModel:
+    """Each of `settings["parts"]` souped (or loaded), their backbones concatenated into one model
+    (`guie_nb.model.concat`), its projection fitted as `settings["reduction"]` (PCA / whitening) of
+    the concatenated features on `sample_images` training images, scored, written as a run folder."""
+    from guie_nb.evaluation import evaluate_keras
+    from guie_nb.model.concat import concat_models
+    from guie_nb.model.reduction import fit_model_reduction
+
+    cfgs, models, parts = [], [], []
+    for part in settings["parts"]:
+        cfg, model, summary = _part(part, val)
+        cfgs.append(cfg)
+        models.append(model)
+        parts.append(summary)
+    cfg, model = concat_models(models, cfgs)
+    del models  # the parts' weights now live in the combined model: free the copies
+    reduction = fit_model_reduction(model, cfg, _train_files(data_dir), settings["reduction"],
+                                    settings["sample_images"], settings["eps"])
+    fitted = evaluate_keras(model, val, cfg.input_size, cfg.resize_mode)
+    run_dir.save_embedding_model(settings["run_dir"], model, cfg)
+    return ExportModel(cfg, model, None, {"concat": {"parts": parts, "keras_map5": fitted["map5"]},
+                                          "reduction": reduction.summary()})
+
+
 def run_model(model_dir) -> ExportModel:
     model, cfg = run_dir.load_embedding_model(model_dir)
     return ExportModel(cfg, model)
@@ -88,4 +137,6 @@ def export_model(export: dict, data_dir, val) -> ExportModel:
         return zero_shot_model(export["zero_shot"], data_dir, val)
     if export.get("soup"):
         return soup_model(export["soup"], data_dir, val)
+    if export.get("concat"):
+        return concat_model(export["concat"], data_dir, val)
     return run_model(export["model_dir"])

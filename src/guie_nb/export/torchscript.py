@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from guie_nb.model.backbones import VitConfig
 from guie_nb.model.embedding import SIZE_FEATURES, SIZE_REFERENCE_PX, ModelConfig
 from guie_nb.model.preprocessing import CLIP_MEAN, CLIP_STD, center_crop_offset, torchvision_resize_size
+from guie_nb.model.tower_input import normalised_pixel_range
 
 
 def _keys_cubic(x: Tensor) -> Tensor:
@@ -213,11 +214,33 @@ class Tower(nn.Module):
         return x
 
 
+class ExtraTower(Tower):
+    """A concatenated backbone (`cfg.extra_backbones`): the model's normalised `[B, 3, S, S]` resized
+    to the tower's own size first when it has one, `clip(R x R^T, lo, hi)` with R from
+    `_resize_weights(S, T)` (TF's antialiased bicubic) and lo / hi = pixels 0 and 255 normalised, as
+    the Keras layer `guie_nb.model.tower_input.TowerResize`; then the ViT."""
+
+    def __init__(self, v: VitConfig, in_size: int):
+        super().__init__(v)
+        self.resize = v.image_size != in_size
+        self.register_buffer("rows", _resize_weights(in_size, v.image_size) if self.resize else torch.zeros(0))
+        lo, hi = normalised_pixel_range()
+        self.register_buffer("lo", torch.from_numpy(lo).view(1, 3, 1, 1))
+        self.register_buffer("hi", torch.from_numpy(hi).view(1, 3, 1, 1))
+
+    def tower_features(self, x: Tensor) -> Tensor:
+        if self.resize:
+            x = torch.matmul(torch.matmul(self.rows, x), self.rows.t())
+            x = torch.maximum(torch.minimum(x, self.hi), self.lo)
+        return self.features(x)
+
+
 class EmbeddingModule(Tower):
     """uint8 `[B, 3, H, W]` -> L2-normalised float32 `[B, D]`: the Keras embedding model in torch.
 
     The patch conv runs at `cfg.vit.stride` (overlapping patches below the patch size); the extra
-    backbones (`cfg.extra_backbones`, weights under `extra.{j}.`) run on the same pixels, their
+    backbones (`cfg.extra_backbones`, weights under `extra.{j}.`) run on the same pixels (resized to
+    a tower's own `image_size` when it has one: `ExtraTower`), their
     features concatenated after the main backbone's (top-level weights) as Keras' `backbone_concat`;
     the neck is `cfg.neck_branches` averaged branches; with `cfg.size_features` the raw input's H and
     W become `[ln(h/500), ln(w/500), ln(w/h)]` joined to the backbone feature; flip TTA
@@ -229,7 +252,7 @@ class EmbeddingModule(Tower):
         self.flip_tta = flip_tta or cfg.flip_tta
         self.with_size, self.log_size_reference = cfg.size_features, math.log(SIZE_REFERENCE_PX)
         self.preprocess = Preprocess(v.image_size, cfg.resize_mode)
-        self.extra = nn.ModuleList([Tower(e) for e in cfg.extra_vits])
+        self.extra = nn.ModuleList([ExtraTower(e, v.image_size) for e in cfg.extra_vits])
         n_in = cfg.feature_dim + (SIZE_FEATURES if cfg.size_features else 0)
         dims = [n_in] + ([cfg.hidden_dim] if cfg.hidden_dim else []) + [cfg.embedding_dim]
         self.branches = nn.ModuleList([Neck(dims) for _ in range(cfg.neck_branches)])
@@ -237,7 +260,7 @@ class EmbeddingModule(Tower):
     def embed(self, x: Tensor, sizes: Tensor) -> Tensor:
         feats = [self.features(x)]
         for tower in self.extra:
-            feats.append(tower.features(x))
+            feats.append(tower.tower_features(x))
         x = torch.cat(feats, dim=1)
         if self.with_size:
             x = torch.cat([x, sizes], dim=1)
@@ -334,7 +357,8 @@ def build_torch_module(embedding_model, cfg: ModelConfig, flip_tta: bool = False
     module = EmbeddingModule(cfg, flip_tta).eval()
     weights = _keras_weights(embedding_model)
     state = module.state_dict()
-    missing = sorted(k for k in state if k not in weights and not k.startswith("preprocess."))
+    buffers = {name for name, _ in module.named_buffers()}  # constants of the module, not Keras weights
+    missing = sorted(k for k in state if k not in weights and k not in buffers)
     unexpected = sorted(set(weights) - set(state))
     if missing or unexpected:
         raise ValueError(f"Keras model does not match the torch layout: missing {missing[:5]}, "

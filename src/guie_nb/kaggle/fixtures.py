@@ -132,8 +132,15 @@ RAW_FIXTURES = {"imagenet-object-localization-challenge": imagenet, "landmark-re
 TEXT_TOWERS = {"B": (512, 12, 8), "L": (768, 12, 12), "H": (1024, 24, 16), "g": (1024, 24, 16)}
 
 
+_OPENAI_SIZES = {"base": "B", "large": "L"}
+
+
 def backbone_for_preset(preset_name: str) -> str:
-    """`clip_vit_h_14_laion2b_s32b_b79k` -> `ViT-H-14` (KerasHub's CLIP preset names)."""
+    """`clip_vit_h_14_laion2b_s32b_b79k` -> `ViT-H-14`; KerasHub's OpenAI presets (QuickGELU):
+    `clip_vit_large_patch14_336` -> `ViT-L-14-336-quickgelu` (KerasHub's CLIP preset names)."""
+    m = re.fullmatch(r"clip_vit_(base|large)_patch(\d+)(?:_(\d+))?", preset_name)
+    if m:
+        return f"ViT-{_OPENAI_SIZES[m.group(1)]}-{m.group(2)}" + (f"-{m.group(3)}" if m.group(3) else "") + "-quickgelu"
     m = re.match(r"clip_vit_([a-z])_(\d+)(?:_(\d+))?", preset_name)
     if not m:
         raise ValueError(f"cannot tell the backbone of Kaggle Model variation {preset_name!r}")

@@ -14,6 +14,7 @@ from keras import layers, ops
 from guie_nb.model.backbones import vit_config
 from guie_nb.model.margin_heads import HEAD_TYPES, MARGIN_SCHEDULES, MarginHead
 from guie_nb.model.preprocessing import CLIP_MEAN, CLIP_STD, check_resize_mode
+from guie_nb.model.tower_input import TowerResize
 from guie_nb.model.vit import build_vit
 
 MAX_EMBEDDING_DIM = 64  # the competition's limit
@@ -55,8 +56,10 @@ class ModelConfig:
     # "" random init, "open_clip:<tag>", "kaggle:<handle>", or a local file / folder
     backbone_weights: str = ""
     # more backbones run on the same (resized, normalised) image, their features concatenated after
-    # the main backbone's before the neck (4th place: ViT-H-14 + ViT-L-14-336 -> PCA 64):
-    # [{"backbone": name, "backbone_weights": spec}], each at this model's input size
+    # the main backbone's before the neck (4th place: ViT-L-14-336 + ViT-H-14 -> PCA 64):
+    # [{"backbone": name, "backbone_weights": spec[, "image_size": px]}]; a tower with its own
+    # `image_size` sees the model's pixels resized in-graph to it (`guie_nb.model.tower_input`),
+    # without one it runs at this model's input size
     extra_backbones: list[dict] = field(default_factory=list)
     # the patch conv's stride (None: the patch size); below it the patches overlap and the position
     # embeddings are resampled to the larger grid when weights are loaded (1st place: 14 -> 12 at 290 px)
@@ -85,17 +88,26 @@ class ModelConfig:
         self.extra_backbones = [self._extra(e) for e in self.extra_backbones]
         for extra, v in zip(self.extra_backbones, self.extra_vits):
             if v.image_size % v.patch_size:
-                raise ValueError(f"extra backbone {extra['backbone']}: the model's input size {v.image_size} is not a "
+                size = "its image_size" if "image_size" in extra else "the model's input size"
+                raise ValueError(f"extra backbone {extra['backbone']}: {size} {v.image_size} is not a "
                                  f"multiple of its patch size {v.patch_size}")
 
     @staticmethod
     def _extra(entry) -> dict:
         if isinstance(entry, str):
             entry = {"backbone": entry}
-        if not isinstance(entry, dict) or "backbone" not in entry or set(entry) - {"backbone", "backbone_weights"}:
-            raise ValueError(f"extra_backbones entries are {{'backbone': name, 'backbone_weights': spec}}, got {entry!r}")
+        keys = {"backbone", "backbone_weights", "image_size"}
+        if not isinstance(entry, dict) or "backbone" not in entry or set(entry) - keys:
+            raise ValueError("extra_backbones entries are {'backbone': name, 'backbone_weights': spec[, 'image_size': "
+                             f"px]}}, got {entry!r}")
         vit_config(entry["backbone"])
-        return {"backbone": entry["backbone"], "backbone_weights": entry.get("backbone_weights", "")}
+        out = {"backbone": entry["backbone"], "backbone_weights": entry.get("backbone_weights", "")}
+        size = entry.get("image_size")
+        if size is not None:  # only when given: configs saved before the key existed compare equal
+            if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+                raise ValueError(f"extra backbone {entry['backbone']}: image_size must be a positive int, got {size!r}")
+            out["image_size"] = size
+        return out
 
     @property
     def vit(self):
@@ -110,8 +122,9 @@ class ModelConfig:
 
     @property
     def extra_vits(self) -> list:
-        """The extra backbones' configs, at the main backbone's input size."""
-        return [vit_config(e["backbone"], image_size=self.input_size) for e in self.extra_backbones]
+        """The extra backbones' configs, each at its own `image_size`, else the main input size."""
+        return [vit_config(e["backbone"], image_size=e.get("image_size") or self.input_size)
+                for e in self.extra_backbones]
 
     @property
     def feature_dim(self) -> int:
@@ -258,7 +271,9 @@ def build_embedding_model(cfg: ModelConfig, remat: bool = False) -> keras.Model:
     """float32 RGB `[B, S, S, 3]` in 0..255 -> L2-normalised embedding `[B, embedding_dim]`.
 
     The ViT is the layer `visual`; `cfg.extra_backbones` add `visual_1`, `visual_2`, ... on the same
-    normalised pixels, their features concatenated after `visual`'s (`backbone_concat`).
+    normalised pixels (a tower with its own `image_size` through `visual_<i>_resize`, an in-graph
+    antialiased bicubic resize: `guie_nb.model.tower_input`), their features concatenated after
+    `visual`'s (`backbone_concat`).
 
     With `cfg.size_features` the model takes a second input, `original_size`: float32 `[B, 2]`, the
     raw image's height and width in pixels before any resize (`embedding_inputs` builds the inputs).
@@ -277,7 +292,10 @@ def build_embedding_model(cfg: ModelConfig, remat: bool = False) -> keras.Model:
     if cfg.flip_tta:
         x = MirrorBatch(name="flip_tta_images")(x)
     features = [build_vit(cfg.vit, name="visual", remat=remat)(x)]
-    features += [build_vit(v, name=f"visual_{i}", remat=remat)(x) for i, v in enumerate(cfg.extra_vits, 1)]
+    for i, v in enumerate(cfg.extra_vits, 1):
+        # a tower at its own resolution sees the normalised pixels resized in-graph (no weights)
+        tower_x = x if v.image_size == size else TowerResize(size, v.image_size, name=f"visual_{i}_resize")(x)
+        features.append(build_vit(v, name=f"visual_{i}", remat=remat)(tower_x))
     x = features[0] if len(features) == 1 else layers.Concatenate(name="backbone_concat")(features)
     if cfg.size_features:
         original_size = keras.Input((2,), name=ORIGINAL_SIZE)

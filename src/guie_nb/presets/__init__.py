@@ -35,7 +35,9 @@ def notebook_params(name: str, root: str | None = None) -> dict[str, dict]:
 def final_model(name: str) -> tuple[dict | None, bool]:
     """The model the preset's export exports, as a dict, and whether it exports with flip TTA.
 
-    A staged preset (a module with `MODEL` and `STAGES`) gives its stages' data; otherwise the last training kernel's model with each fine-tune's
+    An export that concatenates runs (`concat`) gives the combined model of the runs' models
+    (`guie_nb.model.concat.concat_config`); a staged preset (a module with `MODEL` and `STAGES`)
+    gives its stages' data; otherwise the last training kernel's model with each fine-tune's
     `model_changes` / `image_size` applied, or, when the preset trains nothing, the export's own
     `model` parameter or its `zero_shot` section's model. None when the preset names no model."""
     from guie_nb.presets import _kaggle
@@ -45,7 +47,9 @@ def final_model(name: str) -> tuple[dict | None, bool]:
     params = notebook_params(name)
     export = params["04_export"]
     model = None
-    if hasattr(module, "STAGES") and hasattr(module, "MODEL"):
+    if isinstance(export.get("concat"), dict):
+        model = _concat_model(params, export["concat"])
+    elif hasattr(module, "STAGES") and hasattr(module, "MODEL"):
         model = _kaggle.final_model(module.MODEL, module.STAGES)
     else:
         for key, values in params.items():
@@ -62,3 +66,27 @@ def final_model(name: str) -> tuple[dict | None, bool]:
             model = dict(export["zero_shot"]["model"])
     flip = bool(export.get("flip_tta")) or bool(model and model.get("flip_tta"))
     return model, flip
+
+
+def _concat_model(params: dict[str, dict], concat: dict) -> dict:
+    """The combined model of a `concat` export: each part's first run folder's model, as the
+    training kernel writing that folder trains it (a fine-tune: its init_dir's model changed)."""
+    from guie_nb.model.concat import concat_config
+    from guie_nb.presets import _kaggle
+    from guie_nb.stages import notebook_of
+
+    by_dir: dict[str, dict] = {}
+    for key, values in params.items():
+        nb = notebook_of(key)
+        if nb == "02_train_tpu":
+            by_dir[values["out_dir"]] = dict(values["model"])
+        elif nb == "03_finetune" and values.get("init_dir") in by_dir:
+            model = _kaggle.apply_changes(by_dir[values["init_dir"]], values.get("model_changes") or {})
+            if values.get("image_size"):
+                model["image_size"] = values["image_size"]
+            by_dir[values["out_dir"]] = model
+    dirs = [part["model_dirs"][0] for part in concat["parts"]]
+    missing = [d for d in dirs if d not in by_dir]
+    if missing:
+        raise ValueError(f"concat parts {missing} are not written by any training kernel of the preset")
+    return concat_config([by_dir[d] for d in dirs], concat.get("embedding_dim", 64))

@@ -35,6 +35,8 @@ def raw_roots(products10k_dataset: str = PRODUCTS10K_DATASET) -> dict[str, str]:
 
 # OpenCLIP ViT-H-14 LAION-2B as KerasHub's Kaggle Model (staging attaches it as a model source)
 H14_LAION2B = "kaggle:keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k/3"
+# OpenAI CLIP ViT-L/14 at 336 px (open_clip `ViT-L-14-336` tag `openai`: QuickGELU) as KerasHub's Kaggle Model
+L14_336_OPENAI = "kaggle:keras/clip/keras/clip_vit_large_patch14_336/3"
 VAL = {"val_classes": 200, "queries_per_class": 1}
 # keep_checkpoints 1: a ViT-H-14 checkpoint with AdamW's slots is 7.6 GB; two kept ones, a third being
 # written and the final weights pass Kaggle's 20 GB of output (the rehearsal's output_gb estimate).
@@ -120,27 +122,74 @@ def staged_chain_params(root: str, *, sources: list[dict], max_side: int, model:
             **training_stages(root, data, model, stages, LONG_RUN, export)}
 
 
+def _branch_kernels(root: str, data, model: dict, stages: list[Stage], train_defaults: dict
+                    ) -> tuple[dict[str, dict], dict[str, dict]]:
+    """`(start, later)`: the `02_train_tpu:<first>` kernel from `model`, and a `03_finetune:<name>`
+    kernel per later stage, each from the stage before (its `init_dir`); out_dir `root/<stage name>`."""
+    if not stages:
+        raise ValueError("a staged preset needs at least one stage")
+    first, *rest = stages
+    start = {f"02_train_tpu:{first.name}": {
+        "data_dir": data, "out_dir": f"{root}/{first.name}", "keras_backend": "jax",
+        "model": apply_changes(model, first.model_changes()),
+        "train": {**train_defaults, **first.train}}}
+    later, previous = {}, first
+    for stage in rest:
+        changes = stage.model_changes()
+        later[f"03_finetune:{stage.name}"] = {
+            "data_dir": data, "init_dir": f"{root}/{previous.name}", "out_dir": f"{root}/{stage.name}",
+            "keras_backend": "jax", **({"model_changes": changes} if changes else {}),
+            "train": {**train_defaults, **stage.train}}
+        previous = stage
+    return start, later
+
+
 def training_stages(root: str, data, model: dict, stages: list[Stage], train_defaults: dict,
                     export: dict | None = None) -> dict[str, dict]:
     """One kernel per stage: `02_train_tpu:<first>` from `model`, then `03_finetune:<name>` each
     from the stage before (its `init_dir`), out_dir `root/<stage name>`; then `04_export` of the
     last stage (`export`: more of its parameters) and `05_submit`."""
-    if not stages:
-        raise ValueError("a staged preset needs at least one stage")
-    first, *later = stages
-    params = {f"02_train_tpu:{first.name}": {
-        "data_dir": data, "out_dir": f"{root}/{first.name}", "keras_backend": "jax",
-        "model": apply_changes(model, first.model_changes()),
-        "train": {**train_defaults, **first.train}}}
-    previous = first
-    for stage in later:
-        changes = stage.model_changes()
-        params[f"03_finetune:{stage.name}"] = {
-            "data_dir": data, "init_dir": f"{root}/{previous.name}", "out_dir": f"{root}/{stage.name}",
-            "keras_backend": "jax", **({"model_changes": changes} if changes else {}),
-            "train": {**train_defaults, **stage.train}}
-        previous = stage
-    params["04_export"] = {"data_dir": data, "model_dir": f"{root}/{previous.name}",
-                           "train_dir": f"{root}/{first.name}", "out_dir": root, **(export or {})}
+    start, later = _branch_kernels(root, data, model, stages, train_defaults)
+    params = {**start, **later}
+    params["04_export"] = {"data_dir": data, "model_dir": f"{root}/{stages[-1].name}",
+                           "train_dir": f"{root}/{stages[0].name}", "out_dir": root, **(export or {})}
+    params["05_submit"] = {"export_dir": root, "out_dir": f"{root}/submit"}
+    return params
+
+
+# ---- presets that train several models (branches) --------------------------------------------------
+
+@dataclass(frozen=True)
+class Branch:
+    """One model a preset trains from its own pretrained weights (`model`), through its `stages`
+    (the first runs 02, each later one 03 from the stage before). Stage names are unique across
+    the preset's branches: each names a kernel and its output folder `root/<stage name>`."""
+
+    model: dict
+    stages: list[Stage]
+
+    def run_dirs(self, root: str) -> list[str]:
+        """Every stage's output folder, in stage order (what a soup of the branch averages)."""
+        return [f"{root}/{stage.name}" for stage in self.stages]
+
+
+def branched_chain_params(root: str, *, sources: list[dict], max_side: int, branches: list[Branch], export: dict,
+                          data_prep_kernels: int = 1) -> dict[str, dict]:
+    """The kernels of a preset that trains several models: data-prep; each branch's 02 kernel
+    (branch order), then each branch's 03 kernels (branch order, stage order; `guie_nb.stages`
+    keeps the notebooks' order); the export with `export` (its model source: e.g. `concat` of the
+    branches' runs; `train_dir` is the first branch's first stage, for the untrained score); submit."""
+    if len(branches) < 2:
+        raise ValueError("a branched preset trains at least 2 models; one branch is `staged_chain_params`")
+    data = f"{root}/data"
+    params = {"01_data_prep": {"sources": sources, "out_dir": data, "demo_data_dir": None, "max_side": max_side,
+                               "images_per_shard": 2000, "seed": 0, "num_shards": data_prep_kernels}}
+    kernels = [_branch_kernels(root, data, b.model, b.stages, LONG_RUN) for b in branches]
+    for start, _ in kernels:
+        params.update(start)
+    for _, later in kernels:
+        params.update(later)
+    params["04_export"] = {"data_dir": data, "model_dir": None, "train_dir": f"{root}/{branches[0].stages[0].name}",
+                           "out_dir": root, **export}
     params["05_submit"] = {"export_dir": root, "out_dir": f"{root}/submit"}
     return params

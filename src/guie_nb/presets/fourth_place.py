@@ -3,42 +3,63 @@ concatenated, then PCA to 64-d; sub-center ArcFace with adaptive (per-class) mar
 learning rates from 1.25e-6 (lowest blocks) to 3e-4 (head). Sources: ../shared/GUIE_FACTS.md
 sections 2 and 6 (`IvanAer/G-Universal-CLIP`; write-up arXiv 2210.11141).
 
-What this preset runs: ONE backbone, ViT-H-14 LAION-2B. The chain trains (02) then fine-tunes at a
-lower learning rate (03); the export (04) makes a greedy soup of those two runs on the held-out
-mP@5 (Wortsman et al. 2022, `guie_nb.model.soup`). The ViT-L-14-336 half and the concat -> PCA
-are left out: one chain trains one backbone. The mechanisms exist: `ModelConfig.extra_backbones`
-concatenates backbones before the neck (Keras, SavedModel, TorchScript) and the export's
-`soup.reduction = "pca"` refits the projection as PCA of the souped features; a preset with a
-second training stage for ViT-L-14-336 (multi-stage presets) can combine them.
+What this preset runs: two branches (`presets._kaggle.Branch`), each a model trained from its own
+pretrained weights, then fine-tuned at a lower learning rate (the seed write-up's last step):
+
+- ViT-H-14 LAION-2B at 224 px: `02_train_tpu:vit-h14` -> `03_finetune:vit-h14-lowlr`;
+- ViT-L-14-336 OpenAI at 336 px (QuickGELU, as open_clip's `openai` tag):
+  `02_train_tpu:vit-l14-336` -> `03_finetune:vit-l14-336-lowlr`.
+
+The export (04, `concat`, `guie_nb.model.concat`) makes a greedy soup of each branch's two runs on
+the held-out mP@5 (Wortsman et al. 2022, `guie_nb.model.soup`), joins the two souped backbones in
+ONE model (ViT-L-14-336 the main tower at 336 px; ViT-H-14 sees the same pixels resized in-graph
+to 224 px, antialiased bicubic, identical in Keras, SavedModel and TorchScript:
+`guie_nb.model.tower_input`), and fits its projection as PCA of the concatenated 768 + 1024 =
+1792-d features to 64-d on `sample_images` training images. Each branch's own neck and margin head
+are dropped: the PCA replaces them, as in the source.
 
 Chosen here, not given by the source: sub-centres k = 3, margins 0.2 (largest classes) to 0.5
-(smallest), AdamW, the data (Products-10K + GLDv2 as the other presets), epochs and batch size.
-Layer-wise LR: head 3e-4, backbone top x0.1, decay 0.9 per block: 3e-4 x 0.1 x 0.9^32 = 1.0e-6 at
-the lowest block, the source's 1.25e-6.
+(smallest), AdamW, the data (Products-10K + GLDv2 as the other presets), epochs and batch sizes,
+the fine-tune's learning rate, the PCA sample (4,000 images: over twice the 1792-d feature width).
+Layer-wise LR: head 3e-4, backbone top x0.1, decay per block 0.9 for ViT-H (32 blocks:
+3e-4 x 0.1 x 0.9^32 = 1.0e-6) and 0.87 for ViT-L (24 blocks: 3e-4 x 0.1 x 0.87^24 = 1.1e-6), the
+source's 1.25e-6 at the lowest block. The ViT-H tower in the export sees the image resized twice
+(raw -> 336 -> 224) where its training saw one resize (raw -> 224): both antialiased, same region.
 """
 
 from __future__ import annotations
 
-from guie_nb.presets._kaggle import H14_LAION2B, PRODUCTS10K_DATASET, chain_params, source
+from guie_nb.presets._kaggle import (
+    H14_LAION2B, L14_336_OPENAI, PRODUCTS10K_DATASET, Branch, Stage, branched_chain_params, source)
 
-MODEL = {"backbone": "ViT-H-14", "backbone_weights": H14_LAION2B, "embedding_dim": 64, "dropout": 0.2,
-         "head": {"kind": "arcface", "scale": 30.0, "margin": 0.2, "subcenters": 3,
-                  "margin_schedule": "dynamic", "margin_min": 0.2, "margin_max": 0.5}}
+HEAD = {"kind": "arcface", "scale": 30.0, "margin": 0.2, "subcenters": 3,
+        "margin_schedule": "dynamic", "margin_min": 0.2, "margin_max": 0.5}
+MODEL_H = {"backbone": "ViT-H-14", "backbone_weights": H14_LAION2B, "embedding_dim": 64, "dropout": 0.2,
+           "head": HEAD}
+MODEL_L = {"backbone": "ViT-L-14-336-quickgelu", "backbone_weights": L14_336_OPENAI, "embedding_dim": 64,
+           "dropout": 0.2, "head": HEAD}
 LAYERWISE = {"learning_rate": 3e-4, "backbone_lr_multiplier": 0.1, "layer_decay": 0.9}
+LAYERWISE_L = {**LAYERWISE, "layer_decay": 0.87}
+# AdamW on the whole ViT: remat keeps a chip under 16 GiB (seed_recipe)
+TRAIN = {"epochs": 8, "batch_size": 256, "weight_decay": 0.05, "warmup_epochs": 1.0, "remat": True}
+LOWER_LR = {"epochs": 3, "batch_size": 256, "learning_rate": 1e-4, "warmup_epochs": 0.0, "remat": True}
+
+BRANCHES = [
+    Branch(MODEL_L, [Stage("vit-l14-336", {**TRAIN, **LAYERWISE_L}),
+                     Stage("vit-l14-336-lowlr", {**LAYERWISE_L, **LOWER_LR})]),
+    Branch(MODEL_H, [Stage("vit-h14", {**TRAIN, **LAYERWISE}),
+                     Stage("vit-h14-lowlr", {**LAYERWISE, **LOWER_LR})]),
+]
+PCA_SAMPLE = 4000
 
 
 def notebook_params(root: str) -> dict[str, dict]:
-    params = chain_params(
+    # the ViT-L-14-336 soup first: the combined model's input size is the largest tower's (336 px)
+    parts = [{"model_dirs": b.run_dirs(root), "mode": "greedy"} for b in BRANCHES]
+    return branched_chain_params(
         root,
         sources=[source("products10k", PRODUCTS10K_DATASET), source("gldv2")],
         max_side=384,
-        model=MODEL,
-        train={"epochs": 8, "batch_size": 256, **LAYERWISE, "weight_decay": 0.05, "warmup_epochs": 1.0,
-               "remat": True},  # AdamW on the whole ViT-H: remat keeps a chip under 16 GiB (seed_recipe)
-        finetune={"epochs": 3, "batch_size": 256, **LAYERWISE, "learning_rate": 1e-4, "warmup_epochs": 0.0,
-                  "remat": True},
+        branches=BRANCHES,
+        export={"concat": {"parts": parts, "reduction": "pca", "sample_images": PCA_SAMPLE}},
     )
-    params["04_export"] = {"data_dir": f"{root}/data", "model_dir": None, "train_dir": f"{root}/train",
-                           "out_dir": root,
-                           "soup": {"model_dirs": [f"{root}/train", f"{root}/finetune"], "mode": "greedy"}}
-    return params
