@@ -258,6 +258,11 @@ def test_dry_run_plans_what_prepare_writes(tmp_path, num_shards, shard_index):
     assert est["files_missing"] == m["existence_check"]["files_missing"] == 97
     assert est["train_images_planned"] == m["train_images"] > 0
     assert est["images_planned"] == m["images_written"]
+    if num_shards == 1:  # the plan's classes by size (the whole run's, in every part) are those written
+        from guie_nb.data.resampling import size_histogram
+
+        assert est["train_class_sizes"] == {n: size_histogram(s["class_counts"].values())
+                                            for n, s in m["sources"].items()}
     val_images = m["val"].get("num_queries", 0) + m["val"].get("num_index", 0)
     assert (val_images > 0) == (shard_index == 0)  # the validation split is part 0's
 

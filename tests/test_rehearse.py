@@ -131,6 +131,28 @@ def test_training_hours_follow_the_data_prep_plan():
     assert entry["limits"][0]["ok"] and not entry["problems"]
 
 
+def test_resampled_training_hours_follow_the_plans_class_sizes():
+    """min_draws_per_class: the fixture's resampled epoch (train_images) scales to the plan's
+    classes resampled (sum of classes x max(size, m)), not by the plain image ratio."""
+    from guie_nb.kaggle.rehearse import _scale_training_hours
+
+    sizes = {"products10k": {"5": 100, "40": 10}, "gldv2": {"10": 50}}  # 900 + 500 images planned
+    entry = {"notebook": "02_train_tpu", "resolved": {"train": {"min_draws_per_class": 20}},
+             "estimates": {"hours": 0.5, "train_images": 100, "data_train_images": 40},
+             "limits": [{"name": "session_hours", "limit": 9.0, "value": 0.5, "ok": True}], "problems": []}
+    _scale_training_hours(entry, 1_400, sizes)  # resampled: 100 x 20 + 10 x 40 + 50 x 20 = 3,400
+    assert entry["estimates"]["hours"] == pytest.approx(0.5 * 3_400 / 100)
+    assert entry["limits"][0]["value"] == pytest.approx(17.0) and "3400 training images" in entry["estimates"]["hours_basis"]
+    one = {**entry, "resolved": {"train": {"min_draws_per_class": 20, "train_sources": ["gldv2"]}},
+           "estimates": {"hours": 0.5, "train_images": 100, "data_train_images": 40}}
+    _scale_training_hours(one, 1_400, sizes)
+    assert one["estimates"]["hours"] == pytest.approx(0.5 * 1_000 / 100)
+    plain = {**entry, "resolved": {"train": {"min_draws_per_class": 0}},
+             "estimates": {"hours": 0.5, "train_images": 40, "data_train_images": 40}}
+    _scale_training_hours(plain, 1_400, sizes)  # off: the plain ratio, as before
+    assert plain["estimates"]["hours"] == pytest.approx(0.5 * 1_400 / 40)
+
+
 def test_data_prep_split_over_kernels_is_staged_side_by_side_and_mounted_together(tmp_path):
     report = _rehearse(tmp_path, "seed_recipe", only=["01_data_prep", "02_train_tpu"],
                        overrides={"01_data_prep": {"num_shards": 2}})

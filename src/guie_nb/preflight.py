@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from guie_nb import run_dir
+from guie_nb.data import resampling
 from guie_nb.params import RESOLVED_CONFIG, write_resolved
 
 PREFLIGHT = "preflight.json"
@@ -114,7 +115,11 @@ def preflight_data_prep(resolved: dict) -> dict:
         else:
             seconds = plan.estimate_seconds / max(plan.estimate_samples, 1)
             workers = data["processes"] or KAGGLE_CPU_CORES
-            estimates.update(output_gb=plan.estimated_bytes / GB, images_planned=plan.images,
+            # classes by training-image count, per source, of the whole run (every part plans it
+            # all): what a class-resampling training stage's epoch is estimated from (rehearse)
+            sizes = {n: resampling.size_histogram(len(v) for v in sel.train.values())
+                     for n, sel in plan.selections.items()}
+            estimates.update(output_gb=plan.estimated_bytes / GB, images_planned=plan.images, train_class_sizes=sizes,
                              train_images_planned=plan.train_images, files_missing=plan.existence["files_missing"],
                              bytes_per_image=plan.estimated_bytes / max(plan.images, 1),
                              seconds_per_image=seconds, hours=seconds * plan.images / workers / 3600)
@@ -231,14 +236,17 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
             xla = compiled_memory(model_cfg, train_cfg, num_classes)
             estimates["memory_gib_per_device_xla"] = None if xla is None else xla.peak_gib
         n_dev = memory_plan.DEVICES[device][0]
-        images = manifest["train_images"]
+        images, ranges = manifest["train_images"], None
         if train_cfg.train_sources:  # an epoch is one pass over the named sources' images
             from guie_nb.data.prepare import source_labels
 
             try:
-                images = source_labels(manifest, train_cfg.train_sources)[1]
+                ranges, images = source_labels(manifest, train_cfg.train_sources)
             except ValueError as err:
                 problems.append(str(err))
+        if getattr(train_cfg, "min_draws_per_class", 0):  # class resampling: an epoch is the resampled stream
+            images = resampling.epoch_images(resampling.manifest_class_counts(manifest),
+                                             train_cfg.min_draws_per_class, ranges)
         estimates.update(train_images=images, data_train_images=manifest["train_images"])
         # cached_embeddings: the backbone sees each training image once (all of them: the cache does
         # not depend on train_sources); the neck + head epochs on the features (~1e6 FLOPs per image

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from guie_nb.data.resampling import repeat_records
 from guie_nb.data.shard_reader import original_size as _original_size, parse
 from guie_nb.model.preprocessing import resize_images
 
@@ -53,11 +54,15 @@ def train_dataset(files: list[str | Path], size: int, batch_size: int, seed: int
                   steps: int | None = None, skip_steps: int = 0, steps_per_execution: int = 1,
                   shuffle_buffer: int = 4096, jitter: float = 0.1, original_size: bool = False,
                   rows: slice | None = None,
-                  label_ranges: list[tuple[int, int]] | None = None) -> tf.data.Dataset:
+                  label_ranges: list[tuple[int, int]] | None = None,
+                  class_repeats: np.ndarray | None = None) -> tf.data.Dataset:
     """One epoch of `({"image", "label"}, label)` batches for the margin-head training model.
 
     `label_ranges`: keep only records whose label lies in one of these `[start, stop)` ranges
     (a subset of the data-prep sources, `prepare.source_labels`); None keeps all.
+    `class_repeats`: float `[classes]`, each record read `class_repeats[label]` times per pass in
+    expectation (class resampling, `guie_nb.data.resampling.repeat_records`, keyed by seed and
+    epoch, before the shuffle); None reads each record once, the stream of before it existed.
     `steps` batches (None: one pass, remainder dropped), starting after `skip_steps` batches;
     batches come stacked `steps_per_execution` at a time: `[steps_per_execution, batch, ...]`.
     Records are skipped before decoding, so resuming mid-epoch costs only reading.
@@ -83,6 +88,8 @@ def train_dataset(files: list[str | Path], size: int, batch_size: int, seed: int
                        deterministic=True)
     if label_ranges is not None:  # before the shuffle: the buffer holds only records that are kept
         ds = ds.filter(lambda raw: _label_in(parse(raw)["label"], label_ranges))
+    if class_repeats is not None:  # before the shuffle, which spreads a record's copies apart
+        ds = repeat_records(ds, class_repeats, seed=int(np.random.default_rng([seed, epoch, 2]).integers(2**31)))
     ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=True)
     if steps is not None:
         ds = ds.repeat().take(steps * batch_size)

@@ -204,17 +204,31 @@ def _kernel_report(kernel: StagedKernel, attached: list[str], working: Path, err
     return entry
 
 
-def _scale_training_hours(entry: dict, planned_train_images: int | None) -> None:
+def _scale_training_hours(entry: dict, planned_train_images: int | None,
+                          class_sizes: dict[str, dict[str, int]] | None = None) -> None:
     """A training kernel reads the fixture data-prep output; its hours are scaled to the number of
-    training images the data-prep kernels' dry runs planned from the (published-size) listings."""
+    training images the data-prep kernels' dry runs planned from the (published-size) listings.
+    A class-resampling stage (`min_draws_per_class`) is scaled by resampled epochs instead: the
+    plan's classes by size (`class_sizes`, per source) against the fixture's resampled epoch."""
     e = entry["estimates"]
     # the whole data-prep output: a stage on a subset of its sources (train_sources) scales alike
     fixture_images = e.get("data_train_images") or e.get("train_images")
     if entry["notebook"] not in ("02_train_tpu", "03_finetune") or not planned_train_images or not fixture_images \
             or e.get("hours") is None:
         return
-    e["hours"] *= planned_train_images / fixture_images
-    e["hours_basis"] = f"{planned_train_images} training images (the data-prep plan), at the assumed MFU"
+    train = entry.get("resolved", {}).get("train") or {}
+    m = train.get("min_draws_per_class") or 0
+    if m and class_sizes and e.get("train_images"):
+        from guie_nb.data.resampling import histogram_epoch_images
+
+        names = train.get("train_sources") or list(class_sizes)
+        epoch = sum(histogram_epoch_images(class_sizes[n], m) for n in names if n in class_sizes)
+        e["hours"] *= epoch / e["train_images"]
+        e["hours_basis"] = (f"{epoch} training images per epoch (the data-prep plan's classes resampled to at "
+                            f"least {m} draws each), at the assumed MFU")
+    else:
+        e["hours"] *= planned_train_images / fixture_images
+        e["hours_basis"] = f"{planned_train_images} training images (the data-prep plan), at the assumed MFU"
     for lim in entry["limits"]:
         if lim["name"] == "session_hours":
             lim["value"] = e["hours"]
@@ -276,6 +290,7 @@ def rehearse(preset: str, out_root: str | Path = "build/rehearsal", *, notebook_
     outputs: dict[str, Path] = {}
     resolved: dict[str, dict] = {}
     planned: list[int | None] = []  # training images each data-prep kernel plans
+    class_sizes: dict | None = None  # the data-prep plan's classes by size, per source
     for kernel in staged:
         slug = kernel.meta["id"].split("/")[1]
         if only and kernel.notebook not in only and kernel.key not in only:
@@ -297,7 +312,8 @@ def rehearse(preset: str, out_root: str | Path = "build/rehearsal", *, notebook_
         entry = _kernel_report(kernel, attached, Path(roots.working), error)
         if kernel.notebook == "01_data_prep":
             planned.append(entry["estimates"].get("train_images_planned"))
-        _scale_training_hours(entry, sum(planned) if planned and None not in planned else None)
+            class_sizes = class_sizes or entry["estimates"].get("train_class_sizes")  # every part: the whole run
+        _scale_training_hours(entry, sum(planned) if planned and None not in planned else None, class_sizes)
         _session_limit(entry, kernel.meta)
         _stand_in_zip(entry)
         resolved[kernel.key] = entry["resolved"]

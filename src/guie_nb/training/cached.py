@@ -43,6 +43,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from guie_nb.data import resampling
 from guie_nb.data.prepare import DataDirs
 from guie_nb.evaluation import score
 from guie_nb.model.embedding import ModelConfig, apply_neck, build_embedding_model, build_training_model
@@ -68,13 +69,23 @@ def _optimizer(train_cfg: TrainConfig, steps: int, plan: param_groups.ParamPlan)
     return opt.init, update, schedule_for(train_cfg, steps)
 
 
-def epoch_indices(seed: int, epoch: int, n: int, steps: int, batch_size: int) -> np.ndarray:
+def epoch_indices(seed: int, epoch: int, n: int, steps: int, batch_size: int,
+                  repeats: np.ndarray | None = None) -> np.ndarray:
     """int32 `[steps, batch_size]`: rows of the cache for each step of `epoch`, a seeded permutation
     per pass (a pure function of seed and epoch); passes continue into fresh permutations when
-    `steps * batch_size` exceeds `n`."""
+    `steps * batch_size` exceeds `n`. `repeats`: float `[n]`, each row's repeat factor (class
+    resampling, `TrainConfig.min_draws_per_class`): a pass holds row i floor(r_i) times plus once
+    more with probability r_i - floor(r_i) (`guie_nb.data.resampling.resampled_rows`), permuted."""
     rng = np.random.default_rng([seed, epoch])
     need = steps * batch_size
-    order = np.concatenate([rng.permutation(n) for _ in range(-(-need // n))])[:need]
+    if repeats is None:
+        order = np.concatenate([rng.permutation(n) for _ in range(-(-need // n))])[:need]
+    else:
+        passes, have = [], 0
+        while have < need:
+            passes.append(rng.permutation(resampling.resampled_rows(rng, repeats)))
+            have += len(passes[-1])
+        order = np.concatenate(passes)[:need]
     return order.reshape(steps, batch_size).astype(np.int32)
 
 
@@ -308,7 +319,13 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
     n_train = len(rows)
     if n_train == 0:
         raise ValueError(f"the feature cache holds no training images of train_sources {train_cfg.train_sources}")
-    steps = steps_per_epoch(train_cfg, n_train)
+    repeats = None
+    if train_cfg.min_draws_per_class:  # class resampling, from the cached rows' labels (the manifest's counts)
+        labels = cache.train_labels[rows]
+        per_class = np.bincount(labels, minlength=num_classes)
+        repeats = resampling.repeat_factors(per_class, train_cfg.min_draws_per_class)[labels]
+        n_epoch = resampling.epoch_images(per_class, train_cfg.min_draws_per_class)
+    steps = steps_per_epoch(train_cfg, n_train if repeats is None else n_epoch)
     total_steps = train_cfg.epochs * steps
     if stop_after_steps is not None and stop_after_steps % steps:
         raise ValueError(f"stop_after_steps={stop_after_steps}: the cached path stops at epoch ends, "
@@ -371,7 +388,7 @@ def train_cached(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig
             margins = data.margins(epoch)
             nt = list(carry[1])
             nt[margin_index] = _put(margins.astype(np.float32), on)
-            idx = _put(epoch_indices(train_cfg.seed, epoch, n_train, steps, train_cfg.batch_size), on)
+            idx = _put(epoch_indices(train_cfg.seed, epoch, n_train, steps, train_cfg.batch_size, repeats), on)
             t_call = time.time()
             carry, (losses, accs) = step_fn((carry[0], nt, carry[2]), frozen, features, idx)
             losses, accs = np.asarray(losses), np.asarray(accs)

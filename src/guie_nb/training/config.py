@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
+from guie_nb.data.resampling import check_min_draws
+
 OPTIMIZERS = ("adamw", "sgd")
 LAYOUTS = ("data_parallel", "model_parallel")  # guie_nb.model.sharding
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -50,6 +52,11 @@ class TrainConfig:
     # train on these data-prep sources only (their `name`s, e.g. ["products10k"] for the 1st place's
     # last stage); None: all. The label space and the validation split stay the data-prep's.
     train_sources: list[str] | None = None
+    # class resampling (2nd place: 20, after capping classes at 100 images in data-prep): a class
+    # with n_c < m training images is drawn m times per epoch in expectation (each image m / n_c
+    # times, stochastically rounded; guie_nb.data.resampling), a larger class once per image; an
+    # epoch (steps_per_epoch None) is the resampled stream, sum_c max(n_c, m) images. 0: off.
+    min_draws_per_class: int = 0
     seed: int = 0
 
     def __post_init__(self):
@@ -83,6 +90,7 @@ class TrainConfig:
                                                or not all(isinstance(n, str) and n for n in self.train_sources)):
             raise ValueError(f"train_sources must be None or a non-empty list of source names, "
                              f"got {self.train_sources!r}")
+        check_min_draws(self.min_draws_per_class)
         if self.grad_accum_steps < 1 or self.batch_size % self.grad_accum_steps:
             raise ValueError(f"grad_accum_steps ({self.grad_accum_steps}) must be >= 1 and divide "
                              f"batch_size ({self.batch_size}) into equal micro-batches")
@@ -115,4 +123,6 @@ class TrainConfig:
             d.pop("cached_embeddings")
         if d["train_sources"] is None:  # left out when unset: older checkpoints still resume
             d.pop("train_sources")
+        if not d["min_draws_per_class"]:  # off: left out, so older checkpoints still resume
+            d.pop("min_draws_per_class")
         return json.dumps(d, sort_keys=True)

@@ -42,6 +42,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from guie_nb import run_dir
+from guie_nb.data import resampling
 from guie_nb.data.pipeline import class_counts, train_dataset
 from guie_nb.data.prepare import DataDirs, load_manifest, source_labels, train_paths
 from guie_nb.evaluation import ValidationSet
@@ -355,20 +356,24 @@ class TrainingData:
     files: list[Path]
     val: ValidationSet
     num_classes: int
-    train_images: int  # one epoch's images: those of `train_sources`, or all
+    train_images: int  # one epoch's images: those of `train_sources`, or all (resampled: the expected draws)
     manifest: dict
     model_cfg: ModelConfig
     counts: np.ndarray | None  # images per class (the dynamic margin schedule only)
     label_ranges: list[tuple[int, int]] | None  # TrainConfig.train_sources as label ranges; None: all
+    # per class, how many times each image is read per epoch (TrainConfig.min_draws_per_class); None: once
+    class_repeats: np.ndarray | None = None
 
     @classmethod
-    def load(cls, data_dir: DataDirs, model_cfg: ModelConfig,
-             train_sources: list[str] | None = None) -> "TrainingData":
+    def load(cls, data_dir: DataDirs, model_cfg: ModelConfig, train_sources: list[str] | None = None,
+             min_draws_per_class: int = 0) -> "TrainingData":
         """`data_dir`: data-prep's output directory, or the list of a split data-prep's part directories.
         The training files are chosen here: all of them, in every process of a multi-host run too
         (each decodes only its rows of every batch); the label counts are split by file.
         `train_sources`: train on these data-prep sources only (`prepare.source_labels`; ValueError
-        naming an unknown one); validation is unchanged."""
+        naming an unknown one); validation is unchanged. `min_draws_per_class` > 0: class
+        resampling (`guie_nb.data.resampling`, from the manifest's class counts, the same in every
+        process); `train_images` is then the resampled epoch's expected length."""
         manifest = load_manifest(data_dir)
         files = train_paths(data_dir, manifest)
         head, n = model_cfg.head, manifest["num_classes"]
@@ -377,8 +382,13 @@ class TrainingData:
         counts = None
         if head.margin_schedule == "dynamic":  # multi-host: each process counts its files' labels, summed
             counts = distributed.sum_over_processes(class_counts(distributed.process_files(files), n))
+        repeats = None
+        if min_draws_per_class:
+            per_class = resampling.manifest_class_counts(manifest)
+            repeats = resampling.repeat_factors(per_class, min_draws_per_class)
+            images = resampling.epoch_images(per_class, min_draws_per_class, label_ranges)
         return cls(files, ValidationSet.from_manifest(data_dir, manifest), n, images, manifest,
-                   model_cfg, counts, label_ranges)
+                   model_cfg, counts, label_ranges, repeats)
 
     def val_images(self) -> int:
         """Validation queries + index images: what one evaluation runs through the model."""
@@ -493,7 +503,7 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
                             stop_after_steps=stop_after_steps)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = TrainingData.load(data_dir, model_cfg, train_cfg.train_sources)
+    data = TrainingData.load(data_dir, model_cfg, train_cfg.train_sources, train_cfg.min_draws_per_class)
     keras.utils.set_random_seed(train_cfg.seed)
     steps = steps_per_epoch(train_cfg, data.train_images)
     total_steps = train_cfg.epochs * steps
@@ -531,7 +541,7 @@ def train(data_dir: DataDirs, out_dir: str | Path, model_cfg: ModelConfig, train
                                epoch=epoch, steps=steps, skip_steps=in_epoch,
                                steps_per_execution=train_cfg.steps_per_execution,
                                original_size=model_cfg.size_features, rows=rows,
-                               label_ranges=data.label_ranges)
+                               label_ranges=data.label_ranges, class_repeats=data.class_repeats)
             t0 = time.time()
             progress = EpochProgress(epoch + 1, train_cfg.epochs, steps, train_cfg.batch_size, done=in_epoch)
             for batches in ds.as_numpy_iterator():
