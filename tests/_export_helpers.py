@@ -35,3 +35,27 @@ def run_export_cli(model_dir: Path, fmt: str, out: Path, *extra: str) -> tuple[s
                            "--format", fmt, "--out", str(out), "--report", str(report), *extra],
                           capture_output=True, text=True, env=env)
     return proc, (json.loads(report.read_text()) if report.is_file() else {})
+
+
+def assert_torchscript_reproduces_keras(model, cfg, tmp_path: Path, sizes=((1, 1), (97, 301), (224, 224))) -> None:
+    """The saved and reloaded TorchScript module gives the Keras model's embeddings (atol 2e-5)."""
+    import numpy as np
+    import torch
+
+    from guie_nb.export.checks import keras_reference, probe_images
+    from guie_nb.export.torchscript import build_torch_module, save_torchscript
+
+    module = torch.jit.load(str(save_torchscript(build_torch_module(model, cfg), tmp_path / "saved_model.pt")))
+    reference = keras_reference(model, cfg)
+    for image in probe_images(list(sizes)):
+        with torch.no_grad():
+            out = module(torch.from_numpy(image).permute(2, 0, 1)[None]).numpy()
+        np.testing.assert_allclose(out[0], reference(image), atol=2e-5)
+
+
+def assert_submission_verified(model_dir: Path, fmt: str, tmp_path: Path) -> None:
+    """The export CLI writes a zip that passes verification in the scorer runtime (64-d, cosine >= 0.9999)."""
+    proc, report = run_export_cli(model_dir, fmt, tmp_path / "submission.zip", "--probes", FAST_PROBES,
+                                  "--warmup", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert report["ok"] and report["embedding_dim"] == 64 and report["min_cosine"] >= 0.9999

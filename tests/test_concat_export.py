@@ -122,8 +122,10 @@ def test_dry_run_of_a_concat_export(data_dir, tmp_path):
     save_demo_model(tmp_path / "r3", **SMALL)
     report = preflight(resolve_export(data_dir=data_dir, out_dir=tmp_path / "y", concat=concat, dry_run=True))
     assert report["ok"], report["problems"]
-    big, small = scoring_estimate(BIG), scoring_estimate({**SMALL, "image_size": 32})
-    assert report["estimates"]["scoring_hours"] == pytest.approx(big["hours"] + small["hours"])
+    combined = scoring_estimate({**BIG, "extra_backbones": [{"backbone": SMALL["backbone"], "image_size": 32}]})
+    assert report["estimates"]["scoring_hours"] == pytest.approx(combined["hours"])  # one neck: features -> 64
+    big, small = scoring_estimate(BIG), scoring_estimate({**SMALL, "image_size": 32})  # each with its own neck
+    assert report["estimates"]["scoring_hours"] == pytest.approx(big["hours"] + small["hours"], rel=1e-3)
 
 
 def test_bad_concat_parameters_are_named(tmp_path):

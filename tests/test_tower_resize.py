@@ -7,9 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-import torch
 
-from _export_helpers import FAST_PROBES, run_export_cli, save_demo_model
+from _export_helpers import assert_submission_verified, assert_torchscript_reproduces_keras, save_demo_model
 from guie_nb.model.embedding import ModelConfig, build_embedding_model
 from guie_nb.model.tower_input import TowerResize, resize_matrix
 
@@ -75,22 +74,10 @@ def test_bad_tower_sizes_are_named():
 
 @pytest.mark.parametrize("flip_tta", [False, True])
 def test_torchscript_reproduces_the_resized_tower(tmp_path, flip_tta):
-    from guie_nb.export.checks import keras_reference, probe_images
-    from guie_nb.export.torchscript import build_torch_module, save_torchscript
-
     cfg, model = _model(hidden_dim=32, resize_mode="shortest_side_crop", flip_tta=flip_tta)
-    module = torch.jit.load(str(save_torchscript(build_torch_module(model, cfg), tmp_path / "saved_model.pt")))
-    reference = keras_reference(model, cfg)
-    for image in probe_images([(1, 1), (97, 301), (224, 224)]):
-        with torch.no_grad():
-            out = module(torch.from_numpy(image).permute(2, 0, 1)[None]).numpy()
-        np.testing.assert_allclose(out[0], reference(image), atol=2e-5)
+    assert_torchscript_reproduces_keras(model, cfg, tmp_path)
 
 
 @pytest.mark.parametrize("fmt", ["saved_model", "torchscript"])
 def test_resized_tower_submission_verified_in_scorer_runtime(tmp_path, fmt):
-    model_dir = save_demo_model(tmp_path / "model", extra_backbones=SMALL)
-    proc, report = run_export_cli(model_dir, fmt, tmp_path / "submission.zip", "--probes", FAST_PROBES,
-                                  "--warmup", "1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert report["ok"] and report["embedding_dim"] == 64 and report["min_cosine"] >= 0.9999
+    assert_submission_verified(save_demo_model(tmp_path / "model", extra_backbones=SMALL), fmt, tmp_path)

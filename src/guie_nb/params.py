@@ -204,14 +204,19 @@ def _zero_shot(zero_shot: dict, out_dir) -> tuple[dict, dict]:
     return settings, cfg.to_dict()
 
 
+def _check_keys(value, name: str, keys) -> None:
+    """ValueError unless `value` is a dict whose keys are among `keys` (the message names them)."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a dict with keys {list(keys)}, got {value!r}")
+    unknown = sorted(set(value) - set(keys))
+    if unknown:
+        raise ValueError(f"{name}: unknown key(s) {unknown}; keys: {list(keys)}")
+
+
 def _soup(soup: dict, out_dir) -> dict:
     from guie_nb.model.soup import SOUP_MODES
 
-    if not isinstance(soup, dict):
-        raise ValueError(f"soup must be a dict with keys {list(SOUP_KEYS)}, got {soup!r}")
-    unknown = sorted(set(soup) - set(SOUP_KEYS))
-    if unknown:
-        raise ValueError(f"soup: unknown key(s) {unknown}; keys: {list(SOUP_KEYS)}")
+    _check_keys(soup, "soup", SOUP_KEYS)
     dirs = soup.get("model_dirs")
     if not isinstance(dirs, (list, tuple)) or len(dirs) < 2:
         raise ValueError(f"soup.model_dirs must list at least 2 run folders, got {dirs!r}")
@@ -227,11 +232,7 @@ def _concat(concat: dict, out_dir) -> dict:
     reduction fitted on the concatenated features (required: the combined projection is untrained)."""
     from guie_nb.model.soup import SOUP_MODES
 
-    if not isinstance(concat, dict):
-        raise ValueError(f"concat must be a dict with keys {list(CONCAT_KEYS)}, got {concat!r}")
-    unknown = sorted(set(concat) - set(CONCAT_KEYS))
-    if unknown:
-        raise ValueError(f"concat: unknown key(s) {unknown}; keys: {list(CONCAT_KEYS)}")
+    _check_keys(concat, "concat", CONCAT_KEYS)
     parts = concat.get("parts")
     if not isinstance(parts, (list, tuple)) or len(parts) < 2:
         raise ValueError("concat.parts must list at least 2 parts ({'model_dirs': [...], 'mode': ...}), "
