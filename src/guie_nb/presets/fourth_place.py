@@ -52,6 +52,12 @@ BRANCHES = [
 ]
 PCA_SAMPLE = 4000
 
+# The export runs on a T4 GPU kernel: two greedy soups (3 held-out evaluations each), the PCA fit
+# and two held-out evaluations of the two-tower model (0.72 TFLOP/image) on ~9,000 held-out images
+# take ~100 h on a CPU kernel (12 h limit) at the assumed CPU rate (`make rehearse PROFILE=fourth_place`
+# shows 04's hours on the machine it is staged for).
+KERNEL_MACHINES = {"04_export": "NvidiaTeslaT4"}
+
 
 def notebook_params(root: str) -> dict[str, dict]:
     # the ViT-L-14-336 soup first: the combined model's input size is the largest tower's (336 px)
