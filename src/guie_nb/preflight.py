@@ -439,7 +439,8 @@ def preflight_export(resolved: dict, machine: str | None = None) -> dict:
             train = manifest["train_images"]
             estimates.update(hours=export_hours(work, machine, heldout, train), machine=machine, heldout_images=heldout,
                              train_images=train,
-                             export_work=work, hours_basis=f"{heldout} held-out images; {EXPORT_THROUGHPUT_SOURCE[machine]}")
+                             export_work=work,
+                             hours_basis=f"{heldout} held-out images; {EXPORT_THROUGHPUT_SOURCE[machine]}")
         limits.append(_limit("session_hours", SESSION_HOURS[machine], estimates["hours"]))
     else:
         problems.append(f"no model config in {model_dir}: nothing to export")

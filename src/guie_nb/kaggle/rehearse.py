@@ -267,8 +267,8 @@ def _session_limit(entry: dict, meta: dict) -> None:
     """Judge the hours against the session of the machine the kernel is staged for (12 h CPU,
     9 h TPU/GPU), replacing the notebook's own verdict, which assumed its usual machine."""
     kind = _machine_kind(meta)
-    hint = ("stage it on a GPU (the preset's KERNEL_MACHINES) or cut its held-out work" if entry["notebook"] == "04_export"
-            else "plan it across resumed sessions, or fewer epochs per kernel")
+    hint = "stage it on a GPU (the preset's KERNEL_MACHINES) or cut its held-out work" \
+        if entry["notebook"] == "04_export" else "plan it across resumed sessions, or fewer epochs per kernel"
     entry["problems"] = [p for p in entry["problems"] if not p.startswith("over the limit: session_hours")]
     for lim in entry["limits"]:
         if lim["name"] == "session_hours":
@@ -364,7 +364,7 @@ def _write(report: dict, root: Path, log) -> dict:
 def format_table(report: dict) -> str:
     width = max([18] + [len(k.get("kernel", k["notebook"])) + 1 for k in report["kernels"]])
     rows = [f"rehearsal of {report['preset']}: {'OK' if report['ok'] else 'FAILED'}",
-            f"{'kernel':<{width}} {'machine':<9} {'net':<4} {'inputs':<7} {'out GB':>8} {'hours':>7} "
+            f"{'kernel':<{width}} {'machine':<13} {'net':<4} {'inputs':<7} {'out GB':>8} {'hours':>7} "
             f"{'GiB/chip plan':>13} {'XLA':>6} {'scoring h':>9}  problems"]
 
     def num(v, fmt):
@@ -375,7 +375,7 @@ def format_table(report: dict) -> str:
         found = sum(i["found"] for i in k["inputs"])
         part = re.search(r"part-(\d+)-of-(\d+)$", k["slug"])
         name = k.get("kernel", k["notebook"]).split("#")[0] + (f" {part.group(1)}/{part.group(2)}" if part else "")
-        rows.append(f"{name:<{width}} {k['machine_shape'] or 'CPU':<9} {'on' if k['internet'] else 'off':<4} "
+        rows.append(f"{name:<{width}} {k['machine_shape'] or 'CPU':<13} {'on' if k['internet'] else 'off':<4} "
                     f"{found}/{len(k['inputs']):<5} {num(e['output_gb'], '.3g'):>8} {num(e['hours'], '.3g'):>7} "
                     f"{num(e['memory_gib_per_device_plan'], '.1f'):>13} {num(e['memory_gib_per_device_xla'], '.1f'):>6} "
                     f"{num(e.get('scoring_hours'), '.3g'):>9}  {len(k['problems'])}")

@@ -29,8 +29,8 @@ STAGES = [
                             "weight_decay": 0.05, "warmup_epochs": 0.5, "remat": True}),
 ]
 
-# The export runs on a T4 GPU kernel: scoring ~9,000 held-out images with its flip-TTA ViT-H-14
-# (0.67 TFLOP/image) takes ~17 h on a CPU kernel (12 h limit) at the assumed CPU rate
+# The export runs on a T4 GPU kernel: scoring ~9,000 held-out images (first_place's data-prep plan)
+# with its flip-TTA ViT-H-14 (0.67 TFLOP/image) takes ~17 h at the assumed CPU rate (12 h limit)
 # (`make rehearse PROFILE=second_place` shows 04's hours on the machine it is staged for).
 KERNEL_MACHINES = {"04_export": "NvidiaTeslaT4"}
 
