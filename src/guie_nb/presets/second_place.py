@@ -29,9 +29,9 @@ STAGES = [
                             "weight_decay": 0.05, "warmup_epochs": 0.5, "remat": True}),
 ]
 
-# The export runs on a T4 GPU kernel: scoring ~9,000 held-out images (first_place's data-prep plan)
-# with its flip-TTA ViT-H-14 (0.67 TFLOP/image) takes ~17 h at the assumed CPU rate (12 h limit)
-# (`make rehearse PROFILE=second_place` shows 04's hours on the machine it is staged for).
+# The export runs on a T4 GPU kernel: scoring its 9,784 held-out images with the flip-TTA ViT-H-14
+# (0.67 TFLOP/image) takes 18.3 h at the assumed CPU rate (12 h limit), 0.8 h on the T4
+# (`make rehearse PROFILE=second_place`).
 KERNEL_MACHINES = {"04_export": "NvidiaTeslaT4"}
 
 
