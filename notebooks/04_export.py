@@ -77,7 +77,9 @@ print(json.dumps(resolved["export"], indent=1))
 # ## Dry run
 # With `dry_run = True` the notebook stops after this cell: the model to export, the held-out data
 # and the training metrics are checked, and the zip size and the scorer's running time (205,000
-# images, one at a time) are estimated against the 9 h limit (`preflight.json`).
+# images, one at a time) are estimated against the 9 h limit, and this kernel's own hours (every
+# forward pass below, counted, at an assumed throughput of this machine: CPU or GPU) against its
+# session (`preflight.json`).
 
 # %%
 if dry_run:
@@ -120,6 +122,11 @@ if not dry_run:
     from guie_nb.export.model_source import export_model
     from guie_nb.export.submission import SubmissionEmbedder
 
+    import tensorflow as tf
+
+    # the model work below runs where TensorFlow puts it: the GPU of a kernel staged on one (a preset's
+    # KERNEL_MACHINES), else the CPU; the dry run's hours assumed the same machine (preflight.json)
+    print("TensorFlow runs the model work on", [d.name for d in tf.config.list_logical_devices("GPU")] or "the CPU")
     ex = resolved["export"]
     out = Path(ex["out_dir"])
     data = resolved["data"]["data_dir"]

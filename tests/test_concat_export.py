@@ -122,6 +122,17 @@ def test_dry_run_of_a_concat_export(data_dir, tmp_path):
     save_demo_model(tmp_path / "r3", **SMALL)
     report = preflight(resolve_export(data_dir=data_dir, out_dir=tmp_path / "y", concat=concat, dry_run=True))
     assert report["ok"], report["problems"]
+    # this kernel's hours: part 0's greedy soup of 2 (3 held-out evaluations), part 1 scored once, ...
+    from guie_nb.data.prepare import load_manifest
+    from guie_nb.preflight import export_hours
+
+    e, val = report["estimates"], load_manifest(data_dir)["val"]
+    assert e["machine"] == "cpu" and e["heldout_images"] == val["num_queries"] + val["num_index"] > 0
+    assert [w["heldout_passes"] for w in e["export_work"][:2]] == [3, 1]
+    assert e["train_images"] < 2000  # the PCA sample (2,000 by default) is what there is
+    assert e["hours"] > 0
+    assert e["hours"] == pytest.approx(export_hours(e["export_work"], "cpu", e["heldout_images"], e["train_images"]))
+    assert {"name": "session_hours", "limit": 12.0, "value": e["hours"], "ok": True} in report["limits"]
     combined = scoring_estimate({**BIG, "extra_backbones": [{"backbone": SMALL["backbone"], "image_size": 32}]})
     assert report["estimates"]["scoring_hours"] == pytest.approx(combined["hours"])  # one neck: features -> 64
     big, small = scoring_estimate(BIG), scoring_estimate({**SMALL, "image_size": 32})  # each with its own neck

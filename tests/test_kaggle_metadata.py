@@ -280,3 +280,36 @@ def test_restaging_removes_kernel_folders_it_did_not_write(tmp_path):
     assert kernels == second
     for kept in ("chain_state.json", "chain/log.txt", "notes", "guie-nb-helpers/dataset-metadata.json"):
         assert (tmp_path / kept).exists(), kept
+
+
+def test_a_preset_stages_its_heavy_export_on_a_gpu(tmp_path):
+    """first_place's export (the held-out scoring of a 290 px stride-12 ViT-H-14) runs on a T4 kernel;
+    its training kernels keep the template's TPU; zero_shot's export stays on a CPU kernel."""
+    from guie_nb import presets
+
+    assert presets.kernel_machines("first_place") == {"04_export": "NvidiaTeslaT4"}
+    staged = {k.key: k.meta for k in stage_kernels(tmp_path / "a", "alice", "first_place", REPO / "notebooks",
+                                                   TEMPLATES, KaggleRoots())}
+    export = staged["04_export"]
+    assert (export["machine_shape"], md.flag(export, "enable_gpu"), md.flag(export, "enable_tpu")) == \
+        ("NvidiaTeslaT4", True, False)
+    assert md.flag(export, "enable_internet")  # the scorer runtimes' pip installs
+    assert all(m["machine_shape"] == "TpuV5E8" for k, m in staged.items() if k.startswith(("02_", "03_")))
+    zero = {k.key: k.meta for k in stage_kernels(tmp_path / "b", "alice", "zero_shot", REPO / "notebooks",
+                                                 TEMPLATES, KaggleRoots())}
+    assert md.accelerator(zero["04_export"]) == "CPU"
+
+
+def test_a_machine_is_checked_before_it_is_staged(monkeypatch):
+    from guie_nb import presets
+    from guie_nb.presets import demo
+
+    with pytest.raises(md.MetadataError, match="retired; use 'TpuV5E8'"):
+        md.on_machine({}, "TpuV38")
+    with pytest.raises(md.MetadataError, match="'NvidiaA100' is not one of"):
+        md.on_machine({}, "NvidiaA100")
+    assert md.on_machine({"enable_gpu": True}, "TpuV5E8") == {"machine_shape": "TpuV5E8", "enable_gpu": False,
+                                                               "enable_tpu": True}
+    monkeypatch.setattr(demo, "KERNEL_MACHINES", {"04_exprot": "NvidiaTeslaT4"}, raising=False)
+    with pytest.raises(ValueError, match=r"KERNEL_MACHINES names \['04_exprot'\]"):
+        presets.kernel_machines("demo")

@@ -115,6 +115,8 @@ def test_full_presets_rehearse(shared_out, preset):
         if k["notebook"] in ("02_train_tpu", "03_finetune"):
             assert k["estimates"]["memory_gib_per_device_plan"] <= 16
             assert "hours_basis" in k["estimates"]  # scaled to what the data-prep kernels planned
+        if k["notebook"] == "04_export":  # its forward passes counted, for the planned held-out images
+            assert k["estimates"]["hours"] is not None and "(the data-prep plan)" in k["estimates"]["hours_basis"]
 
 
 def test_training_hours_follow_the_data_prep_plan():
@@ -211,3 +213,35 @@ def test_a_staged_preset_rehearses_each_stage_from_the_one_before(tmp_path):
     submit, export = kernels["05_submit"]["estimates"], kernels["04_export"]["estimates"]
     assert submit["output_gb"] == export["output_gb"] > 1e-4 and "stand-in" in submit["output_basis"]
     assert submit["scoring_hours"] == pytest.approx(export["scoring_hours"])
+
+
+def test_export_hours_are_judged_on_the_machine_it_is_staged_for():
+    """An export whose counted forward passes take longer than a CPU kernel's 12 h is flagged there,
+    scaled to the held-out images the data-prep kernels planned; staged on a T4 it fits."""
+    from guie_nb.kaggle.metadata import on_machine
+    from guie_nb.kaggle.rehearse import _export_hours, _session_limit
+    from guie_nb.preflight import ASSUMED_EXPORT_FLOPS
+
+    # one step: 2 held-out passes of 1 TFLOP per image (a 0.5 TFLOP model with flip TTA, say)
+    work = [{"what": "held-out scoring", "flops_per_image": 1e12, "heldout_passes": 2, "images": 0, "where": "kernel"}]
+
+    def entry():
+        return {"notebook": "04_export", "problems": [],
+                "estimates": {"hours": 0.01, "export_work": work, "heldout_images": 20},
+                "limits": [{"name": "session_hours", "limit": 12.0, "value": 0.01, "ok": True}]}
+
+    cpu_meta = {"enable_gpu": False, "enable_tpu": False}
+    on_cpu = entry()
+    _export_hours(on_cpu, cpu_meta, 12_000)
+    _session_limit(on_cpu, cpu_meta)
+    assert on_cpu["estimates"]["hours"] == pytest.approx(2 * 12_000 * 1e12 / ASSUMED_EXPORT_FLOPS["cpu"] / 3600)
+    assert "12000 held-out images (the data-prep plan)" in on_cpu["estimates"]["hours_basis"]
+    assert not on_cpu["limits"][0]["ok"]
+    assert on_cpu["problems"][0].startswith("over the limit: session_hours 66.7 > 12 on CPU (stage it on a GPU")
+    gpu_meta = on_machine(cpu_meta, "NvidiaTeslaT4")
+    on_gpu = entry()
+    _export_hours(on_gpu, gpu_meta, 12_000)
+    _session_limit(on_gpu, gpu_meta)
+    assert on_gpu["limits"][0] == {"name": "session_hours", "limit": 9.0,
+                                   "value": pytest.approx(2 * 12_000 / 2.43 / 3600), "ok": True}
+    assert not on_gpu["problems"]

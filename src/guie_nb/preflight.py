@@ -12,7 +12,8 @@ Report schema (the rehearsal, `guie_nb.kaggle.rehearse`, reads it):
 "value", "ok"}], "problems": [str]}`.
 
 Assumptions, stated where they are used: a Kaggle CPU kernel has 4 cores; a TPU v5e chip peaks at
-197 bf16 TFLOP/s and a ViT train step reaches `ASSUMED_MFU` of it.
+197 bf16 TFLOP/s and a ViT train step reaches `ASSUMED_MFU` of it; the export's model work runs at
+`ASSUMED_EXPORT_FLOPS` on the kernel's machine (`EXPORT_THROUGHPUT_SOURCE`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,18 @@ SCORER_IMAGES = 205_000  # 5,000 queries + 200,000 index images, one model call 
 # 0.78 TFLOP per image, `scoring_estimate`) scored 205,000 images within 9 h, so the scorer sustained
 # at least ~5 TFLOP/s: that lower bound is the assumption.
 ASSUMED_SCORER_FLOPS = 5e12
+# What 04's Keras / TensorFlow model work sustains (fp32 inference) on the kernel's machine.
+# CPU: a ViT-H-14 224 px forward (0.33 TFLOP, `guie_nb.model.flops`) took 3.3 s on 2 CPU cores here
+# (../shared/GUIE_FACTS.md section 5), 0.1 TFLOP/s; a Kaggle CPU kernel's 4 vCPUs are 2 hyperthreaded
+# cores, so 0.1 TFLOP/s. GPU: a Tesla T4 peaks at 8.1 fp32 TFLOP/s (NVIDIA T4 datasheet); 04 runs
+# in float32 on one of the shape's two T4s (no distribution strategy) and its held-out evaluation
+# of the exported model feeds one image at a time, so a conservative 30% of one T4's peak is assumed.
+ASSUMED_EXPORT_FLOPS = {"cpu": 0.1e12, "gpu": 0.3 * 8.1e12}
+EXPORT_THROUGHPUT_SOURCE = {
+    "cpu": "Kaggle CPU kernel (4 vCPUs = 2 cores): 0.1 TFLOP/s, a ViT-H-14 forward (0.33 TFLOP) measured at 3.3 s "
+           "on 2 CPU cores (GUIE_FACTS section 5)",
+    "gpu": "Kaggle GPU kernel (NvidiaTeslaT4, one of its T4s used): 30% of the T4's 8.1 fp32 TFLOP/s peak, "
+           "conservative for float32 inference with one-image-at-a-time scoring"}
 SCORER_ASSUMPTION = ("scorer hardware not published; assumed to sustain 5 TFLOP/s, the lower bound implied by the "
                      "1st place's 290 px stride-12 ViT-H-14 (0.78 TFLOP/image) scoring 205,000 images within 9 h")
 
@@ -289,9 +302,118 @@ def exported_weights_gb(cfg) -> float:
     return 4 * sum(vit_params(v) for v in [cfg.vit, *cfg.extra_vits]) / GB
 
 
-def preflight_export(resolved: dict) -> dict:
+def _forward_flops(model) -> float:
+    """Inference FLOPs per image of a model (a dict or `ModelConfig`), x2 when it has flip TTA."""
+    from guie_nb.model.embedding import ModelConfig
+    from guie_nb.model.flops import flops_per_image
+
+    cfg = ModelConfig.from_dict(model) if isinstance(model, dict) else model
+    return (2 if cfg.flip_tta else 1) * flops_per_image(cfg, backward=False).forward
+
+
+def soup_evaluations(n_runs: int, mode: str) -> int:
+    """Held-out evaluations a soup of `n_runs` runs makes (`guie_nb.model.soup.greedy_soup`: each
+    run alone, then each of the `n - 1` candidate soups; a uniform soup or a single run: none)."""
+    return 2 * n_runs - 1 if mode == "greedy" and n_runs > 1 else 0
+
+
+def _work(what: str, flops: float, *, heldout: int = 0, images: int = 0, where: str = "kernel",
+          training_sample: bool = False) -> dict:
+    return {"what": what, "flops_per_image": flops, "heldout_passes": heldout, "images": images, "where": where,
+            "training_sample": training_sample}
+
+
+def export_work(resolved: dict) -> list[dict] | None:
+    """The forward passes 04 runs, per step of `guie_nb.export.model_source` and the notebook:
+    `[{"what", "flops_per_image", "heldout_passes", "images", "where"}]`: a step runs
+    `heldout_passes` x the held-out images (queries + index) + `images` forward passes, each of
+    `flops_per_image` (`guie_nb.model.flops.flops_per_image(cfg, backward=False)`, x2 with flip
+    TTA), on the kernel's machine (`where` "kernel") or on its CPU ("cpu": the scorer runtime's
+    pinned framework, one thread; a TorchScript submission, loaded on the CPU for the held-out scoring).
+
+    Steps: zero-shot: the held-out evaluation before and after the fit, the fit's sample; soup: its
+    greedy evaluations (`soup_evaluations`), the refit's sample; concat: per part its greedy
+    evaluations (a greedy soup's last score is the part's) or one evaluation, then the PCA sample
+    and the held-out evaluation of the combined model; every source: the probe images (and the
+    warm-up calls) in the scorer runtime with their Keras references, and the held-out scoring of
+    the exported submission. None when a model's config is not known (a part's run folder missing).
+    """
+    from guie_nb.export.verify import PROBES
+
+    ex, model = resolved["export"], resolved.get("model")
+    if model is None:
+        return None
+    work = []
+    if ex.get("zero_shot"):
+        zs, flops = ex["zero_shot"], _forward_flops(model)
+        work += [_work("held-out evaluation before and after the fit (Keras)", flops, heldout=2),
+                 _work(f"{zs['reduction']} fit on training images", flops, images=zs["sample_images"],
+                       training_sample=True)]
+    elif ex.get("soup"):
+        so, flops = ex["soup"], _forward_flops(model)
+        n = soup_evaluations(len(so["model_dirs"]), so["mode"])
+        work.append(_work(f"{so['mode']} soup of {len(so['model_dirs'])} runs: {n} held-out evaluations", flops,
+                          heldout=n))
+        if so.get("reduction"):
+            work.append(_work(f"{so['reduction']} refit on training images", flops, images=so["sample_images"],
+                              training_sample=True))
+    elif ex.get("concat"):
+        co = ex["concat"]
+        for i, part in enumerate(co["parts"]):
+            path = Path(part["model_dirs"][0]) / run_dir.MODEL_CONFIG
+            if not path.is_file():
+                return None
+            part_model = json.loads(path.read_text())
+            n = len(part["model_dirs"])
+            evaluations = soup_evaluations(n, part["mode"]) or 1  # else scored once on its own
+            work.append(_work(f"part {i} ({part_model['backbone']}): {evaluations} held-out evaluation(s)",
+                              _forward_flops(part_model), heldout=evaluations))
+        flops = _forward_flops(model)
+        work += [_work(f"{co['reduction']} fit of the concatenation on training images", flops,
+                       images=co["sample_images"], training_sample=True),
+                 _work("held-out evaluation of the concatenation (Keras)", flops, heldout=1)]
+    from guie_nb.model.embedding import ModelConfig
+
+    exported = (2 if ex["flip_tta"] and not ModelConfig.from_dict(model).flip_tta else 1) * _forward_flops(model)
+    probes = len(PROBES)
+    work += [_work("probe images' Keras references", exported, images=probes),
+             _work("probe images (and 6 warm-up calls) in the scorer runtime", exported, images=probes + 6,
+                   where="cpu"),
+             _work("held-out scoring of the submission, one image at a time", exported, heldout=1,
+                   where="kernel" if ex["format"] == "saved_model" else "cpu")]
+    return work
+
+
+def export_hours(work: list[dict], machine: str, heldout_images: int, train_images: int | None = None) -> float:
+    """Hours of `export_work` on `machine` ("cpu" or "gpu", `ASSUMED_EXPORT_FLOPS`) for
+    `heldout_images` held-out images; a fit's sample is at most the `train_images` there are
+    (`guie_nb.model.reduction.sample_features` takes the first ones). The scorer runtime's steps run
+    on one of the CPU's 2 cores (`verify_submission(threads=1)`): half the CPU rate. Raises
+    KeyError for an unknown machine."""
+    rates = {"kernel": ASSUMED_EXPORT_FLOPS[machine], "cpu": ASSUMED_EXPORT_FLOPS["cpu"] / 2}
+
+    def images(w: dict) -> int:
+        sample = min(w["images"], train_images) if w.get("training_sample") and train_images is not None \
+            else w["images"]
+        return w["heldout_passes"] * heldout_images + sample
+
+    return sum(w["flops_per_image"] * images(w) / rates[w["where"]] for w in work) / 3600
+
+
+def export_machine() -> str:
+    """"gpu" when TensorFlow (04's backend) sees a GPU, else "cpu"."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return "cpu"
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def preflight_export(resolved: dict, machine: str | None = None) -> dict:
     """Inputs (the model to export, the held-out data, the training metrics) and estimates (zip
-    size, scoring hours from the FLOP count on the assumed scorer hardware)."""
+    size, scoring hours from the FLOP count on the assumed scorer hardware, this kernel's hours:
+    `export_work` x the held-out images / `ASSUMED_EXPORT_FLOPS` of `machine`, "cpu" or "gpu",
+    default `export_machine()`, judged against that machine's session)."""
     from guie_nb.model.embedding import ModelConfig
 
     ex = resolved["export"]
@@ -305,7 +427,7 @@ def preflight_export(resolved: dict) -> dict:
         inputs = [_input(f"model {n}", Path(d) / n) for d in dirs
                   for n in (run_dir.MODEL_CONFIG, run_dir.EMBEDDING_WEIGHTS)]
     limits, problems = [], []
-    _manifest_inputs(resolved["data"]["data_dir"], inputs, problems)  # the held-out queries and index
+    manifest = _manifest_inputs(resolved["data"]["data_dir"], inputs, problems)  # the held-out queries and index
     if ex.get("train_dir"):
         inputs.append(_input("training metrics", Path(ex["train_dir"]) / run_dir.METRICS))
     estimates = {"output_gb": None, "hours": None, "scoring_hours": None, "memory_gib_per_device_xla": None,
@@ -317,6 +439,17 @@ def preflight_export(resolved: dict) -> dict:
         estimates["output_gb"] = exported_weights_gb(cfg)
         limits += [_limit("scoring_hours", SCORING_LIMIT_H, estimates["scoring_hours"]),
                    _limit("embedding_dim", MAX_EMBEDDING_DIM, cfg.embedding_dim)]
+        work = export_work(resolved)
+        val = (manifest or {}).get("val") or {}
+        heldout = val.get("num_queries", 0) + val.get("num_index", 0) if manifest else None
+        machine = machine or export_machine()
+        if work is not None and heldout is not None:
+            train = manifest["train_images"]
+            estimates.update(hours=export_hours(work, machine, heldout, train), machine=machine, heldout_images=heldout,
+                             train_images=train,
+                             export_work=work,
+                             hours_basis=f"{heldout} held-out images; {EXPORT_THROUGHPUT_SOURCE[machine]}")
+        limits.append(_limit("session_hours", SESSION_HOURS[machine], estimates["hours"]))
     else:
         problems.append(f"no model config in {model_dir}: nothing to export")
     limits.append(_limit("output_gb", OUTPUT_LIMIT_GB, estimates["output_gb"]))

@@ -70,6 +70,19 @@ def _flag_or_none(meta: dict, key: str) -> bool | None:
         return None
 
 
+def on_machine(meta: dict, shape: str) -> dict:
+    """`meta` staged on the machine `shape` (one of `GPU_SHAPES` or `TPU_SHAPES`): `machine_shape`
+    set and the accelerator flags to match it (a GPU shape: `enable_gpu` true, `enable_tpu` false).
+    Raises MetadataError for a retired shape or one this module does not know (a preset's machine
+    is checked here, not sent on for Kaggle to decide)."""
+    if shape in RETIRED_SHAPES:
+        raise MetadataError(f"machine_shape {shape!r} is retired; use {RETIRED_SHAPES[shape]!r}")
+    if shape not in GPU_SHAPES | TPU_SHAPES:
+        raise MetadataError(f"machine_shape {shape!r} is not one of {sorted(GPU_SHAPES | TPU_SHAPES)}")
+    gpu = shape in GPU_SHAPES
+    return {**meta, "machine_shape": shape, "enable_gpu": gpu, "enable_tpu": not gpu}
+
+
 def slugify_title(title: str) -> str:
     """The slug Kaggle derives from a title (the client compares it with the id's slug)."""
     from slugify import slugify  # python-slugify, a dependency of the kaggle client

@@ -37,7 +37,7 @@ from guie_nb.kaggle.layout import HELPERS_SLUG, INPUT_ENV, TEMP_ENV, WORKING_ENV
 from guie_nb.kaggle.stage import StagedKernel, build_helper_dataset, stage_kernels
 from guie_nb.notebook_build import NOTEBOOK_ORDER
 from guie_nb.params import RESOLVED_CONFIG
-from guie_nb.preflight import PREFLIGHT, SESSION_HOURS, format_scoring
+from guie_nb.preflight import EXPORT_THROUGHPUT_SOURCE, PREFLIGHT, SESSION_HOURS, export_hours, format_scoring
 
 OWNER = "rehearsal"
 OFFLINE_SITE = '''"""Loaded by the rehearsal into kernels whose metadata has internet off: any connection or
@@ -253,10 +253,36 @@ def _stand_in_zip(entry: dict) -> None:
                 entry["problems"].append(f"over the limit: output_gb {lim['value']:.3g} > {lim['limit']:g}")
 
 
+def _machine_kind(meta: dict) -> str:
+    return "tpu" if md.flag(meta, "enable_tpu") else "gpu" if md.flag(meta, "enable_gpu") else "cpu"
+
+
+def _export_hours(entry: dict, meta: dict, planned_heldout_images: int | None,
+                  planned_train_images: int | None = None) -> None:
+    """The export's hours on the machine it is staged for, for the held-out images the data-prep
+    kernels planned (the fixture data-prep output holds a few): `guie_nb.preflight.export_hours`
+    of the forward passes its dry run counted (`export_work`)."""
+    e = entry["estimates"]
+    if entry["notebook"] != "04_export" or not e.get("export_work"):
+        return
+    kind = _machine_kind(meta)
+    heldout = planned_heldout_images or e["heldout_images"]
+    train = planned_train_images or e.get("train_images")
+    e.update(machine=kind, heldout_images=heldout, train_images=train,
+             hours=export_hours(e["export_work"], kind, heldout, train),
+             hours_basis=f"{heldout} held-out images"
+             f"{' (the data-prep plan)' if planned_heldout_images else ''}; {EXPORT_THROUGHPUT_SOURCE[kind]}")
+    for lim in entry["limits"]:
+        if lim["name"] == "session_hours":
+            lim["value"] = e["hours"]
+
+
 def _session_limit(entry: dict, meta: dict) -> None:
     """Judge the hours against the session of the machine the kernel is staged for (12 h CPU,
     9 h TPU/GPU), replacing the notebook's own verdict, which assumed its usual machine."""
-    kind = "tpu" if md.flag(meta, "enable_tpu") else "gpu" if md.flag(meta, "enable_gpu") else "cpu"
+    kind = _machine_kind(meta)
+    hint = "stage it on a GPU (the preset's KERNEL_MACHINES) or cut its held-out work" \
+        if entry["notebook"] == "04_export" else "plan it across resumed sessions, or fewer epochs per kernel"
     entry["problems"] = [p for p in entry["problems"] if not p.startswith("over the limit: session_hours")]
     for lim in entry["limits"]:
         if lim["name"] == "session_hours":
@@ -264,7 +290,7 @@ def _session_limit(entry: dict, meta: dict) -> None:
             lim["ok"] = lim["value"] is None or lim["value"] <= lim["limit"]
             if not lim["ok"]:
                 entry["problems"].append(f"over the limit: session_hours {lim['value']:.3g} > {lim['limit']:g} "
-                                         "(plan it across resumed sessions, or fewer epochs per kernel)")
+                                         f"on {md.accelerator(meta)} ({hint})")
 
 
 def rehearse(preset: str, out_root: str | Path = "build/rehearsal", *, notebook_dir: str | Path, metadata_dir: str | Path,
@@ -291,6 +317,7 @@ def rehearse(preset: str, out_root: str | Path = "build/rehearsal", *, notebook_
     resolved: dict[str, dict] = {}
     planned: list[int | None] = []  # training images each data-prep kernel plans
     class_sizes: dict | None = None  # the data-prep plan's classes by size, per source
+    planned_all: list[int | None] = []  # and all its images (training + held-out)
     for kernel in staged:
         slug = kernel.meta["id"].split("/")[1]
         if only and kernel.notebook not in only and kernel.key not in only:
@@ -311,9 +338,14 @@ def rehearse(preset: str, out_root: str | Path = "build/rehearsal", *, notebook_
         error = _run_notebook(kernel, roots, executed, None if internet else offline, xla_memory)
         entry = _kernel_report(kernel, attached, Path(roots.working), error)
         if kernel.notebook == "01_data_prep":
-            planned.append(entry["estimates"].get("train_images_planned"))
-            class_sizes = class_sizes or entry["estimates"].get("train_class_sizes")  # every part: the whole run
+            e = entry["estimates"]
+            planned.append(e.get("train_images_planned"))
+            planned_all.append(e.get("images_planned"))
+            class_sizes = class_sizes or e.get("train_class_sizes")  # every part: the whole run
         _scale_training_hours(entry, sum(planned) if planned and None not in planned else None, class_sizes)
+        known = planned and None not in planned + planned_all
+        _export_hours(entry, kernel.meta, sum(planned_all) - sum(planned) if known else None,
+                      sum(planned) if known else None)
         _session_limit(entry, kernel.meta)
         _stand_in_zip(entry)
         resolved[kernel.key] = entry["resolved"]
@@ -348,7 +380,7 @@ def _write(report: dict, root: Path, log) -> dict:
 def format_table(report: dict) -> str:
     width = max([18] + [len(k.get("kernel", k["notebook"])) + 1 for k in report["kernels"]])
     rows = [f"rehearsal of {report['preset']}: {'OK' if report['ok'] else 'FAILED'}",
-            f"{'kernel':<{width}} {'machine':<9} {'net':<4} {'inputs':<7} {'out GB':>8} {'hours':>7} "
+            f"{'kernel':<{width}} {'machine':<13} {'net':<4} {'inputs':<7} {'out GB':>8} {'hours':>7} "
             f"{'GiB/chip plan':>13} {'XLA':>6} {'scoring h':>9}  problems"]
 
     def num(v, fmt):
@@ -359,7 +391,7 @@ def format_table(report: dict) -> str:
         found = sum(i["found"] for i in k["inputs"])
         part = re.search(r"part-(\d+)-of-(\d+)$", k["slug"])
         name = k.get("kernel", k["notebook"]).split("#")[0] + (f" {part.group(1)}/{part.group(2)}" if part else "")
-        rows.append(f"{name:<{width}} {k['machine_shape'] or 'CPU':<9} {'on' if k['internet'] else 'off':<4} "
+        rows.append(f"{name:<{width}} {k['machine_shape'] or 'CPU':<13} {'on' if k['internet'] else 'off':<4} "
                     f"{found}/{len(k['inputs']):<5} {num(e['output_gb'], '.3g'):>8} {num(e['hours'], '.3g'):>7} "
                     f"{num(e['memory_gib_per_device_plan'], '.1f'):>13} {num(e['memory_gib_per_device_xla'], '.1f'):>6} "
                     f"{num(e.get('scoring_hours'), '.3g'):>9}  {len(k['problems'])}")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import nbformat
 
+from guie_nb import presets
 from guie_nb.environment import package_digest, package_files
 from guie_nb.kaggle import metadata as md
 from guie_nb.kaggle.inputs import Attachments
@@ -152,6 +153,8 @@ def stage_kernels(out_root: str | Path, owner: str, preset: str, notebook_dir: s
     local = sentinel_params(preset, overrides)
     subs = output_subs(local)
     metas = {key: kernel_meta(templates[notebook_of(key)], key) for key in local}
+    for key, shape in presets.kernel_machines(preset).items():  # a kernel the preset moves to another machine
+        metas[key] = md.on_machine(metas[key], shape)
     slugs = {key: m["id"].split("/")[1] for key, m in metas.items()}
     datasets = {key: {d.split("/")[1] for d in m.get("dataset_sources", [])} for key, m in metas.items()}
     params, deps, attachments = kaggle_params(preset, slugs, datasets, roots, owner, overrides)

@@ -32,6 +32,20 @@ def notebook_params(name: str, root: str | None = None) -> dict[str, dict]:
     return params
 
 
+def kernel_machines(name: str) -> dict[str, str]:
+    """Kernel key -> the Kaggle `machine_shape` it is staged on, where the preset moves a kernel off
+    its template's machine (`KERNEL_MACHINES` in the preset module, e.g. `{"04_export":
+    "NvidiaTeslaT4"}` for an export too heavy for a CPU kernel's 12 h). Empty when it moves none.
+    Raises ValueError for an unknown preset or a key that is not one of its kernels."""
+    if name not in available():
+        raise ValueError(f"unknown preset {name!r}; available: {available()}")
+    machines = dict(getattr(importlib.import_module(f"{__name__}.{name}"), "KERNEL_MACHINES", {}))
+    unknown = sorted(set(machines) - set(notebook_params(name)))
+    if unknown:
+        raise ValueError(f"preset {name!r}: KERNEL_MACHINES names {unknown}, which are not kernels of its chain")
+    return machines
+
+
 def final_model(name: str) -> tuple[dict | None, bool]:
     """The model the preset's export exports, as a dict, and whether it exports with flip TTA.
 

@@ -52,6 +52,11 @@ BRANCHES = [
 ]
 PCA_SAMPLE = 4000
 
+# The export runs on a T4 GPU kernel: two greedy soups (3 held-out evaluations each), the PCA fit
+# and two held-out passes of the two-tower model (0.72 TFLOP/image) over 11,523 held-out images
+# take 123 h at the assumed CPU rate (12 h limit), 5.1 h on the T4 (`make rehearse PROFILE=fourth_place`).
+KERNEL_MACHINES = {"04_export": "NvidiaTeslaT4"}
+
 
 def notebook_params(root: str) -> dict[str, dict]:
     # the ViT-L-14-336 soup first: the combined model's input size is the largest tower's (336 px)

@@ -10,6 +10,11 @@ PRODUCTS10K = PRODUCTS10K_DATASET  # "{owner}/products-10k": the Kaggle dataset 
 MODEL = {"backbone": "ViT-H-14", "backbone_weights": H14_LAION2B, "embedding_dim": 64, "hidden_dim": 256, "dropout": 0.2,
          "head": {"kind": "arcface", "scale": 30.0, "margin": 0.3}}
 
+# The export runs on a T4 GPU kernel: scoring ~9,000 held-out images (first_place's data-prep plan)
+# with its ViT-H-14 (0.33 TFLOP/image) takes ~8.5 h at an assumed, unmeasured CPU rate: too close to
+# a CPU kernel's 12 h (`make rehearse PROFILE=seed_recipe` shows 04's hours on the machine it is staged for).
+KERNEL_MACHINES = {"04_export": "NvidiaTeslaT4"}
+
 
 def notebook_params(root: str) -> dict[str, dict]:
     return chain_params(

@@ -27,6 +27,11 @@ STAGES = [
                       "warmup_epochs": 0.0, "remat": True}),
 ]
 
+# The export runs on a T4 GPU kernel: scoring ~9,000 held-out images (first_place's data-prep plan)
+# with its ViT-H-14 (0.33 TFLOP/image) takes ~8.5 h at an assumed, unmeasured CPU rate: too close to
+# a CPU kernel's 12 h (`make rehearse PROFILE=third_place` shows 04's hours on the machine it is staged for).
+KERNEL_MACHINES = {"04_export": "NvidiaTeslaT4"}
+
 
 def notebook_params(root: str) -> dict[str, dict]:
     return staged_chain_params(

@@ -6,7 +6,8 @@ Source: the 4th-place GUIE team's zero-shot notebook (CLIP + PCA to 64-d), 0.603
 (`IvanAer/G-Universal-CLIP`; ../shared/GUIE_FACTS.md section 6). The data-prep is a small sample
 (2 images from each of 2,000 Products-10K and 2,000 GLDv2 classes) plus the held-out validation
 classes that score the export. A ViT-H-14 forward takes ~3 s per 224 px image on 2 CPU cores
-(GUIE_FACTS section 5): the fit and the validation scoring take hours on a CPU kernel (12 h limit).
+(GUIE_FACTS section 5): the fit and the validation scoring take hours on a CPU kernel (12 h limit;
+the rehearsal counts 6.0 h: 3 passes over 800 held-out images, the 4,000-image fit, the probes).
 """
 
 from __future__ import annotations
