@@ -41,7 +41,7 @@ test-fast: venv
 	$(PY) -m pytest -ra -m "not slow and not extended"
 
 # What `make test` leaves out to stay under 40 minutes on 2 cores (tests marked `extended`):
-# the full-preset rehearsals other than first_place (about 15 minutes).
+# the rehearsals of every full preset other than first_place (about 25 minutes).
 test-extended: venv
 	$(PY) -m pytest -ra -m extended tests
 

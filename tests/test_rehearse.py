@@ -101,7 +101,8 @@ def shared_out(tmp_path_factory):
 # `make test-extended` runs them (a few minutes each)
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["first_place"] + [pytest.param(p, marks=pytest.mark.extended) for p in
-                                    ("second_place", "third_place", "fourth_place", "seed_recipe", "host_baseline")])
+                                    ("second_place", "third_place", "fourth_place", "fifth_place", "seed_recipe",
+                                     "host_baseline", "zero_shot_h14")])
 def test_full_presets_rehearse(shared_out, preset):
     from guie_nb import presets
 

@@ -150,27 +150,33 @@ def scoring_estimate(model, flip_tta: bool = False) -> dict:
     / `ASSUMED_SCORER_FLOPS`, against the 9 h limit.
 
     `model`: a model config as a dict (as a preset states it) or a `ModelConfig`. Returns
-    `{"image_size", "patch_stride", "tokens", "flip_tta", "flops_per_image", "images", "scorer_flops",
-    "hours", "limit_hours", "fits", "assumption"}`. Raises ValueError for a dict that is no valid
+    `{"image_size", "patch_stride", "tokens", "extra_towers" (each concatenated backbone's name, input
+    size and tokens), "flip_tta", "flops_per_image", "images", "scorer_flops", "hours", "limit_hours", "fits",
+    "assumption"}`. Raises ValueError for a dict that is no valid
     `ModelConfig`.
     """
     from guie_nb.model.embedding import ModelConfig
-    from guie_nb.model.flops import flops_per_image, num_tokens
+    from guie_nb.model.flops import flops_per_image, num_tokens, tower_tokens
 
     cfg = ModelConfig.from_dict(model) if isinstance(model, dict) else model
     flip_tta = flip_tta or cfg.flip_tta
     flops = (2 if flip_tta else 1) * flops_per_image(cfg, backward=False).forward
     hours = flops * SCORER_IMAGES / ASSUMED_SCORER_FLOPS / 3600
     return {"image_size": cfg.vit.image_size, "patch_stride": cfg.vit.stride, "tokens": num_tokens(cfg),
+            "extra_towers": [{"backbone": e["backbone"], "image_size": v.image_size, "tokens": tower_tokens(v)}
+                             for e, v in zip(cfg.extra_backbones, cfg.extra_vits)],
             "flip_tta": flip_tta, "flops_per_image": flops, "images": SCORER_IMAGES,
             "scorer_flops": ASSUMED_SCORER_FLOPS, "hours": hours, "limit_hours": SCORING_LIMIT_H,
             "fits": hours <= SCORING_LIMIT_H, "assumption": SCORER_ASSUMPTION}
 
 
 def format_scoring(est: dict) -> str:
-    """One line: resolution, tokens, FLOPs, hours against the limit, and the verdict."""
+    """One line: resolution, tokens (each concatenated tower's too), FLOPs, hours against the
+    limit, and the verdict."""
+    extras = "".join(f" + {t['backbone']} at {t['image_size']} px: {t['tokens']} tokens"
+                     for t in est.get("extra_towers", []))
     return (f"scoring at {est['image_size']} px, patch stride {est['patch_stride']}"
-            f"{', flip TTA' if est['flip_tta'] else ''}: {est['tokens']} tokens, "
+            f"{', flip TTA' if est['flip_tta'] else ''}: {est['tokens']} tokens{extras}, "
             f"{est['flops_per_image'] / 1e12:.3g} TFLOP/image x {est['images']:,} images / "
             f"{est['scorer_flops'] / 1e12:g} TFLOP/s = {est['hours']:.2f} h "
             f"({'fits' if est['fits'] else 'OVER'} the {est['limit_hours']:g} h limit)")
