@@ -50,9 +50,10 @@ ASSUMED_SCORER_FLOPS = 5e12
 ASSUMED_EXPORT_FLOPS = {"cpu": 0.1e12, "gpu": 0.3 * 8.1e12}
 EXPORT_THROUGHPUT_SOURCE = {
     "cpu": "Kaggle CPU kernel (4 vCPUs = 2 cores): 0.1 TFLOP/s, a ViT-H-14 forward (0.33 TFLOP) measured at 3.3 s "
-           "on 2 CPU cores (GUIE_FACTS section 5)",
+           "on a 2-core CPU machine (2026-11)",
     "gpu": "Kaggle GPU kernel (NvidiaTeslaT4, one of its T4s used): 30% of the T4's 8.1 fp32 TFLOP/s peak, "
-           "conservative for float32 inference with one-image-at-a-time scoring"}
+           "meant as conservative for float32 inference with one-image-at-a-time scoring; assumed, not measured "
+           "(no GPU was lent to this project)"}
 SCORER_ASSUMPTION = ("scorer hardware not published; assumed to sustain 5 TFLOP/s, the lower bound implied by the "
                      "1st place's 290 px stride-12 ViT-H-14 (0.78 TFLOP/image) scoring 205,000 images within 9 h")
 

@@ -398,6 +398,9 @@ def format_table(report: dict) -> str:
     for k in report["kernels"]:
         rows += [f"  {k.get('kernel', k['notebook'])}: {p}" for p in k["problems"]]
     rows += [f"  {p}" for p in report.get("problems", [])]
+    for k in report["kernels"]:  # the export's hours rest on an assumed throughput: say which
+        if k["notebook"] == "04_export" and k["estimates"].get("hours_basis"):
+            rows.append(f"04_export hours: {k['estimates']['hours_basis']}")
     if report.get("scoring"):
         rows.append(format_scoring(report["scoring"]))
         rows.append(f"  ({report['scoring']['assumption']})")
