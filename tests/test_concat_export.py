@@ -133,7 +133,13 @@ def test_dry_run_of_a_concat_export(data_dir, tmp_path):
     assert e["hours"] > 0
     assert e["hours"] == pytest.approx(export_hours(e["export_work"], "cpu", e["heldout_images"], e["train_images"]))
     assert {"name": "session_hours", "limit": 12.0, "value": e["hours"], "ok": True} in report["limits"]
-    combined = scoring_estimate({**BIG, "extra_backbones": [{"backbone": SMALL["backbone"], "image_size": 32}]})
+    joined = {**BIG, "extra_backbones": [{"backbone": SMALL["backbone"], "image_size": 32}]}
+    # 04 writes the zip and the concatenated run folder (`out_dir/concat`): the weights twice
+    from guie_nb.model.embedding import ModelConfig
+    from guie_nb.preflight import exported_weights_gb
+
+    assert e["output_gb"] == pytest.approx(2 * exported_weights_gb(ModelConfig.from_dict(joined)))
+    combined = scoring_estimate(joined)
     assert report["estimates"]["scoring_hours"] == pytest.approx(combined["hours"])  # one neck: features -> 64
     big, small = scoring_estimate(BIG), scoring_estimate({**SMALL, "image_size": 32})  # each with its own neck
     assert report["estimates"]["scoring_hours"] == pytest.approx(big["hours"] + small["hours"], rel=1e-3)

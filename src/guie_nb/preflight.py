@@ -443,7 +443,10 @@ def preflight_export(resolved: dict, machine: str | None = None) -> dict:
         cfg = ModelConfig.from_dict(resolved["model"])
         scoring = scoring_estimate(resolved["model"], ex["flip_tta"])
         estimates.update(scoring_hours=scoring["hours"], scoring=format_scoring(scoring))
-        estimates["output_gb"] = exported_weights_gb(cfg)
+        # a zero-shot model, a soup or a concatenation is also saved as a run folder beside the zip
+        # (`guie_nb.export.model_source`): the same float32 weights twice
+        writes_run = any(ex.get(k) for k in ("zero_shot", "soup", "concat"))
+        estimates["output_gb"] = exported_weights_gb(cfg) * (2 if writes_run else 1)
         limits += [_limit("scoring_hours", SCORING_LIMIT_H, estimates["scoring_hours"]),
                    _limit("embedding_dim", MAX_EMBEDDING_DIM, cfg.embedding_dim)]
         work = export_work(resolved)
