@@ -59,3 +59,14 @@ def assert_submission_verified(model_dir: Path, fmt: str, tmp_path: Path) -> Non
                                   "--warmup", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert report["ok"] and report["embedding_dim"] == 64 and report["min_cosine"] >= 0.9999
+
+
+def two_tower_model(extra_backbones: list[dict], seed: int = 0, **overrides):
+    """`(cfg, model)`: a seeded demo-tiny model with `extra_backbones` concatenated, dropout off."""
+    import keras
+
+    from guie_nb.model.embedding import ModelConfig, build_embedding_model
+
+    keras.utils.set_random_seed(seed)
+    cfg = ModelConfig(backbone="demo-tiny", extra_backbones=extra_backbones, dropout=0.0, **overrides)
+    return cfg, build_embedding_model(cfg)

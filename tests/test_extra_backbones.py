@@ -7,18 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from _export_helpers import assert_submission_verified, assert_torchscript_reproduces_keras, save_demo_model
+from _export_helpers import (assert_submission_verified, assert_torchscript_reproduces_keras, save_demo_model,
+                             two_tower_model)
 from guie_nb.model.embedding import ModelConfig, build_embedding_model
 
 EXTRA = [{"backbone": "demo-tiny-quickgelu", "backbone_weights": ""}]
 
 
 def _model(seed=0, **kw):
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    cfg = ModelConfig(backbone="demo-tiny", extra_backbones=EXTRA, dropout=0.0, **kw)
-    return cfg, build_embedding_model(cfg)
+    return two_tower_model(EXTRA, seed, **kw)
 
 
 def test_features_are_the_backbones_concatenated():

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from _export_helpers import assert_submission_verified, assert_torchscript_reproduces_keras, save_demo_model
-from guie_nb.model.embedding import ModelConfig, build_embedding_model
+from _export_helpers import (assert_submission_verified, assert_torchscript_reproduces_keras, save_demo_model,
+                             two_tower_model)
+from guie_nb.model.embedding import ModelConfig
 from guie_nb.model.tower_input import TowerResize, resize_matrix
 
 SMALL = [{"backbone": "demo-tiny-quickgelu", "backbone_weights": "", "image_size": 32}]
@@ -45,11 +46,7 @@ def test_layer_is_resize_then_clip_then_normalise():
 
 
 def _model(seed=0, **kw):
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    cfg = ModelConfig(backbone="demo-tiny", extra_backbones=SMALL, dropout=0.0, **kw)
-    return cfg, build_embedding_model(cfg)
+    return two_tower_model(SMALL, seed, **kw)
 
 
 def test_the_tower_sees_its_own_resolution():
