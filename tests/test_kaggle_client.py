@@ -106,7 +106,9 @@ def test_push_all_stages_pushes_dataset_and_chains_kernels(fake, env, tmp_path):
     assert 'out_dir = "/kaggle/working/train"' in notebook_text(train)
     assert finetune["machineShape"] == "TpuV5E8"
     assert 'init_dir = "/kaggle/input/guie-nb-02-train-tpu/train"' in notebook_text(finetune)
-    assert export["kernelDataSources"][-1] == f"{USER}/guie-nb-03-finetune" and "machineShape" not in export
+    assert export["kernelDataSources"][-1] == f"{USER}/guie-nb-03-finetune"
+    # a ViT-H export would outrun a CPU kernel's session: the preset stages it on a T4 (KERNEL_MACHINES)
+    assert export["machineShape"] == "NvidiaTeslaT4" and export["enableGpu"] is True and export["enableTpu"] is False
     assert 'model_dir = "/kaggle/input/guie-nb-03-finetune/finetune"' in notebook_text(export)
     assert submit["kernelDataSources"] == [f"{USER}/guie-nb-04-export"] and "machineShape" not in submit
     assert 'export_dir = "/kaggle/input/guie-nb-04-export"' in notebook_text(submit)
