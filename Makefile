@@ -40,8 +40,9 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -ra -m "not slow and not extended"
 
-# What `make test` leaves out to stay under 40 minutes on 2 cores (tests marked `extended`):
-# the rehearsals of every full preset other than first_place (about 25 minutes).
+# What `make test` leaves out to stay under 40 minutes on 2 cores (tests marked `extended`): the
+# rehearsals of every full preset other than first_place, the ViT-H XLA memory compile, the ViT-H
+# SavedModel export and the refused-submission cases (about 30 minutes).
 test-extended: venv
 	$(PY) -m pytest -ra -m extended tests
 

@@ -127,6 +127,7 @@ def test_push_then_submit_submits_the_offline_kernel_version_pushed_in_this_run(
 
 
 @pytest.mark.slow  # seven refused submissions, each a dozen client processes (about a minute)
+@pytest.mark.extended  # make test keeps the accepted path and a refused re-submit (test above)
 def test_broken_downloads_and_other_runs_refuse_the_submission_by_name(fake, env, tmp_path):
     out = tmp_path / "stage"
     assert kaggle(["push", "--out", str(out), "--poll", "0"], env).returncode == 0

@@ -118,6 +118,7 @@ def test_a_step_that_cannot_fit_comes_back_with_xla_figures():
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # 3 minutes of compiling; `make rehearse XLA=1` gives the same figure per kernel
 def test_vit_h14_fsdp_batch_128_per_v5e_chip():
     """ViT-H-14, FSDP over 8 chips, AdamW, mixed bf16, 224 px, batch 128: ~10.4 GiB (minutes to compile)."""
     _libtpu()
