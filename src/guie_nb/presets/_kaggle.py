@@ -35,6 +35,11 @@ def raw_roots(products10k_dataset: str = PRODUCTS10K_DATASET) -> dict[str, str]:
 
 # OpenCLIP ViT-H-14 LAION-2B as KerasHub's Kaggle Model (staging attaches it as a model source)
 H14_LAION2B = "kaggle:keras/clip/keras/clip_vit_h_14_laion2b_s32b_b79k/3"
+
+# A preset's `KERNEL_MACHINES` for a ViT-H-14 export: scoring ~9,000 held-out images (first_place's
+# data-prep plan) at 0.33 TFLOP/image takes ~8.5 h at the assumed CPU rate, too close to a CPU
+# kernel's 12 h, so 04 runs on a T4 (`make rehearse PROFILE=<preset>` prints its hours there).
+EXPORT_ON_T4 = {"04_export": "NvidiaTeslaT4"}
 # OpenAI CLIP ViT-L/14 at 336 px (open_clip `ViT-L-14-336` tag `openai`: QuickGELU) as KerasHub's Kaggle Model
 L14_336_OPENAI = "kaggle:keras/clip/keras/clip_vit_large_patch14_336/3"
 VAL = {"val_classes": 200, "queries_per_class": 1}

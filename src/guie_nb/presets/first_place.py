@@ -20,7 +20,8 @@ Products-10K is read from the Kaggle dataset `PRODUCTS10K` (your upload; see `pr
 
 from __future__ import annotations
 
-from guie_nb.presets._kaggle import H14_LAION2B, PRODUCTS10K_DATASET, Stage, source, staged_chain_params
+from guie_nb.presets._kaggle import (EXPORT_ON_T4, H14_LAION2B, PRODUCTS10K_DATASET, Stage, source,
+                                     staged_chain_params)
 
 PRODUCTS10K = PRODUCTS10K_DATASET  # "{owner}/products-10k": the Kaggle dataset holding Products-10K
 
@@ -51,7 +52,7 @@ STAGES = [
 # The export runs on a T4 GPU kernel: scoring its 9,088 held-out images with the 290 px stride-12
 # ViT-H-14 (0.78 TFLOP/image) takes 19.8 h at the assumed CPU rate (12 h limit), 0.9 h on the T4
 # (`make rehearse PROFILE=first_place`).
-KERNEL_MACHINES = {"04_export": "NvidiaTeslaT4"}
+KERNEL_MACHINES = EXPORT_ON_T4
 
 
 def notebook_params(root: str) -> dict[str, dict]:

@@ -29,8 +29,8 @@ source's 1.25e-6 at the lowest block. The ViT-H tower in the export sees the ima
 
 from __future__ import annotations
 
-from guie_nb.presets._kaggle import (
-    H14_LAION2B, L14_336_OPENAI, PRODUCTS10K_DATASET, Branch, Stage, branched_chain_params, source)
+from guie_nb.presets._kaggle import (EXPORT_ON_T4, H14_LAION2B, L14_336_OPENAI, PRODUCTS10K_DATASET, Branch, Stage,
+                                     branched_chain_params, source)
 
 HEAD = {"kind": "arcface", "scale": 30.0, "margin": 0.2, "subcenters": 3,
         "margin_schedule": "dynamic", "margin_min": 0.2, "margin_max": 0.5}
@@ -55,7 +55,7 @@ PCA_SAMPLE = 4000
 # The export runs on a T4 GPU kernel: two greedy soups (3 held-out evaluations each), the PCA fit
 # and two held-out passes of the two-tower model (0.72 TFLOP/image) over 11,523 held-out images
 # take 123 h at the assumed CPU rate (12 h limit), 5.1 h on the T4 (`make rehearse PROFILE=fourth_place`).
-KERNEL_MACHINES = {"04_export": "NvidiaTeslaT4"}
+KERNEL_MACHINES = EXPORT_ON_T4
 
 
 def notebook_params(root: str) -> dict[str, dict]:

@@ -21,7 +21,7 @@ Flip TTA is the model's `flip_tta` (the mean of the image's and its mirror's emb
 
 from __future__ import annotations
 
-from guie_nb.presets._kaggle import (H14_LAION2B, PRODUCTS10K_DATASET, Stage, source,
+from guie_nb.presets._kaggle import (EXPORT_ON_T4, H14_LAION2B, PRODUCTS10K_DATASET, Stage, source,
                                      staged_chain_params)
 
 PRODUCTS10K = PRODUCTS10K_DATASET
@@ -41,7 +41,7 @@ STAGES = [
 # The export runs on a T4 GPU kernel: scoring its 9,784 held-out images with the flip-TTA ViT-H-14
 # (0.67 TFLOP/image) takes 18.3 h at the assumed CPU rate (12 h limit), 0.8 h on the T4
 # (`make rehearse PROFILE=second_place`).
-KERNEL_MACHINES = {"04_export": "NvidiaTeslaT4"}
+KERNEL_MACHINES = EXPORT_ON_T4
 
 
 def notebook_params(root: str) -> dict[str, dict]:

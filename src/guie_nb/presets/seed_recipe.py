@@ -3,17 +3,14 @@ Products-10K + GLDv2 subsets at 50 images per class, then a lower-learning-rate 
 
 from __future__ import annotations
 
-from guie_nb.presets._kaggle import H14_LAION2B, PRODUCTS10K_DATASET, chain_params, source
+from guie_nb.presets._kaggle import EXPORT_ON_T4, H14_LAION2B, PRODUCTS10K_DATASET, chain_params, source
 
 PRODUCTS10K = PRODUCTS10K_DATASET  # "{owner}/products-10k": the Kaggle dataset holding Products-10K
 
 MODEL = {"backbone": "ViT-H-14", "backbone_weights": H14_LAION2B, "embedding_dim": 64, "hidden_dim": 256, "dropout": 0.2,
          "head": {"kind": "arcface", "scale": 30.0, "margin": 0.3}}
 
-# The export runs on a T4 GPU kernel: scoring ~9,000 held-out images (first_place's data-prep plan)
-# with its ViT-H-14 (0.33 TFLOP/image) takes ~8.5 h at an assumed, unmeasured CPU rate: too close to
-# a CPU kernel's 12 h (`make rehearse PROFILE=seed_recipe` shows 04's hours on the machine it is staged for).
-KERNEL_MACHINES = {"04_export": "NvidiaTeslaT4"}
+KERNEL_MACHINES = EXPORT_ON_T4  # a ViT-H-14 export: see presets._kaggle
 
 
 def notebook_params(root: str) -> dict[str, dict]:

@@ -12,7 +12,8 @@ laion2b_s32b_b79k, the ViT-H-14 that HF's CLIP port also holds.
 
 from __future__ import annotations
 
-from guie_nb.presets._kaggle import H14_LAION2B, PRODUCTS10K_DATASET, Stage, source, staged_chain_params
+from guie_nb.presets._kaggle import (EXPORT_ON_T4, H14_LAION2B, PRODUCTS10K_DATASET, Stage, source,
+                                     staged_chain_params)
 
 PRODUCTS10K = PRODUCTS10K_DATASET
 
@@ -27,10 +28,7 @@ STAGES = [
                       "warmup_epochs": 0.0, "remat": True}),
 ]
 
-# The export runs on a T4 GPU kernel: scoring ~9,000 held-out images (first_place's data-prep plan)
-# with its ViT-H-14 (0.33 TFLOP/image) takes ~8.5 h at an assumed, unmeasured CPU rate: too close to
-# a CPU kernel's 12 h (`make rehearse PROFILE=third_place` shows 04's hours on the machine it is staged for).
-KERNEL_MACHINES = {"04_export": "NvidiaTeslaT4"}
+KERNEL_MACHINES = EXPORT_ON_T4  # a ViT-H-14 export: see presets._kaggle
 
 
 def notebook_params(root: str) -> dict[str, dict]:
