@@ -132,9 +132,9 @@ elif distributed.is_writer():  # on a pod slice, process 0 writes the outputs
 # trains only the neck and the margin head on those features, one compiled call per epoch, and
 # scores each epoch on the cached validation features. A rerun skips the shards already embedded
 # and continues the training from its last epoch's checkpoint; a cache made with another backbone,
-# other weights or other data is refused. On a pod slice each host embeds its share of the shards. The outputs are the
-# usual ones (`embedding.weights.h5` = backbone + trained neck), so fine-tuning and export do not
-# change. `metrics.json` counts the images that went through the backbone in either mode
+# other weights or other data is refused. On a pod slice each host embeds its share of the shards.
+# The outputs are the usual ones (`embedding.weights.h5` = backbone + trained neck), so fine-tuning
+# and export do not change. `metrics.json` counts the images that went through the backbone in either mode
 # (`backbone_forward_passes`).
 
 # %%

@@ -1,8 +1,8 @@
 """The model notebook 04 exports, from whichever source its parameters name (`guie_nb.params.
 resolve_export`): a run folder, a zero-shot model (pretrained backbone + PCA/whitening, no
 training), a weight soup of several runs, or several runs' (or soups') backbones concatenated with
-a PCA projection (`concat`, 4th place). The zero-shot model, the soup and the concatenation are written as a
-run folder (`model_config.json` + embedding weights) before export, so they can be re-exported or
+a PCA projection (`concat`, 4th place). The zero-shot model, the soup and the concatenation are
+written as a run folder (`model_config.json` + embedding weights) before export, so they can be re-exported or
 verified later like any trained run (`make verify ... MODEL_DIR=<out_dir>/zero_shot`).
 """
 
@@ -56,19 +56,26 @@ def zero_shot_model(settings: dict, data_dir, val, seed: int = 0) -> ExportModel
     return ExportModel(cfg, model, initial, {"reduction": reduction.summary(), "keras_map5": fitted["map5"]})
 
 
+def _soup_on_heldout(model_dirs, mode: str, val) -> tuple[object, object, dict]:
+    """`guie_nb.model.soup.soup_runs` of `model_dirs` (`mode` uniform or greedy), the greedy
+    criterion being the held-out mP@5 at the runs' input size: `(cfg, model, summary)`."""
+    from guie_nb.evaluation import evaluate_keras
+    from guie_nb.model.soup import soup_runs
+
+    first = run_dir.load_model_config(model_dirs[0])  # soup_runs checks the others
+
+    def score(model) -> float:
+        return evaluate_keras(model, val, first.input_size, first.resize_mode)["map5"]
+
+    return soup_runs(model_dirs, mode, score)
+
+
 def soup_model(settings: dict, data_dir, val) -> ExportModel:
     """Average the runs `settings["model_dirs"]` (uniform or greedy on the held-out mP@5), optionally
     refit `projection` as PCA / whitening of the soup's features, write the run folder."""
-    from guie_nb.evaluation import evaluate_keras
     from guie_nb.model.reduction import fit_model_reduction
-    from guie_nb.model.soup import soup_runs
 
-    first = run_dir.load_model_config(settings["model_dirs"][0])  # soup_runs checks the others
-
-    def score(model) -> float:  # the greedy soup's criterion: held-out mP@5
-        return evaluate_keras(model, val, first.input_size, first.resize_mode)["map5"]
-
-    cfg, model, summary = soup_runs(settings["model_dirs"], settings["mode"], score)
+    cfg, model, summary = _soup_on_heldout(settings["model_dirs"], settings["mode"], val)
     info = {"soup": summary}
     if settings.get("reduction"):
         reduction = fit_model_reduction(model, cfg, _train_files(data_dir), settings["reduction"],
@@ -82,19 +89,13 @@ def _part(part: dict, val) -> tuple[object, object, dict]:
     """One part of a concatenation: `(cfg, model, summary)`, a soup of its run folders, or the run
     itself when it names one; the summary holds the part's own held-out mP@5."""
     from guie_nb.evaluation import evaluate_keras
-    from guie_nb.model.soup import soup_runs
 
     dirs = part["model_dirs"]
     if len(dirs) == 1:
         model, cfg = run_dir.load_embedding_model(dirs[0])
         summary = {"model_dirs": [str(dirs[0])]}
     else:
-        first = run_dir.load_model_config(dirs[0])
-
-        def score(m) -> float:  # the greedy soup's criterion: held-out mP@5
-            return evaluate_keras(m, val, first.input_size, first.resize_mode)["map5"]
-
-        cfg, model, summary = soup_runs(dirs, part["mode"], score)
+        cfg, model, summary = _soup_on_heldout(dirs, part["mode"], val)
     # a greedy soup scored itself last; anything else is scored once here
     map5 = summary["soup_scores"][-1] if summary.get("soup_scores") else \
         evaluate_keras(model, val, cfg.input_size, cfg.resize_mode)["map5"]
