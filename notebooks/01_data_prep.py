@@ -82,8 +82,10 @@ import json
 
 from guie_nb.data.demo import write_demo_sources
 from guie_nb.data.prepare import prepare
-from guie_nb.params import resolve_data_prep, write_resolved
+from guie_nb.params import refuse_unknown_parameters, resolve_data_prep, write_resolved
 from guie_nb.preflight import preflight
+
+refuse_unknown_parameters("01_data_prep")  # a name papermill injected that this notebook lacks (papermill only warns)
 
 resolved = resolve_data_prep(sources=sources, val_sources=val_sources, out_dir=out_dir, demo_data_dir=demo_data_dir,
                              max_side=max_side, images_per_shard=images_per_shard, seed=seed, processes=processes,

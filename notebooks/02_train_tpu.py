@@ -73,8 +73,10 @@ import json
 
 from guie_nb import plots
 from guie_nb.notebook import use_backend
-from guie_nb.params import resolve_training, write_resolved
+from guie_nb.params import refuse_unknown_parameters, resolve_training, write_resolved
 from guie_nb.preflight import preflight
+
+refuse_unknown_parameters("02_train_tpu")  # a name papermill injected that this notebook lacks (papermill only warns)
 
 use_backend(keras_backend, cpu_devices)  # before keras is imported
 from guie_nb.training import distributed  # noqa: E402

@@ -67,8 +67,10 @@ import json
 
 from guie_nb import plots
 from guie_nb.notebook import use_backend
-from guie_nb.params import resolve_finetune, write_resolved
+from guie_nb.params import refuse_unknown_parameters, resolve_finetune, write_resolved
 from guie_nb.preflight import preflight
+
+refuse_unknown_parameters("03_finetune")  # a name papermill injected that this notebook lacks (papermill only warns)
 
 use_backend(keras_backend, cpu_devices)  # before keras is imported
 from guie_nb.training import distributed  # noqa: E402

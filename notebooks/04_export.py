@@ -64,8 +64,10 @@ dry_run = False  # True: check the model to export, estimate zip size and scorin
 import json
 
 from guie_nb.notebook import use_backend
-from guie_nb.params import resolve_export, write_resolved
+from guie_nb.params import refuse_unknown_parameters, resolve_export, write_resolved
 from guie_nb.preflight import preflight
+
+refuse_unknown_parameters("04_export")  # a name papermill injected that this notebook lacks (papermill only warns)
 
 use_backend("tensorflow")  # before keras is imported: the export runs on TensorFlow
 resolved = resolve_export(data_dir=data_dir, model_dir=model_dir, train_dir=train_dir, out_dir=out_dir,

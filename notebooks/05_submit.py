@@ -50,7 +50,9 @@ dry_run = False  # True: check the export's zip against its report, copy nothing
 # %%
 import json
 
-from guie_nb.params import resolve_submit, write_resolved
+from guie_nb.params import refuse_unknown_parameters, resolve_submit, write_resolved
+
+refuse_unknown_parameters("05_submit")  # a name papermill injected that this notebook lacks (papermill only warns)
 
 resolved = resolve_submit(export_dir=export_dir, out_dir=out_dir, dry_run=dry_run)
 print(json.dumps(resolved["submit"], indent=1))

@@ -115,3 +115,42 @@ def test_a_top_level_typo_fails_at_staging_listing_the_parameters(tmp_path):
                                          r"\['data_dir', 'out_dir', .*'train'"):
         stage_kernels(tmp_path, "alice", "demo", REPO / "notebooks", REPO / "kernel-metadata",
                       overrides={"02_train_tpu": {"trian": {"epochs": 3}}})
+
+
+def test_papermill_injected_names_are_checked_against_the_notebook():
+    from guie_nb.params import injected_names, refuse_unknown_parameters
+
+    setup, cell = "import os\nx = 1\n", 'data_dir = "a"\ntrain = {}\n'
+    # papermill's own injection text (PythonTranslator.codify), with its inject-paths names
+    injected = "# Parameters\ntrian = {\"epochs\": 3}\ndata_dir = \"b\"\nPAPERMILL_INPUT_PATH = \"in.ipynb\"\n"
+    assert injected_names(["", setup, cell, injected]) == ["trian", "data_dir"]
+    with pytest.raises(ValueError, match=r"02_train_tpu: papermill injected parameter\(s\) \['trian'\] that the "
+                                         r"notebook does not have; its parameters are \[.*'train'"):
+        refuse_unknown_parameters("02_train_tpu", ["", setup, cell, injected])
+    refuse_unknown_parameters("02_train_tpu", ["", setup, cell, "# Parameters\ntrain = {}\ndry_run = True\n"])
+    refuse_unknown_parameters("02_train_tpu", ["", setup, cell])  # nothing injected (baked, nbmake, Kaggle)
+    refuse_unknown_parameters("02_train_tpu")  # outside IPython: nothing to check
+    with pytest.raises(ValueError, match="unknown notebook"):
+        refuse_unknown_parameters("02_train", [])
+
+
+def test_papermill_by_hand_with_a_typo_stops_before_any_work(tmp_path):
+    """`papermill -p expor_dir ...` (a typo) only warns in papermill; the notebook itself stops."""
+    papermill = pytest.importorskip("papermill")
+    from guie_nb.notebook_build import build_notebook, use_for_papermill, write_notebook
+
+    notebook = write_notebook(build_notebook(REPO / "notebooks" / "05_submit.py"), tmp_path / "05_submit.ipynb")
+    use_for_papermill()
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with pytest.raises(papermill.PapermillExecutionError, match=r"papermill injected parameter\(s\) "
+                                                                    r"\['expor_dir'\]"):
+            papermill.execute_notebook(str(notebook), str(tmp_path / "executed.ipynb"), kernel_name="python3",
+                                       parameters={"expor_dir": str(tmp_path / "x"), "dry_run": True},
+                                       cwd=str(tmp_path), progress_bar=False, log_output=False)
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob("**/resolved_config.json"))

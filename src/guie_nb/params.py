@@ -12,6 +12,7 @@ values through it, so a value that is dropped or overridden on the way is caught
 
 from __future__ import annotations
 
+import ast
 import inspect
 import json
 import os
@@ -43,6 +44,48 @@ TARGETS: dict[str, dict[str, str]] = {
     "05_submit": {"export_dir": "submit.export_dir", "out_dir": "submit.out_dir", "dry_run": "run.dry_run"},
 }
 PATH_PARAMS = {"out_dir", "data_dir", "init_dir", "model_dir", "train_dir", "demo_data_dir", "root", "export_dir"}
+
+
+# papermill injects `-p NAME VALUE` as a cell of this header, right after the parameters cell
+# (papermill.translators.PythonTranslator.codify); its names are checked against TARGETS
+PAPERMILL_HEADER = "# Parameters\n"
+
+
+def injected_names(history: list[str]) -> list[str]:
+    """Names assigned by papermill's injected-parameters cells among the executed cell sources
+    `history` (IPython's `In`), in order; papermill's own `PAPERMILL_*` path names left out."""
+    names = []
+    for source in history:
+        if isinstance(source, str) and source.startswith(PAPERMILL_HEADER):
+            tree = ast.parse(source)
+            names += [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
+                      if isinstance(t, ast.Name) and not t.id.startswith("PAPERMILL_")]
+    return names
+
+
+def refuse_unknown_parameters(notebook: str, history: list[str] | None = None) -> None:
+    """ValueError when papermill injected a parameter that `notebook` does not have.
+
+    papermill run by hand (`papermill -p epoch 3 ...`) only logs a warning for a name missing from
+    the parameters cell and runs on with the default, so a typo would silently train with the wrong
+    value. Called in each notebook right after its parameters: `history` is the kernel's executed
+    cells (IPython's `In`, read when None); outside IPython, or with nothing injected, it does
+    nothing. Presets, `make demo` and staging refuse unknown names before a notebook runs
+    (`resolve`, `guie_nb.notebook_build.check_parameters`).
+    """
+    if notebook not in TARGETS:
+        raise ValueError(f"unknown notebook {notebook!r}; notebooks: {sorted(TARGETS)}")
+    if history is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return
+        shell = get_ipython()
+        history = list(shell.user_ns.get("In", [])) if shell is not None else []
+    unknown = sorted(set(injected_names(history)) - set(TARGETS[notebook]))
+    if unknown:
+        raise ValueError(f"{notebook}: papermill injected parameter(s) {unknown} that the notebook does not have; "
+                         f"its parameters are {sorted(TARGETS[notebook])}")
 
 
 def absolute(path):
