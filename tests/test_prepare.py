@@ -267,6 +267,23 @@ def test_dry_run_plans_what_prepare_writes(tmp_path, num_shards, shard_index):
     assert (val_images > 0) == (shard_index == 0)  # the validation split is part 0's
 
 
+@pytest.mark.parametrize("processes, parallel", [(None, 2), (4, 2), (1, 1)])
+def test_dry_run_hours_count_a_kaggle_cpu_kernels_two_cores(tmp_path, processes, parallel):
+    """A Kaggle CPU kernel starts a worker per vCPU (4) on 2 cores: the hours divide the plan's
+    per-image seconds (one core) by the cores the workers share, not by the workers."""
+    from guie_nb.params import resolve_data_prep
+    from guie_nb.preflight import KAGGLE_CPU_CORES, KAGGLE_CPU_VCPUS, preflight_data_prep
+
+    assert (KAGGLE_CPU_VCPUS, KAGGLE_CPU_CORES) == (4, 2)
+    root = _partly_downloaded_gldv2(tmp_path / "gld")
+    sources = [{"kind": "gldv2", "root": str(root), "images_per_class": 4, "min_images_per_class": 1}]
+    resolved = resolve_data_prep(sources=sources, out_dir=tmp_path / "out", max_side=32, processes=processes,
+                                 dry_run=True)
+    est = preflight_data_prep(resolved)["estimates"]
+    assert est["seconds_per_image"] > 0
+    assert est["hours"] == pytest.approx(est["seconds_per_image"] * est["images_planned"] / parallel / 3600)
+
+
 def _glibc() -> bool:
     try:
         return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")

@@ -11,7 +11,7 @@ Report schema (the rehearsal, `guie_nb.kaggle.rehearse`, reads it):
 "memory_gib_per_device_xla", "memory_gib_per_device_plan", ...}, "limits": [{"name", "limit",
 "value", "ok"}], "problems": [str]}`.
 
-Assumptions, stated where they are used: a Kaggle CPU kernel has 4 cores; a TPU v5e chip peaks at
+Assumptions, stated where they are used: a Kaggle CPU kernel has 4 vCPUs, 2 cores; a TPU v5e chip peaks at
 197 bf16 TFLOP/s and a ViT train step reaches `ASSUMED_MFU` of it; the export's model work runs at
 `ASSUMED_EXPORT_FLOPS` on the kernel's machine (`EXPORT_THROUGHPUT_SOURCE`).
 """
@@ -33,7 +33,9 @@ OUTPUT_LIMIT_GB = 20.0  # Kaggle keeps 20 GB of a notebook's output
 SESSION_HOURS = {"cpu": 12.0, "tpu": 9.0, "gpu": 9.0}
 SCORING_LIMIT_H = 9.0
 MAX_EMBEDDING_DIM = 64
-KAGGLE_CPU_CORES = 4  # a Kaggle CPU kernel
+# A Kaggle CPU kernel has 4 vCPUs (what os.cpu_count() reports, so data-prep starts 4 workers):
+# 2 hyperthreaded cores (assumed: Kaggle runs on Google Cloud, where a vCPU is one hyperthread). Hours are planned on the 2 cores; hyperthreading's gain is not counted.
+KAGGLE_CPU_VCPUS, KAGGLE_CPU_CORES = 4, 2
 TPU_V5E_PEAK_FLOPS = 197e12  # bf16 per chip (Google Cloud TPU v5e spec sheet)
 ASSUMED_MFU = 0.35  # of peak, for a ViT-H step with FSDP; measure with benchmarks/train_step.py
 SCORER_IMAGES = 205_000  # 5,000 queries + 200,000 index images, one model call each
@@ -49,7 +51,8 @@ ASSUMED_SCORER_FLOPS = 5e12
 # of the exported model feeds one image at a time, so a conservative 30% of one T4's peak is assumed.
 ASSUMED_EXPORT_FLOPS = {"cpu": 0.1e12, "gpu": 0.3 * 8.1e12}
 EXPORT_THROUGHPUT_SOURCE = {
-    "cpu": "Kaggle CPU kernel (4 vCPUs = 2 cores): 0.1 TFLOP/s, a ViT-H-14 forward (0.33 TFLOP) measured at 3.3 s "
+    "cpu": f"Kaggle CPU kernel ({KAGGLE_CPU_VCPUS} vCPUs = {KAGGLE_CPU_CORES} cores): 0.1 TFLOP/s, "
+           "a ViT-H-14 forward (0.33 TFLOP) measured at 3.3 s "
            "on a 2-core CPU machine (2026-11)",
     "gpu": "Kaggle GPU kernel (NvidiaTeslaT4, one of its T4s used): 30% of the T4's 8.1 fp32 TFLOP/s peak, "
            "meant as conservative for float32 inference with one-image-at-a-time scoring; assumed, not measured "
@@ -128,7 +131,8 @@ def preflight_data_prep(resolved: dict) -> dict:
             problems.append(str(err))
         else:
             seconds = plan.estimate_seconds / max(plan.estimate_samples, 1)
-            workers = data["processes"] or KAGGLE_CPU_CORES
+            # one worker per vCPU; they share 2 cores (`seconds` is this machine's time on one core)
+            parallel = min(data["processes"] or KAGGLE_CPU_VCPUS, KAGGLE_CPU_CORES)
             # classes by training-image count, per source, of the whole run (every part plans it
             # all): what a class-resampling training stage's epoch is estimated from (rehearse)
             sizes = {n: resampling.size_histogram(len(v) for v in sel.train.values())
@@ -136,7 +140,7 @@ def preflight_data_prep(resolved: dict) -> dict:
             estimates.update(output_gb=plan.estimated_bytes / GB, images_planned=plan.images, train_class_sizes=sizes,
                              train_images_planned=plan.train_images, files_missing=plan.existence["files_missing"],
                              bytes_per_image=plan.estimated_bytes / max(plan.images, 1),
-                             seconds_per_image=seconds, hours=seconds * plan.images / workers / 3600)
+                             seconds_per_image=seconds, hours=seconds * plan.images / parallel / 3600)
     limits = [_limit("output_gb", min(OUTPUT_LIMIT_GB, data["max_output_gb"]), estimates["output_gb"]),
               _limit("session_hours", SESSION_HOURS["cpu"], estimates["hours"])]
     return _finish("01_data_prep", data["out_dir"], inputs, estimates, limits, problems, resolved)
