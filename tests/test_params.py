@@ -154,3 +154,25 @@ def test_papermill_by_hand_with_a_typo_stops_before_any_work(tmp_path):
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     assert not (tmp_path / "x").exists() and not list(tmp_path.glob("**/resolved_config.json"))
+
+
+@pytest.mark.parametrize("notebook, name", [("01_data_prep", "dry_run"), ("02_train_tpu", "dry_run"),
+                                            ("04_export", "flip_tta"), ("05_submit", "dry_run")])
+@pytest.mark.parametrize("value", ["false", "False", 0, 1, None])
+def test_a_flag_that_is_not_a_bool_is_refused(tmp_path, notebook, name, value):
+    """`papermill -p dry_run false` injects the string "false", which `if dry_run:` reads as True."""
+    from guie_nb.params import resolve
+
+    base = {"01_data_prep": {"sources": [{"kind": "gldv2", "root": str(tmp_path)}], "out_dir": str(tmp_path / "d")},
+            "02_train_tpu": {"data_dir": str(tmp_path / "d"), "out_dir": str(tmp_path / "t"),
+                             "model": {"backbone": "demo-tiny"}, "train": {}},
+            "04_export": {"data_dir": str(tmp_path / "d"), "out_dir": str(tmp_path / "e"),
+                          "model_dir": str(tmp_path / "t")},
+            "05_submit": {"export_dir": str(tmp_path / "e"), "out_dir": str(tmp_path / "s")}}[notebook]
+    with pytest.raises(ValueError, match=rf"{name} must be True or False, got {value!r}"):
+        resolve(notebook, {**base, name: value}, **({"model_config": {"backbone": "demo-tiny"}}
+                                                    if notebook == "04_export" else {}))
+    for ok in (True, False):
+        resolved = resolve(notebook, {**base, name: ok}, **({"model_config": {"backbone": "demo-tiny"}}
+                                                            if notebook == "04_export" else {}))
+        assert lookup(resolved, TARGETS[notebook][name]) is ok

@@ -88,6 +88,16 @@ def refuse_unknown_parameters(notebook: str, history: list[str] | None = None) -
                          f"its parameters are {sorted(TARGETS[notebook])}")
 
 
+def _flag(value, name: str) -> bool:
+    """A True/False parameter, refused as ValueError when it is anything else: `papermill -p dry_run
+    false` injects the *string* "false" (papermill converts only True, False and None), which
+    `bool()` and `if` would read as True."""
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"{name} must be True or False, got {value!r}"
+                     + (" (papermill -p converts only the words True and False)" if isinstance(value, str) else ""))
+
+
 def absolute(path):
     """A path made absolute; a list of paths (a data-prep output split in parts) element-wise."""
     if isinstance(path, (list, tuple)):
@@ -122,7 +132,7 @@ def resolve_data_prep(*, sources, out_dir, val_sources=(), demo_data_dir=None, m
                      "max_side": max_side, "images_per_shard": images_per_shard, "seed": seed,
                      "processes": processes, "max_output_gb": max_output_gb, "num_shards": num_shards,
                      "shard_index": shard_index},
-            "run": {"dry_run": bool(dry_run)}}
+            "run": {"dry_run": _flag(dry_run, "dry_run")}}
 
 
 def _model_section(model_cfg) -> dict:
@@ -151,7 +161,7 @@ def resolve_training(*, data_dir, out_dir, model: dict, train: dict, keras_backe
     model_cfg, train_cfg = ModelConfig.from_dict(model), TrainConfig.from_dict(train)
     return {"notebook": "02_train_tpu", "data": {"data_dir": absolute(data_dir)}, **_model_section(model_cfg),
             "train": train_cfg.to_dict(), "outputs": _outputs(out_dir, train_cfg),
-            "run": {"keras_backend": keras_backend, "cpu_devices": cpu_devices, "dry_run": bool(dry_run)}}
+            "run": {"keras_backend": keras_backend, "cpu_devices": cpu_devices, "dry_run": _flag(dry_run, "dry_run")}}
 
 
 # what a later stage cannot change: the weights it starts from have these shapes
@@ -201,7 +211,7 @@ def resolve_finetune(*, data_dir, init_dir, out_dir, train: dict, image_size=Non
         model_cfg = replace(model_cfg, **changes)
     return {"notebook": "03_finetune", "data": {"data_dir": absolute(data_dir)}, "init": {"init_dir": absolute(init_dir)},
             **_model_section(model_cfg), "train": train_cfg.to_dict(), "outputs": _outputs(out_dir, train_cfg),
-            "run": {"keras_backend": keras_backend, "cpu_devices": cpu_devices, "dry_run": bool(dry_run)}}
+            "run": {"keras_backend": keras_backend, "cpu_devices": cpu_devices, "dry_run": _flag(dry_run, "dry_run")}}
 
 
 ZERO_SHOT_KEYS = ("model", "reduction", "sample_images", "eps")
@@ -349,7 +359,7 @@ def resolve_export(*, data_dir, out_dir, model_dir=None, train_dir=None, export_
                          f"got {given or 'none'}")
     # run_dir: the run folder exported (model_dir, or where the zero-shot model / the soup is written)
     export = {"model_dir": absolute(model_dir), "train_dir": absolute(train_dir), "out_dir": absolute(out_dir),
-              "format": export_format, "flip_tta": bool(flip_tta), "zero_shot": None, "soup": None,
+              "format": export_format, "flip_tta": _flag(flip_tta, "flip_tta"), "zero_shot": None, "soup": None,
               "concat": None, "run_dir": absolute(model_dir)}
     if zero_shot:
         export["zero_shot"], model_config = _zero_shot(zero_shot, out_dir)
@@ -369,7 +379,7 @@ def resolve_export(*, data_dir, out_dir, model_dir=None, train_dir=None, export_
         if model_config is None and path.is_file():
             model_config = json.loads(path.read_text())
     out = {"notebook": "04_export", "data": {"data_dir": absolute(data_dir)}, "export": export,
-           "run": {"dry_run": bool(dry_run)}}
+           "run": {"dry_run": _flag(dry_run, "dry_run")}}
     if model_config is not None:
         out.update(_model_section(ModelConfig.from_dict(model_config)))
     return out
@@ -381,7 +391,7 @@ def resolve_submit(*, export_dir, out_dir, dry_run=False) -> dict:
         raise ValueError(f"the submit notebook's out_dir must differ from export_dir ({export_dir}): "
                          "it copies the export's submission.zip")
     return {"notebook": "05_submit", "submit": {"export_dir": absolute(export_dir), "out_dir": absolute(out_dir)},
-            "run": {"dry_run": bool(dry_run)}}
+            "run": {"dry_run": _flag(dry_run, "dry_run")}}
 
 
 RESOLVERS = {"01_data_prep": resolve_data_prep, "02_train_tpu": resolve_training, "03_finetune": resolve_finetune,
