@@ -119,16 +119,6 @@ def _label_in(label: tf.Tensor, ranges: list[tuple[int, int]]) -> tf.Tensor:
     return tf.reduce_any(tf.stack([(label >= start) & (label < stop) for start, stop in ranges]))
 
 
-def class_counts(files: list[str | Path], num_classes: int) -> np.ndarray:
-    """Training images per class (reads labels only), for the per-class dynamic margin."""
-    counts = np.zeros(num_classes, np.int64)
-    ds = tf.data.TFRecordDataset([str(f) for f in files]).map(lambda r: parse(r)["label"],
-                                                                num_parallel_calls=AUTOTUNE)
-    for batch in ds.batch(4096):
-        np.add.at(counts, batch.numpy(), 1)
-    return counts
-
-
 def eval_dataset(files: list[str | Path], size: int, resize_mode: str, batch_size: int = 64,
                  original_size: bool = False) -> tf.data.Dataset:
     """Batches of `(image, image_id)` resized as the exported model resizes; with `original_size`,

@@ -15,9 +15,9 @@ Outputs in `out_dir`: the files `guie_nb.run_dir` names (configs, weights, histo
 
 `train` reads top to bottom: set-up, restore (or score the starting point), the epoch loop,
 outputs. Multi-host (a TPU pod slice, one process per host) hooks in through
-`guie_nb.training.distributed`, at the places marked "multi-host": the label counts in
-`TrainingData`, each process's rows of the global batch (`train_dataset(rows=...)`,
-`put_batches`), the gathered evaluation in `evaluate`, and `write_outputs` on process 0 only.
+`guie_nb.training.distributed`, at the places marked "multi-host": each process's rows of the
+global batch (`train_dataset(rows=...)`, `put_batches`), the gathered evaluation in `evaluate`,
+and `write_outputs` on process 0 only.
 Orbax checkpoints are written by every process (each its shards) and need no hook.
 """
 
@@ -43,7 +43,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from guie_nb import run_dir
 from guie_nb.data import resampling
-from guie_nb.data.pipeline import class_counts, train_dataset
+from guie_nb.data.pipeline import train_dataset
 from guie_nb.data.prepare import DataDirs, load_manifest, source_labels, train_paths
 from guie_nb.evaluation import ValidationSet
 from guie_nb.model.embedding import ModelConfig, build_embedding_model, build_training_model
@@ -369,7 +369,7 @@ class TrainingData:
              min_draws_per_class: int = 0) -> "TrainingData":
         """`data_dir`: data-prep's output directory, or the list of a split data-prep's part directories.
         The training files are chosen here: all of them, in every process of a multi-host run too
-        (each decodes only its rows of every batch); the label counts are split by file.
+        (each decodes only its rows of every batch).
         `train_sources`: train on these data-prep sources only (`prepare.source_labels`; ValueError
         naming an unknown one); validation is unchanged. `min_draws_per_class` > 0: class
         resampling (`guie_nb.data.resampling`, from the manifest's class counts, the same in every
@@ -379,12 +379,11 @@ class TrainingData:
         head, n = model_cfg.head, manifest["num_classes"]
         label_ranges, images = (source_labels(manifest, train_sources) if train_sources
                                 else (None, manifest["train_images"]))
-        counts = None
-        if head.margin_schedule == "dynamic":  # multi-host: each process counts its files' labels, summed
-            counts = distributed.sum_over_processes(class_counts(distributed.process_files(files), n))
+        # the manifest's per-class counts: the same in every process, no pass over the records
+        per_class = resampling.manifest_class_counts(manifest)
+        counts = per_class if head.margin_schedule == "dynamic" else None
         repeats = None
         if min_draws_per_class:
-            per_class = resampling.manifest_class_counts(manifest)
             repeats = resampling.repeat_factors(per_class, min_draws_per_class)
             images = resampling.epoch_images(per_class, min_draws_per_class, label_ranges)
         return cls(files, ValidationSet.from_manifest(data_dir, manifest), n, images, manifest,
