@@ -268,7 +268,7 @@ def preflight_training(resolved: dict, xla_memory: bool = False, device: str = "
                 ranges, images = source_labels(manifest, train_cfg.train_sources)
             except ValueError as err:
                 problems.append(str(err))
-        if getattr(train_cfg, "min_draws_per_class", 0):  # class resampling: an epoch is the resampled stream
+        if train_cfg.min_draws_per_class:  # class resampling: an epoch is the resampled stream
             images = resampling.epoch_images(resampling.manifest_class_counts(manifest),
                                              train_cfg.min_draws_per_class, ranges)
         estimates.update(train_images=images, data_train_images=manifest["train_images"])
@@ -380,9 +380,8 @@ def export_work(resolved: dict) -> list[dict] | None:
             work.append(_work(f"part {i} ({part_model['backbone']}): {evaluations} held-out evaluation(s)",
                               _forward_flops(part_model), heldout=evaluations))
         flops = _forward_flops(model)
-        work += [_work(f"{co['reduction']} fit of the concatenation on training images", flops,
-                       images=co["sample_images"], training_sample=True),
-                 _work("held-out evaluation of the concatenation (Keras)", flops, heldout=1)]
+        work.append(_work(f"{co['reduction']} fit of the concatenation on training images", flops,
+                          images=co["sample_images"], training_sample=True))
     from guie_nb.model.embedding import ModelConfig
 
     exported = (2 if ex["flip_tta"] and not ModelConfig.from_dict(model).flip_tta else 1) * _forward_flops(model)

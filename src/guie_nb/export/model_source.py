@@ -106,8 +106,7 @@ def _part(part: dict, val) -> tuple[object, object, dict]:
 def concat_model(settings: dict, data_dir, val) -> ExportModel:
     """Each of `settings["parts"]` souped (or loaded), their backbones concatenated into one model
     (`guie_nb.model.concat`), its projection fitted as `settings["reduction"]` (PCA / whitening) of
-    the concatenated features on `sample_images` training images, scored, written as a run folder."""
-    from guie_nb.evaluation import evaluate_keras
+    the concatenated features on `sample_images` training images, written as a run folder."""
     from guie_nb.model.concat import concat_models
     from guie_nb.model.reduction import fit_model_reduction
 
@@ -121,10 +120,9 @@ def concat_model(settings: dict, data_dir, val) -> ExportModel:
     del models  # the parts' weights now live in the combined model: free the copies
     reduction = fit_model_reduction(model, cfg, _train_files(data_dir), settings["reduction"],
                                     settings["sample_images"], settings["eps"])
-    fitted = evaluate_keras(model, val, cfg.input_size, cfg.resize_mode)
+    # not scored here: 04 scores the exported submission, the same model, on the same held-out set
     run_dir.save_embedding_model(settings["run_dir"], model, cfg)
-    return ExportModel(cfg, model, None, {"concat": {"parts": parts, "keras_map5": fitted["map5"]},
-                                          "reduction": reduction.summary()})
+    return ExportModel(cfg, model, None, {"concat": {"parts": parts}, "reduction": reduction.summary()})
 
 
 def run_model(model_dir) -> ExportModel:
