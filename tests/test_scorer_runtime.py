@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +89,16 @@ def test_python39_is_installed_through_uv_only_when_allowed(monkeypatch, tmp_pat
     (tmp_path / "installed").unlink()
     with pytest.raises(FileNotFoundError):
         find_python39()
+
+
+def test_the_runtime_runs_on_the_cpu_without_this_process_python_settings(monkeypatch):
+    """The pinned wheels' CUDA is not a GPU kernel's: every run in a scorer runtime hides the GPU
+    (verification and the export benchmark alike), and PYTHONPATH does not leak in."""
+    from guie_nb.export.scorer_runtime import Runtime
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setenv("PYTHONPATH", "/somewhere")
+    probe = "import os; print(repr(os.environ.get('CUDA_VISIBLE_DEVICES')), 'PYTHONPATH' in os.environ)"
+    here = Runtime("saved_model", Path(sys.executable).parent.parent)  # this interpreter stands in
+    assert here.run(["-c", probe]).stdout.split() == ["''", "False"]
+    assert here.run(["-c", probe], extra_env={"CUDA_VISIBLE_DEVICES": "1"}).stdout.split() == ["'1'", "False"]

@@ -50,10 +50,12 @@ class Runtime:
     def run(self, args: list[str], timeout: float | None = None, extra_env: dict[str, str] | None = None,
             **kwargs) -> subprocess.CompletedProcess:
         """Run `python args...` inside the runtime, with an environment free of this process's
-        Python settings (PYTHONPATH would leak today's packages into the old runtime), plus
-        `extra_env`."""
+        Python settings (PYTHONPATH would leak today's packages into the old runtime), on the CPU
+        (the pinned wheels' CUDA is not a GPU kernel's, and that kernel's own TensorFlow holds the
+        GPU; the hours and benchmarks assume the CPU), plus `extra_env`."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-        env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
+        env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1",
+                   CUDA_VISIBLE_DEVICES="")
         env.update(extra_env or {})
         return subprocess.run([str(self.python), *args], env=env, timeout=timeout, text=True,
                               capture_output=True, **kwargs)

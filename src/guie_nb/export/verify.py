@@ -176,10 +176,7 @@ def verify_submission(zip_path: str | Path, reference: Callable[[np.ndarray], np
         try:
             proc = runtime.run([str(script), "--format", fmt, "--zip", str(zip_path.resolve()),
                                 "--images", str(work / "images"), "--out", str(out), "--warmup", str(warmup),
-                                "--threads", str(threads)], timeout=timeout,
-                                # the pinned framework on the CPU, as the dry run's hours assume: its wheels'
-                                # CUDA is not a GPU kernel's, and this kernel's TensorFlow holds the GPU
-                                extra_env={"CUDA_VISIBLE_DEVICES": ""})
+                                "--threads", str(threads)], timeout=timeout)  # on the CPU (Runtime.run)
         except subprocess.TimeoutExpired:
             report.failures.append(f"the {report.runtime} run took over {timeout:.0f} s")
             return report
