@@ -65,7 +65,7 @@ import json
 
 from guie_nb.notebook import use_backend
 from guie_nb.params import refuse_unknown_parameters, resolve_export, write_resolved
-from guie_nb.preflight import preflight
+from guie_nb.preflight import export_machine, preflight
 
 refuse_unknown_parameters("04_export")  # a name papermill injected that this notebook lacks (papermill only warns)
 
@@ -124,11 +124,9 @@ if not dry_run:
     from guie_nb.export.model_source import export_model
     from guie_nb.export.submission import SubmissionEmbedder
 
-    import tensorflow as tf
-
     # the model work below runs where TensorFlow puts it: the GPU of a kernel staged on one (a preset's
     # KERNEL_MACHINES), else the CPU; the dry run's hours assumed the same machine (preflight.json)
-    print("TensorFlow runs the model work on", [d.name for d in tf.config.list_logical_devices("GPU")] or "the CPU")
+    print("TensorFlow runs the model work on the", export_machine().upper())
     ex = resolved["export"]
     out = Path(ex["out_dir"])
     data = resolved["data"]["data_dir"]
