@@ -53,8 +53,8 @@ BRANCHES = [
 PCA_SAMPLE = 4000
 
 # The export runs on a T4 GPU kernel: two greedy soups (3 held-out evaluations each), the PCA fit
-# and two held-out passes of the two-tower model (0.72 TFLOP/image) over 11,523 held-out images
-# take 123 h at the assumed CPU rate (12 h limit), 5.1 h on the T4 (`make rehearse PROFILE=fourth_place`).
+# and the held-out scoring of the two-tower submission (0.72 TFLOP/image) over 11,523 held-out images
+# take 99.8 h at the assumed CPU rate (12 h limit), 4.2 h on the T4 (`make rehearse PROFILE=fourth_place`).
 KERNEL_MACHINES = EXPORT_ON_T4
 
 
